@@ -1,0 +1,1 @@
+"""ftlab.evals: eval kinds (lm-eval, judges, perplexity, …) — arrive with the evals issue."""

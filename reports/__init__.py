@@ -1,0 +1,1 @@
+"""ftlab.reports: the DuckDB store, comparison statistics and reports."""

@@ -1,0 +1,279 @@
+"""The DuckDB index over run directories (`<runs>/ftlab.duckdb`).
+
+Run directories are the source of truth; the index is rebuilt or updated from them
+idempotently (delete-then-insert by run id). DuckDB allows one process to hold the file,
+and a second fails at once (even read-only), so every access takes a lock file beside
+the database first: writers exclusively, readers shared, both waiting their turn with a
+timeout instead of failing. Connections are opened per operation and closed at once.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+DB_NAME = "ftlab.duckdb"
+SCHEMA_VERSION = 1
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value VARCHAR);
+CREATE TABLE IF NOT EXISTS runs (
+    run_id VARCHAR PRIMARY KEY, experiment VARCHAR, variant VARCHAR, state VARCHAR,
+    created DOUBLE, finished DOUBLE, wall_time_s DOUBLE, model VARCHAR, seed BIGINT,
+    spec_file VARCHAR, run_dir VARCHAR, spec_json VARCHAR, error VARCHAR
+);
+CREATE TABLE IF NOT EXISTS stages (
+    run_id VARCHAR, stage VARCHAR, position INTEGER, method VARCHAR, state VARCHAR,
+    hash VARCHAR, reused_from VARCHAR, trainable_params BIGINT, total_params BIGINT,
+    steps BIGINT, train_loss DOUBLE, eval_loss DOUBLE, initial_eval_loss DOUBLE,
+    tokens_per_epoch BIGINT, precision VARCHAR, wall_time_s DOUBLE, peak_memory_mb DOUBLE,
+    artifact VARCHAR, summary_json VARCHAR
+);
+CREATE TABLE IF NOT EXISTS step_metrics (
+    run_id VARCHAR, stage VARCHAR, step BIGINT, epoch DOUBLE, name VARCHAR, value DOUBLE,
+    time DOUBLE
+);
+"""
+
+
+class StoreBusy(RuntimeError):
+    """The index stayed locked by another process for longer than the timeout."""
+
+
+@contextmanager
+def _locked(root: Path, *, exclusive: bool, timeout: float) -> Iterator[None]:
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / f"{DB_NAME}.lock", "a+") as handle:
+        mode = fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(handle, mode | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise StoreBusy(
+                        f"{root / DB_NAME} is locked by another ftlab process "
+                        f"for more than {timeout:.0f}s"
+                    ) from None
+                time.sleep(0.05)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+@contextmanager
+def connect(root: Path, *, write: bool, timeout: float = 120.0) -> Iterator[Any]:
+    """A short-lived connection under the lock; readers never see a half-written ingest."""
+    import duckdb
+
+    db = root / DB_NAME
+    with _locked(root, exclusive=write, timeout=timeout):
+        if not write and not db.exists():
+            con = duckdb.connect(":memory:")
+            con.execute(SCHEMA)
+        else:
+            con = duckdb.connect(str(db), read_only=not write)
+            if write:
+                con.execute(SCHEMA)
+                con.execute(
+                    "INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)",
+                    [str(SCHEMA_VERSION)],
+                )
+        try:
+            yield con
+        finally:
+            con.close()
+
+
+def _run_rows(run_dir: Path) -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]:
+    from ftlab.runner.rundir import RunDir
+
+    run = RunDir(run_dir)
+    info, status = run.info(), run.status()
+    spec_text = (run_dir / "spec.yaml").read_text() if (run_dir / "spec.yaml").exists() else ""
+    spec = _yaml(spec_text)
+    run_row = {
+        "run_id": run.run_id,
+        "experiment": info.get("experiment"),
+        "variant": info.get("variant"),
+        "state": status.get("state"),
+        "created": info.get("created"),
+        "finished": status.get("finished"),
+        "wall_time_s": status.get("wall_time_s"),
+        "model": (spec.get("model") or {}).get("name"),
+        "seed": spec.get("seed"),
+        "spec_file": info.get("spec_file"),
+        "run_dir": str(run_dir.resolve()),
+        "spec_json": json.dumps(spec, sort_keys=True),
+        "error": status.get("error") or "",
+    }
+    stage_rows = []
+    order = [s.get("name") for s in spec.get("stages", [])]
+    for d in sorted((run_dir / "stages").glob("*")):
+        st = run.stage(d.name)
+        s = st.get("summary", {})
+        stage_rows.append(
+            {
+                "run_id": run.run_id,
+                "stage": d.name,
+                "position": order.index(d.name) if d.name in order else -1,
+                "method": st.get("method"),
+                "state": st.get("state"),
+                "hash": st.get("hash"),
+                "reused_from": st.get("reused_from") or "",
+                "trainable_params": s.get("trainable_params"),
+                "total_params": s.get("total_params"),
+                "steps": s.get("steps"),
+                "train_loss": s.get("train_loss"),
+                "eval_loss": s.get("eval_loss"),
+                "initial_eval_loss": s.get("initial_eval_loss"),
+                "tokens_per_epoch": s.get("tokens_per_epoch"),
+                "precision": s.get("precision"),
+                "wall_time_s": s.get("wall_time_s"),
+                "peak_memory_mb": s.get("peak_memory_mb"),
+                "artifact": (st.get("artifact") or {}).get("path"),
+                "summary_json": json.dumps(s, sort_keys=True, default=str),
+            }
+        )
+    metric_rows = []
+    for rec in run.metrics():
+        for name, value in rec.items():
+            if name in ("stage", "step", "epoch", "time") or not isinstance(value, int | float):
+                continue
+            metric_rows.append(
+                {
+                    "run_id": run.run_id,
+                    "stage": rec.get("stage"),
+                    "step": rec.get("step"),
+                    "epoch": rec.get("epoch"),
+                    "name": name,
+                    "value": float(value),
+                    "time": rec.get("time"),
+                }
+            )
+    return run_row, stage_rows, metric_rows
+
+
+def _yaml(text: str) -> dict[str, Any]:
+    from ruamel.yaml import YAML
+
+    try:
+        data = YAML(typ="safe", pure=True).load(text) if text else {}
+    except Exception:  # noqa: BLE001 - a damaged spec.yaml still indexes the rest
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+_COLUMNS = {
+    "runs": [
+        "run_id",
+        "experiment",
+        "variant",
+        "state",
+        "created",
+        "finished",
+        "wall_time_s",
+        "model",
+        "seed",
+        "spec_file",
+        "run_dir",
+        "spec_json",
+        "error",
+    ],
+    "stages": [
+        "run_id",
+        "stage",
+        "position",
+        "method",
+        "state",
+        "hash",
+        "reused_from",
+        "trainable_params",
+        "total_params",
+        "steps",
+        "train_loss",
+        "eval_loss",
+        "initial_eval_loss",
+        "tokens_per_epoch",
+        "precision",
+        "wall_time_s",
+        "peak_memory_mb",
+        "artifact",
+        "summary_json",
+    ],
+    "step_metrics": ["run_id", "stage", "step", "epoch", "name", "value", "time"],
+}
+
+
+def ingest_runs(root: Path, run_dirs: list[Path], *, timeout: float = 120.0) -> int:
+    """Index (or re-index) the given run directories; returns how many were written."""
+    import pyarrow as pa
+
+    rows: dict[str, list[dict[str, Any]]] = {t: [] for t in _COLUMNS}
+    for run_dir in run_dirs:
+        run_row, stage_rows, metric_rows = _run_rows(run_dir)
+        rows["runs"].append(run_row)
+        rows["stages"].extend(stage_rows)
+        rows["step_metrics"].extend(metric_rows)
+    ids = [r["run_id"] for r in rows["runs"]]
+    with connect(root, write=True, timeout=timeout) as con:
+        con.execute("BEGIN TRANSACTION")
+        for table, columns in _COLUMNS.items():
+            con.execute(f"DELETE FROM {table} WHERE run_id IN (SELECT unnest(?))", [ids])
+            if rows[table]:
+                arrow = pa.Table.from_pylist(rows[table]).select(columns)  # noqa: F841
+                con.execute(f"INSERT INTO {table} SELECT * FROM arrow")
+        con.execute("COMMIT")
+    return len(ids)
+
+
+def run_dirs(root: Path) -> list[Path]:
+    return sorted(p for p in root.glob("*") if (p / "run.json").is_file())
+
+
+def sync(root: Path, *, timeout: float = 120.0) -> tuple[int, int]:
+    """Make the index match the run directories: (indexed, removed)."""
+    dirs = run_dirs(root)
+    n = ingest_runs(root, dirs, timeout=timeout) if dirs else 0
+    present = [d.name for d in dirs]
+    with connect(root, write=True, timeout=timeout) as con:
+        stale = [
+            r[0] for r in con.execute("SELECT run_id FROM runs").fetchall() if r[0] not in present
+        ]
+        for table in _COLUMNS:
+            con.execute(f"DELETE FROM {table} WHERE run_id IN (SELECT unnest(?))", [stale])
+    return n, len(stale)
+
+
+def query(
+    root: Path, sql: str, params: list[Any] | None = None, *, timeout: float = 120.0
+) -> list[dict[str, Any]]:
+    """Run a read-only query; rows as dicts."""
+    with connect(root, write=False, timeout=timeout) as con:
+        cur = con.execute(sql, params or [])
+        names = [d[0] for d in cur.description]
+        return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+
+
+def list_runs(root: Path, *, experiment: str = "") -> list[dict[str, Any]]:
+    sql = """
+        SELECT r.run_id, r.experiment, r.variant, r.state, r.created, r.wall_time_s,
+               string_agg(s.method, ' → ' ORDER BY s.position) AS methods,
+               max(s.trainable_params) FILTER (WHERE s.position = last_pos) AS trainable_params,
+               max(s.train_loss) FILTER (WHERE s.position = last_pos) AS train_loss,
+               max(s.eval_loss) FILTER (WHERE s.position = last_pos) AS eval_loss,
+               max(s.initial_eval_loss) FILTER (WHERE s.position = 0) AS initial_eval_loss
+        FROM runs r
+        LEFT JOIN (SELECT *, max(position) OVER (PARTITION BY run_id) AS last_pos FROM stages) s
+          ON s.run_id = r.run_id
+        WHERE (? = '' OR r.experiment = ?)
+        GROUP BY ALL ORDER BY r.created
+    """
+    return query(root, sql, [experiment, experiment])

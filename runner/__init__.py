@@ -1,0 +1,1 @@
+"""ftlab.runner: spec schema and loading, models, data, methods, stage execution, CLI."""

@@ -1,0 +1,278 @@
+"""The `ftlab` command line. Heavy imports happen inside commands so `--help` is instant."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="ftlab: declarative LLM fine-tuning experiments.",
+)
+console = Console(width=None if sys.stdout.isatty() else 140)
+err = Console(stderr=True, soft_wrap=True)
+
+Overrides = Annotated[
+    list[str] | None,
+    typer.Argument(
+        help="Overrides like stages.sft.train.learning_rate=1e-4 (YAML-typed; list items by "
+        "index or by name).",
+        show_default=False,
+    ),
+]
+RunsDir = Annotated[Path, typer.Option("--dir", help="Runs directory (output.dir).")]
+Format = Annotated[str, typer.Option("--format", help="table | json")]
+
+
+def _fail(exc: BaseException) -> None:
+    """Print a user-facing error and exit with its code (2 = bad input)."""
+    from ftlab.runner.data import DataError
+    from ftlab.runner.models import ModelError
+    from ftlab.runner.registry import UnknownNameError
+    from ftlab.runner.spec.errors import SpecError
+
+    if isinstance(exc, SpecError):
+        err.print(exc.format(), markup=False, highlight=False)
+        raise typer.Exit(2)
+    if isinstance(exc, DataError | ModelError | UnknownNameError | FileNotFoundError):
+        err.print(f"error: {exc}", markup=False, highlight=False)
+        raise typer.Exit(2)
+    raise exc
+
+
+@app.command()
+def validate(files: Annotated[list[Path], typer.Argument(help="Spec files.")]) -> None:
+    """Check spec files (variants included) without loading a model. Exit 2 if any is bad."""
+    from ftlab.runner.spec.errors import SpecError
+    from ftlab.runner.spec.load import expand_runs
+
+    bad = 0
+    for file in files:
+        try:
+            runs = expand_runs(file)
+        except SpecError as exc:
+            bad += 1
+            err.print(exc.format(), markup=False, highlight=False)
+            continue
+        console.print(
+            f"[green]ok[/] {file}: {len(runs)} run(s): " + ", ".join(name for name, _ in runs)
+        )
+    if bad:
+        raise typer.Exit(2)
+
+
+@app.command()
+def schema() -> None:
+    """Print the spec's JSON Schema (for editor completion and documentation)."""
+    from ftlab.runner.spec.schema import Spec
+
+    print(json.dumps(Spec.model_json_schema(by_alias=True), indent=2))
+
+
+@app.command()
+def methods() -> None:
+    """List the registered training methods."""
+    from ftlab.runner.methods import METHODS
+
+    for name in METHODS.names():
+        m = METHODS.get(name)
+        console.print(f"{name:15} data: {', '.join(m.data_formats)}")
+
+
+@app.command()
+def run(
+    spec: Annotated[Path | None, typer.Argument(help="Experiment spec (YAML).")] = None,
+    overrides: Overrides = None,
+    variant: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--variant", "-v", help="Run only these variants (repeatable; 'base' = as written)."
+        ),
+    ] = None,
+    resume: Annotated[
+        str | None,
+        typer.Option("--resume", help="Continue an interrupted run (run id or directory)."),
+    ] = None,
+    runs_dir: RunsDir = Path("runs"),
+) -> None:
+    """Train every run of a spec (the spec as written, plus each variant)."""
+    from ftlab.runner import execute
+    from ftlab.runner.spec.load import expand_runs
+    from ftlab.runner.spec.load import validate as validate_raw
+
+    results = []
+    try:
+        if resume:
+            from ftlab.runner.spec.load import read_yaml
+
+            rd = execute.find_run(resume, runs_dir)
+            status = rd.status()
+            if status.get("state") == "running":
+                err.print(f"error: run {rd.run_id} is still running (pid {status.get('pid')})")
+                raise typer.Exit(1)
+            spec_obj = validate_raw(read_yaml(rd.path / "spec.yaml"))
+            spec_obj.output.dir = str(rd.path.parent)
+            console.print(f"resuming {rd.run_id} (was {status.get('state')})")
+            results.append(execute.execute(rd, spec_obj, resume=True))
+        else:
+            if spec is None:
+                err.print(
+                    "error: give a spec file (ftlab run experiments/quickstart.yaml) "
+                    "or --resume RUN"
+                )
+                raise typer.Exit(2)
+            runs = expand_runs(spec, overrides or [], only=variant)
+            for name, spec_obj in runs:
+                rd = execute.create_run(
+                    spec_obj, variant=name, spec_file=spec, overrides=list(overrides or [])
+                )
+                console.rule(
+                    f"[bold]{spec_obj.name} / {name}[/]  →  {execute.cwd_relative(rd.path)}"
+                )
+                results.append(execute.execute(rd, spec_obj))
+    except typer.Exit:
+        raise
+    except Exception as exc:  # noqa: BLE001
+        _fail(exc)
+    _print_results(results)
+
+
+def _fmt(value: Any, spec: str = ".3f") -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float | int) and spec:
+        return format(value, spec)
+    return str(value)
+
+
+def _print_results(results: list[Any]) -> None:
+    table = Table(title="Runs", show_lines=False)
+    for col in (
+        "run",
+        "method",
+        "trainable params",
+        "untrained eval loss",
+        "train loss",
+        "eval loss",
+        "wall time",
+    ):
+        table.add_column(
+            col, justify="right" if "loss" in col or "params" in col else "left", no_wrap=True
+        )
+    for res in results:
+        stages = list(res.stages.values())
+        if not stages:
+            continue
+        last, first = stages[-1], stages[0]
+        s, f = last.get("summary", {}), first.get("summary", {})
+        wall = sum(
+            (st.get("summary", {}).get("wall_time_s") or 0)
+            for st in stages
+            if not st.get("reused_from")
+        )
+        reused = [st["stage"] for st in stages if st.get("reused_from")]
+        table.add_row(
+            res.variant,
+            " → ".join(st.get("method", "?") for st in stages),
+            f"{s.get('trainable_params', 0):,}",
+            _fmt(f.get("initial_eval_loss")),
+            _fmt(s.get("train_loss")),
+            _fmt(s.get("eval_loss")),
+            f"{wall:.1f}s" + (" (cached)" if reused else ""),
+        )
+    console.print(table)
+    for res in results:
+        console.print(f"  {res.variant}: {_rel(res.run_dir)}  [{res.state}]")
+
+
+def _rel(path: Path) -> str:
+    from ftlab.runner.execute import cwd_relative
+
+    return cwd_relative(path)
+
+
+@app.command()
+def plan(
+    spec: Annotated[Path, typer.Argument(help="Experiment spec (YAML).")],
+    overrides: Overrides = None,
+) -> None:
+    """Per run and stage: parameters, tokens per epoch and estimated peak memory."""
+    from ftlab.runner.plan import plan_runs, render
+
+    try:
+        plans = plan_runs(spec, overrides or [])
+    except Exception as exc:  # noqa: BLE001
+        _fail(exc)
+    render(plans, console)
+
+
+@app.command("runs")
+def list_runs_cmd(
+    runs_dir: RunsDir = Path("runs"),
+    fmt: Format = "table",
+    experiment: Annotated[str, typer.Option(help="Only this experiment.")] = "",
+) -> None:
+    """List indexed runs (reads the DuckDB index; `ftlab sync` refreshes it)."""
+    from ftlab.reports import store
+
+    rows = store.list_runs(runs_dir, experiment=experiment)
+    if fmt == "json":
+        print(json.dumps(rows, indent=2, default=str))
+        return
+    table = Table(title=f"Runs in {runs_dir}/ftlab.duckdb")
+    for col in (
+        "run_id",
+        "state",
+        "methods",
+        "trainable",
+        "untrained eval",
+        "train loss",
+        "eval loss",
+        "wall",
+    ):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(
+            r["run_id"],
+            r["state"] or "-",
+            r["methods"] or "-",
+            f"{r['trainable_params']:,}" if r["trainable_params"] else "-",
+            _fmt(r["initial_eval_loss"]),
+            _fmt(r["train_loss"]),
+            _fmt(r["eval_loss"]),
+            _fmt(r["wall_time_s"], ".1f"),
+        )
+    console.print(table)
+    if not rows:
+        console.print(f"no runs indexed in {runs_dir}/ (run `ftlab run SPEC`, or `ftlab sync`)")
+
+
+@app.command()
+def sync(runs_dir: RunsDir = Path("runs")) -> None:
+    """Rebuild/update the DuckDB index from the run directories (idempotent)."""
+    from ftlab.reports import store
+
+    n, removed = store.sync(runs_dir)
+    console.print(
+        f"indexed {n} run(s), removed {removed} stale row set(s) in {runs_dir / store.DB_NAME}"
+    )
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        err.print("interrupted; `ftlab run --resume RUN` continues a run")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,312 @@
+"""Running an experiment: expand runs, then for each run execute its stages in order.
+
+A stage's inputs (model identity, data content, method, settings, upstream stage) get a
+content hash. A finished stage with the same hash is reused from the stage cache
+(`<output>/cache/stages/<hash>.json` → the artifact of the run that trained it).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import secrets
+import shutil
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ftlab.runner import data as data_mod
+from ftlab.runner import models
+from ftlab.runner.envinfo import snapshot
+from ftlab.runner.methods import METHODS
+from ftlab.runner.methods.base import Artifact, StageContext
+from ftlab.runner.rundir import RunDir, latest_checkpoint, read_json, write_json, write_text
+from ftlab.runner.spec.schema import Spec, StageSpec
+
+CACHE_VERSION = 1  # bump to invalidate every cached stage (e.g. a training-loop fix)
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    variant: str
+    state: str
+    stages: dict[str, dict[str, Any]]
+
+
+def resolve_precision(requested: str) -> str:
+    """`auto` → bf16 on CUDA with bf16, or a CPU with native bf16 matrix units; else fp32."""
+    if requested != "auto":
+        return requested
+    import torch
+
+    if torch.cuda.is_available():
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    flags = _cpu_flags()
+    return "bf16" if {"amx_bf16", "avx512_bf16"} & flags else "fp32"
+
+
+def _cpu_flags() -> set[str]:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def stage_hashes(
+    spec: Spec, *, spec_dir: Path, model_identity: str, datasets: dict[str, data_mod.Dataset]
+) -> dict[str, str]:
+    """Content hash of every stage's inputs, upstream hashes included."""
+    hashes: dict[str, str] = {}
+    for stage in spec.stages:
+        payload = {
+            "cache_version": CACHE_VERSION,
+            "model": model_identity,
+            "seed": spec.seed,
+            "data": datasets[stage.data].content_hash,
+            "stage": stage.model_dump(mode="json", by_alias=True, exclude={"name"}),
+            "upstream": hashes[stage.from_] if stage.from_ else "",
+        }
+        blob = json.dumps(payload, sort_keys=True).encode()
+        hashes[stage.name] = hashlib.sha256(blob).hexdigest()[:20]
+    return hashes
+
+
+def new_run_id(experiment: str, variant: str) -> str:
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    return f"{experiment}-{variant}-{stamp}-{secrets.token_hex(2)}"
+
+
+def create_run(spec: Spec, *, variant: str, spec_file: Path, overrides: list[str]) -> RunDir:
+    from ftlab.runner.spec.dump import to_yaml
+
+    root = Path(spec.output.dir)
+    run = RunDir(root / new_run_id(spec.name, variant))
+    run.path.mkdir(parents=True)
+    write_json(
+        run.path / "run.json",
+        {
+            "run_id": run.run_id,
+            "experiment": spec.name,
+            "variant": variant,
+            "spec_file": str(spec_file.resolve()),
+            "spec_dir": str(spec_file.resolve().parent),
+            "overrides": overrides,
+            "created": time.time(),
+            "format": 1,
+        },
+    )
+    write_text(run.path / "spec.yaml", to_yaml(spec))
+    write_json(run.path / "env.json", snapshot())
+    run.set_status(state="running", stage="")
+    return run
+
+
+def execute(
+    run: RunDir, spec: Spec, *, resume: bool = False, extra_callbacks: list[Any] | None = None
+) -> RunResult:
+    """Train every stage of one run; ingest the run into the DuckDB index at the end."""
+    from ftlab.reports import store
+
+    info = run.info()
+    spec_dir = Path(info.get("spec_dir", "."))
+    run.set_status(state="running", error="")
+    started = time.time()
+    results: dict[str, dict[str, Any]] = {}
+    try:
+        ref = models.resolve(spec.model.name, revision=spec.model.revision, seed=spec.seed)
+        datasets = {
+            name: data_mod.load(spec.data[name], base_dir=spec_dir, seed=spec.seed)
+            for name in {s.data for s in spec.stages}
+        }
+        hashes = stage_hashes(
+            spec, spec_dir=spec_dir, model_identity=ref.identity, datasets=datasets
+        )
+        artifacts: dict[str, Artifact] = {}
+        for stage in spec.stages:
+            run.set_status(stage=stage.name)
+            upstream = artifacts.get(stage.from_) if stage.from_ else None
+            results[stage.name] = _run_stage(
+                run,
+                spec,
+                stage,
+                ref=ref,
+                data=datasets[stage.data],
+                upstream=upstream,
+                stage_hash=hashes[stage.name],
+                resume=resume,
+                extra_callbacks=extra_callbacks or [],
+            )
+            artifacts[stage.name] = _artifact_from(results[stage.name])
+        state = "completed"
+        run.set_status(
+            state=state, stage="", finished=time.time(), wall_time_s=time.time() - started
+        )
+    except BaseException as exc:
+        state = "failed"
+        run.set_status(
+            state=state,
+            error=f"{type(exc).__name__}: {exc}",
+            traceback=traceback.format_exc(),
+            finished=time.time(),
+        )
+        raise
+    finally:
+        write_json(run.path / "summary.json", summarise(run))
+        try:
+            store.ingest_runs(Path(spec.output.dir), [run.path])
+        except store.StoreBusy as exc:  # the run directory is the truth; sync later
+            print(f"note: DuckDB index busy ({exc}); run `ftlab sync` to index this run")
+    return RunResult(run.path, info.get("variant", ""), state, results)
+
+
+def _artifact_from(stage: dict[str, Any]) -> Artifact:
+    a = stage["artifact"]
+    return Artifact(path=Path(a["path"]), kind=a["kind"], base=a["base"])
+
+
+def _cache_file(spec: Spec, stage_hash: str) -> Path:
+    return Path(spec.output.dir) / "cache" / "stages" / f"{stage_hash}.json"
+
+
+def _cached(spec: Spec, stage_hash: str) -> dict[str, Any] | None:
+    entry = read_json(_cache_file(spec, stage_hash))
+    if entry and Path(entry["artifact"]["path"], "ftlab_artifact.json").is_file():
+        return entry  # type: ignore[no-any-return]
+    return None
+
+
+def _run_stage(
+    run: RunDir,
+    spec: Spec,
+    stage: StageSpec,
+    *,
+    ref: models.ModelRef,
+    data: data_mod.Dataset,
+    upstream: Artifact | None,
+    stage_hash: str,
+    resume: bool,
+    extra_callbacks: list[Any],
+) -> dict[str, Any]:
+    existing = run.stage(stage.name)
+    if existing.get("state") == "completed" and existing.get("hash") == stage_hash:
+        return existing
+    cached = _cached(spec, stage_hash)
+    if cached is not None:
+        record = {
+            **cached,
+            "state": "completed",
+            "reused_from": cached["run_id"],
+            "stage": stage.name,
+        }
+        print(
+            f"stage {stage.name}: reusing cached {stage.method} artifact from run "
+            f"{cached['run_id']} (same inputs, hash {stage_hash})"
+        )
+        run.write_stage(stage.name, record)
+        return record
+    work = run.stage_dir(stage.name)
+    resume_from = latest_checkpoint(work) if resume else None
+    if resume_from is None and (work / "checkpoints").exists():
+        shutil.rmtree(work / "checkpoints")
+    started = time.time()
+    run.write_stage(
+        stage.name,
+        {
+            "stage": stage.name,
+            "method": stage.method,
+            "hash": stage_hash,
+            "state": "running",
+            "started": started,
+            "resumed_from": str(resume_from or ""),
+        },
+    )
+    precision = resolve_precision(stage.train.precision)
+    ctx = StageContext(
+        spec=spec,
+        stage=stage,
+        model=ref,
+        upstream=upstream,
+        data=data,
+        work_dir=work,
+        precision=precision,
+        resume_from=resume_from,
+        extra_callbacks=extra_callbacks,
+        log=lambda rec: run.log_metrics({"stage": stage.name, **rec}),
+    )
+    if resume_from:
+        print(f"stage {stage.name}: resuming from {resume_from.name}")
+    result = METHODS.get(stage.method).train(ctx)
+    if not spec.output.keep_checkpoints:
+        shutil.rmtree(work / "checkpoints", ignore_errors=True)
+    record = {
+        "stage": stage.name,
+        "method": stage.method,
+        "hash": stage_hash,
+        "state": "completed",
+        "started": started,
+        "finished": time.time(),
+        "run_id": run.run_id,
+        "reused_from": "",
+        "summary": result.summary,
+        "artifact": {
+            "path": str(result.artifact.path.resolve()),
+            "kind": result.artifact.kind,
+            "base": result.artifact.base,
+        },
+    }
+    run.write_stage(stage.name, record)
+    write_json(_cache_file(spec, stage_hash), record)
+    return record
+
+
+def summarise(run: RunDir) -> dict[str, Any]:
+    """The one-screen summary of a run (also `summary.json`)."""
+    info, status = run.info(), run.status()
+    stages = {}
+    for d in sorted((run.path / "stages").glob("*")):
+        st = run.stage(d.name)
+        stages[d.name] = {
+            "method": st.get("method"),
+            "state": st.get("state"),
+            "reused_from": st.get("reused_from", ""),
+            **{k: v for k, v in st.get("summary", {}).items()},
+        }
+    return {
+        "run_id": run.run_id,
+        "experiment": info.get("experiment"),
+        "variant": info.get("variant"),
+        "state": status.get("state"),
+        "wall_time_s": status.get("wall_time_s"),
+        "stages": stages,
+    }
+
+
+def find_run(ref: str, root: Path) -> RunDir:
+    """A run by directory path, run id, or unique run-id prefix under `root`."""
+    path = Path(ref)
+    if (path / "run.json").is_file():
+        return RunDir(path)
+    candidates = [p for p in root.glob(f"{ref}*") if (p / "run.json").is_file()]
+    if len(candidates) == 1:
+        return RunDir(candidates[0])
+    if not candidates:
+        raise FileNotFoundError(
+            f"no run '{ref}' (looked for a run directory, and under {root}/)."
+            " `ftlab runs` lists the runs"
+        )
+    names = ", ".join(sorted(p.name for p in candidates)[:5])
+    raise FileNotFoundError(f"'{ref}' matches several runs ({names}); give more of the id")
+
+
+def cwd_relative(path: Path) -> str:
+    try:
+        return os.path.relpath(path)
+    except ValueError:
+        return str(path)

@@ -1,0 +1,20 @@
+"""The method registry: one entry per training method, imported lazily.
+
+A method is one module (see `base.Method`): it declares its params model, the data
+format it trains on, and `train(ctx) -> Artifact`. Adding a method is one module, one
+line here and one test.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from ftlab.runner.registry import Registry
+
+if TYPE_CHECKING:
+    from ftlab.runner.methods.base import Method
+
+METHODS: Registry[Method] = Registry("method")
+
+for _name in ("full", "lora", "qlora", "dora", "ia3", "prompt_tuning", "prefix_tuning"):
+    METHODS.register(_name, f"ftlab.runner.methods.sft:{_name.upper()}")

@@ -1,0 +1,324 @@
+"""Model references: the embedded `tiny` model, random-init real shapes, local dirs, hub ids.
+
+`tiny` is a small Llama (about 2M parameters) with a byte-level BPE tokenizer trained on
+the text shipped in `assets/tiny_corpus.txt` and a ChatML chat template with
+`{% generation %}` markers (so assistant-only loss works). It is built deterministically
+from its recipe and cached under `$FTLAB_CACHE` (default `~/.cache/ftlab`); a changed
+recipe gets a new cache folder, so it is rebuilt.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import socket
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from ftlab.runner.registry import did_you_mean
+
+ASSETS = Path(__file__).resolve().parent / "assets"
+
+CHAT_TEMPLATE = (
+    "{%- for message in messages %}"
+    "{{- '<|im_start|>' + message['role'] + '\n' }}"
+    "{%- if message['role'] == 'assistant' %}"
+    "{% generation %}{{- message['content'] + '<|im_end|>' }}{% endgeneration %}{{- '\n' }}"
+    "{%- else %}{{- message['content'] + '<|im_end|>' + '\n' }}{%- endif %}"
+    "{%- endfor %}"
+    "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\n' }}{%- endif %}"
+)
+SPECIAL_TOKENS = ["<|pad|>", "<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+
+TINY_RECIPE: dict[str, Any] = {
+    "version": 1,
+    "seed": 1234,
+    "vocab_size": 2048,
+    "architecture": "llama",
+    "config": {
+        "hidden_size": 192,
+        "intermediate_size": 512,
+        "num_hidden_layers": 4,
+        "num_attention_heads": 6,
+        "num_key_value_heads": 2,
+        "max_position_embeddings": 1024,
+        "tie_word_embeddings": False,
+        "rms_norm_eps": 1e-5,
+    },
+}
+
+# Shapes of real models, for random-init benchmarks and GPU tests (no download).
+RANDOM_SHAPES: dict[str, tuple[str, dict[str, Any]]] = {
+    "llama-tiny": ("llama", dict(TINY_RECIPE["config"], vocab_size=2048)),
+    "smollm2-135m": (
+        "llama",
+        dict(
+            hidden_size=576,
+            intermediate_size=1536,
+            num_hidden_layers=30,
+            num_attention_heads=9,
+            num_key_value_heads=3,
+            vocab_size=49152,
+            tie_word_embeddings=True,
+        ),
+    ),
+    "qwen2-0.5b": (
+        "qwen2",
+        dict(
+            hidden_size=896,
+            intermediate_size=4864,
+            num_hidden_layers=24,
+            num_attention_heads=14,
+            num_key_value_heads=2,
+            vocab_size=151936,
+            tie_word_embeddings=True,
+        ),
+    ),
+    "llama-1b": (
+        "llama",
+        dict(
+            hidden_size=2048,
+            intermediate_size=8192,
+            num_hidden_layers=16,
+            num_attention_heads=32,
+            num_key_value_heads=8,
+            vocab_size=128256,
+            tie_word_embeddings=True,
+        ),
+    ),
+    "llama-7b": (
+        "llama",
+        dict(
+            hidden_size=4096,
+            intermediate_size=11008,
+            num_hidden_layers=32,
+            num_attention_heads=32,
+            num_key_value_heads=32,
+            vocab_size=32000,
+            tie_word_embeddings=False,
+        ),
+    ),
+}
+
+
+class ModelError(Exception):
+    """A model reference that cannot be resolved; the message says what to use instead."""
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """A resolved model reference."""
+
+    name: str  # as written in the spec
+    kind: str  # tiny | random | local | hub
+    path: str  # directory for tiny/random/local, hub id for hub
+    identity: str  # content identity, part of every stage hash
+    revision: str = "main"
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("FTLAB_CACHE") or Path.home() / ".cache" / "ftlab")
+
+
+def _sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def tiny_recipe_hash() -> str:
+    corpus = (ASSETS / "tiny_corpus.txt").read_bytes()
+    recipe = json.dumps(TINY_RECIPE, sort_keys=True).encode() + CHAT_TEMPLATE.encode()
+    return _sha(recipe + _sha(corpus).encode())[:16]
+
+
+def resolve(name: str, *, revision: str = "main", seed: int = 42) -> ModelRef:
+    """Resolve a spec's model name; builds `tiny`/`random:` on first use, never downloads."""
+    if name == "tiny":
+        path = ensure_tiny()
+        return ModelRef(name, "tiny", str(path), f"tiny:{tiny_recipe_hash()}")
+    if name.startswith("random:"):
+        shape = name.split(":", 1)[1]
+        if shape not in RANDOM_SHAPES:
+            hint = did_you_mean(shape, list(RANDOM_SHAPES))
+            raise ModelError(
+                f"unknown random-init shape '{shape}'.{hint}"
+                f" Available: {', '.join(sorted(RANDOM_SHAPES))}"
+            )
+        path = ensure_random(shape, seed=seed)
+        return ModelRef(name, "random", str(path), f"random:{shape}:{seed}:{tiny_recipe_hash()}")
+    local = Path(name).expanduser()
+    if local.is_dir():
+        if not (local / "config.json").is_file():
+            raise ModelError(
+                f"model directory {local} has no config.json: point model.name at "
+                "a folder written by save_pretrained (or an ftlab export)"
+            )
+        return ModelRef(name, "local", str(local.resolve()), f"local:{_dir_identity(local)}")
+    if name.startswith((".", "/", "~")) or name.count("/") > 1:
+        raise ModelError(
+            f"model directory '{name}' does not exist. Use model: tiny, a local "
+            "directory, or a hub id like HuggingFaceTB/SmolLM2-135M-Instruct"
+        )
+    _check_hub(name)
+    return ModelRef(name, "hub", name, f"hub:{name}@{revision}", revision)
+
+
+def _dir_identity(path: Path) -> str:
+    h = hashlib.sha256()
+    for f in sorted(path.rglob("*")):
+        if f.is_file():
+            st = f.stat()
+            h.update(f"{f.relative_to(path)}:{st.st_size}:{int(st.st_mtime)}".encode())
+    return h.hexdigest()[:16]
+
+
+def _check_hub(repo_id: str) -> None:
+    """Fail fast (3 s) when the hub cannot be reached and the model is not cached."""
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        if isinstance(try_to_load_from_cache(repo_id, "config.json"), str):
+            return
+    except Exception:  # noqa: BLE001 - a malformed id is reported below
+        pass
+    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
+    host = urlparse(endpoint).hostname or "huggingface.co"
+    offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
+    reason = "HF_HUB_OFFLINE is set"
+    if not offline:
+        try:
+            socket.create_connection((host, 443), timeout=3).close()
+            return
+        except OSError as exc:
+            reason = f"{host}:443 unreachable ({exc})"
+    raise ModelError(
+        f"model '{repo_id}' is not in the local Hugging Face cache and the hub "
+        f"cannot be reached: {reason}. Use model: tiny (built locally), "
+        "random:<shape>, or a local directory holding the model"
+    )
+
+
+# ---------------------------------------------------------------- building
+
+
+def _atomic_build(target: Path, build: Any) -> Path:
+    if (target / "READY").is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=target.name + ".", dir=target.parent))
+    try:
+        build(tmp)
+        (tmp / "READY").write_text("ok\n")
+        try:
+            os.replace(tmp, target)
+        except OSError:  # another process built it first
+            shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return target
+
+
+def ensure_tiny() -> Path:
+    """Build (once) and return the folder of the embedded tiny model."""
+    return _atomic_build(cache_dir() / "models" / f"tiny-{tiny_recipe_hash()}", _build_tiny)
+
+
+def build_tokenizer() -> Any:
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=TINY_RECIPE["vocab_size"],
+        special_tokens=SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    lines = (ASSETS / "tiny_corpus.txt").read_text(encoding="utf-8").splitlines()
+    tok.train_from_iterator(lines, trainer=trainer)
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        pad_token="<|pad|>",
+        eos_token="<|im_end|>",
+        bos_token="<|endoftext|>",
+        unk_token=None,
+    )
+    fast.chat_template = CHAT_TEMPLATE
+    return fast
+
+
+def _llama_like(arch: str, cfg: dict[str, Any], tokenizer: Any) -> Any:
+    from transformers import LlamaConfig, Qwen2Config
+
+    config_cls = {"llama": LlamaConfig, "qwen2": Qwen2Config}[arch]
+    return config_cls(
+        **cfg,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+    )
+
+
+def _build_tiny(out: Path) -> None:
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    tokenizer = build_tokenizer()
+    cfg = dict(TINY_RECIPE["config"], vocab_size=len(tokenizer))
+    config = _llama_like("llama", cfg, tokenizer)
+    torch.manual_seed(TINY_RECIPE["seed"])
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    (out / "ftlab_recipe.json").write_text(json.dumps(TINY_RECIPE, indent=2))
+
+
+def random_config(shape: str) -> Any:
+    """The transformers config of a random-init shape (for plans on the meta device)."""
+    arch, cfg = RANDOM_SHAPES[shape]
+    return _llama_like(arch, cfg, _tiny_tokenizer())
+
+
+def _tiny_tokenizer() -> Any:
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(ensure_tiny())
+
+
+def ensure_random(shape: str, *, seed: int) -> Path:
+    """A randomly initialised model of a real shape, saved once (bf16) in the cache."""
+
+    def build(out: Path) -> None:
+        import torch
+        from transformers import AutoModelForCausalLM
+
+        torch.manual_seed(seed)
+        model = AutoModelForCausalLM.from_config(random_config(shape), dtype=torch.bfloat16)
+        model.save_pretrained(out)
+        _tiny_tokenizer().save_pretrained(out)
+
+    return _atomic_build(cache_dir() / "models" / f"random-{shape}-{seed}", build)
+
+
+def load_config(ref: ModelRef) -> Any:
+    from transformers import AutoConfig
+
+    return AutoConfig.from_pretrained(ref.path, revision=ref.revision)
+
+
+def load_tokenizer(ref: ModelRef | str) -> Any:
+    from transformers import AutoTokenizer
+
+    path = ref.path if isinstance(ref, ModelRef) else ref
+    tok = AutoTokenizer.from_pretrained(path)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return tok

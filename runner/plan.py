@@ -1,0 +1,241 @@
+"""`ftlab plan`: parameters, tokens and a peak-memory estimate per run and stage.
+
+The model is instantiated on the meta device (no weights allocated, nothing downloaded
+for `tiny` or `random:` shapes), wrapped with the stage's peft config, and counted.
+
+Peak memory (bytes), the sum of:
+  weights      = frozen_params × w_bytes + trainable_params × 4
+                 (w_bytes: 4 for full FT and fp32, 2 for a bf16/fp16 adapter base,
+                 ~0.56 for QLoRA's NF4 linear weights incl. double-quant constants)
+  gradients    = trainable_params × 4
+  optimizer    = trainable_params × 8 (AdamW: two fp32 moments; sgd 0, adafactor 4)
+  activations  = b·s·h·L·(34 + 5·a·s/h) × act_bytes/2   (Korthikanti et al. 2022)
+                 with gradient checkpointing: b·s·h·L·2·act_bytes + one layer as above
+  logits       = b·s·V × 8 (fp32 logits and their gradient)
+where b = batch size, s = longest tokenised example (≤ max_length), h = hidden size,
+L = layers, a = attention heads, V = vocabulary. CUDA context and allocator slack are
+not included.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+FORMULA = (
+    "peak ≈ weights + gradients + optimizer + activations + logits;  "
+    "activations = b·s·h·L·(34 + 5·a·s/h)·act_bytes/2 (checkpointing: b·s·h·L·2·act_bytes "
+    "+ one layer);  logits = b·s·V·8;  AdamW = 8 B per trainable param"
+)
+
+
+@dataclass
+class StagePlan:
+    stage: str
+    method: str
+    trainable: int
+    total: int
+    tokens_per_epoch: int
+    steps_per_epoch: int
+    seq_len: int
+    precision: str
+    memory: dict[str, float] = field(default_factory=dict)  # bytes per component
+
+    @property
+    def peak_bytes(self) -> float:
+        return sum(self.memory.values())
+
+
+@dataclass
+class RunPlan:
+    variant: str
+    model: str
+    stages: list[StagePlan]
+
+
+def _config(spec: Any) -> tuple[Any, Any]:
+    """(model config, tokenizer) without loading weights."""
+    from ftlab.runner import models
+
+    name = spec.model.name
+    if name.startswith("random:"):
+        shape = name.split(":", 1)[1]
+        if shape not in models.RANDOM_SHAPES:
+            models.resolve(name)  # raises the helpful unknown-shape error
+        return models.random_config(shape), models.load_tokenizer(str(models.ensure_tiny()))
+    ref = models.resolve(name, revision=spec.model.revision, seed=spec.seed)
+    return models.load_config(ref), models.load_tokenizer(ref)
+
+
+def meta_counts(config: Any, method: str, adapter: Any) -> tuple[int, int, int]:
+    """(trainable, total, quantisable linear) parameter counts from a meta-device model."""
+    import torch
+    from ftlab.runner.methods.sft import count_parameters, peft_config
+    from transformers import AutoModelForCausalLM
+
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config)
+    linear = sum(
+        m.weight.numel()
+        for n, m in model.named_modules()
+        if isinstance(m, torch.nn.Linear) and "lm_head" not in n
+    )
+    cfg = peft_config(method, adapter)
+    if cfg is not None:
+        from peft import get_peft_model
+
+        model = get_peft_model(model, cfg, low_cpu_mem_usage=True)
+    trainable, total = count_parameters(model)
+    return trainable, total, linear
+
+
+def estimate(
+    *,
+    trainable: int,
+    total: int,
+    linear: int,
+    method: str,
+    precision: str,
+    optimizer: str,
+    batch: int,
+    seq: int,
+    config: Any,
+    checkpointing: bool,
+) -> dict[str, float]:
+    frozen = total - trainable
+    half = precision in ("bf16", "fp16")
+    if method == "full":
+        weights = total * 4.0
+    elif method == "qlora":
+        weights = linear * 0.5625 + (frozen - linear) * (2.0 if half else 4.0) + trainable * 4.0
+    else:
+        weights = frozen * (2.0 if half else 4.0) + trainable * 4.0
+    h, layers = config.hidden_size, config.num_hidden_layers
+    heads, vocab = config.num_attention_heads, config.vocab_size
+    act_bytes = 2 if half else 4
+    per_layer = batch * seq * h * (34 + 5 * heads * seq / h) * act_bytes / 2
+    activations = (
+        (batch * seq * h * layers * 2 * act_bytes + per_layer)
+        if checkpointing
+        else per_layer * layers
+    )
+    opt = {"adamw_torch": 8.0, "adamw_torch_fused": 8.0, "sgd": 0.0, "adafactor": 4.0}[optimizer]
+    return {
+        "weights": weights,
+        "gradients": trainable * 4.0,
+        "optimizer": trainable * opt,
+        "activations": activations,
+        "logits": batch * seq * vocab * 8.0,
+    }
+
+
+def _token_lengths(rows: list[dict[str, Any]], tokenizer: Any, max_length: int) -> list[int]:
+    lengths = []
+    for row in rows:
+        if "messages" in row:
+            ids = tokenizer.apply_chat_template(row["messages"], tokenize=True)
+            if isinstance(ids, dict) or hasattr(ids, "keys"):
+                ids = ids["input_ids"]
+        elif "completion" in row:
+            ids = tokenizer(row["prompt"] + row["completion"])["input_ids"]
+        else:
+            ids = tokenizer(row.get("prompt", "") + row.get("chosen", ""))["input_ids"]
+        lengths.append(min(len(ids), max_length))
+    return lengths
+
+
+def plan_runs(path: Path, overrides: list[str]) -> list[RunPlan]:
+    from ftlab.runner import data as data_mod
+    from ftlab.runner.execute import resolve_precision
+    from ftlab.runner.spec.load import expand_runs
+
+    plans = []
+    spec_dir = Path(path).resolve().parent
+    for variant, spec in expand_runs(path, overrides):
+        config, tokenizer = _config(spec)
+        stages = []
+        for stage in spec.stages:
+            ds = data_mod.load(spec.data[stage.data], base_dir=spec_dir, seed=spec.seed)
+            lengths = _token_lengths(ds.train, tokenizer, stage.train.max_length)
+            trainable, total, linear = meta_counts(config, stage.method, stage.adapter)
+            precision = resolve_precision(stage.train.precision)
+            t = stage.train
+            seq = max(lengths)
+            memory = estimate(
+                trainable=trainable,
+                total=total,
+                linear=linear,
+                method=stage.method,
+                precision=precision,
+                optimizer=t.optimizer,
+                batch=t.batch_size,
+                seq=seq,
+                config=config,
+                checkpointing=t.gradient_checkpointing,
+            )
+            steps = -(-len(lengths) // (t.batch_size * t.grad_accum))
+            stages.append(
+                StagePlan(
+                    stage.name,
+                    stage.method,
+                    trainable,
+                    total,
+                    sum(lengths),
+                    steps,
+                    seq,
+                    precision,
+                    memory,
+                )
+            )
+        plans.append(RunPlan(variant, spec.model.name, stages))
+    return plans
+
+
+def _mb(n: float) -> str:
+    return f"{n / 2**20:,.0f} MB" if n < 2**30 else f"{n / 2**30:,.2f} GB"
+
+
+def render(plans: list[RunPlan], console: Console) -> None:
+    table = Table(title="Plan")
+    for col in (
+        "run",
+        "stage",
+        "method",
+        "trainable",
+        "total",
+        "tokens/epoch",
+        "steps/epoch",
+        "precision",
+        "weights",
+        "grads",
+        "optimizer",
+        "activations",
+        "logits",
+        "peak",
+    ):
+        table.add_column(col, justify="left" if col in ("run", "stage", "method") else "right")
+    for p in plans:
+        for s in p.stages:
+            m = s.memory
+            table.add_row(
+                p.variant,
+                s.stage,
+                s.method,
+                f"{s.trainable:,}",
+                f"{s.total:,}",
+                f"{s.tokens_per_epoch:,}",
+                str(s.steps_per_epoch),
+                s.precision,
+                _mb(m["weights"]),
+                _mb(m["gradients"]),
+                _mb(m["optimizer"]),
+                _mb(m["activations"]),
+                _mb(m["logits"]),
+                _mb(s.peak_bytes),
+            )
+    console.print(table)
+    console.print(f"[dim]{FORMULA}[/]")

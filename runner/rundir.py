@@ -1,0 +1,135 @@
+"""The run directory: the source of truth for one run, written atomically.
+
+runs/<run_id>/
+  run.json          identity: experiment, variant, spec file, overrides, created
+  spec.yaml         the resolved spec (variant applied, defaults filled)
+  env.json          package versions, git commit, hardware
+  status.json       state (running | completed | failed), current stage, pid, error
+  metrics.jsonl     step metrics, one JSON object per line (append-only)
+  stages/<name>/stage.json   hash, method, state, summary, artifact, reused_from
+  stages/<name>/artifact/    adapter or full weights (+ tokenizer)
+  stages/<name>/checkpoints/ trainer checkpoints while the stage runs
+  summary.json      one-screen summary when the run ends
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+RUN_FORMAT = 1  # bump when the layout changes; the golden-fixture test guards it
+
+
+def write_json(path: Path, data: Any) -> None:
+    """Write JSON atomically: a reader sees the old file or the new one, never half."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(data, f, indent=2, sort_keys=True, default=str)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def read_json(path: Path, default: Any = None) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (FileNotFoundError, json.JSONDecodeError):
+        return default
+
+
+def read_metrics(path: Path) -> list[dict[str, Any]]:
+    """Step metrics; a line cut short by a kill is skipped, not an error."""
+    rows = []
+    try:
+        with open(path, encoding="utf-8") as f:
+            for line in f:
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError:
+                    continue
+    except FileNotFoundError:
+        pass
+    return rows
+
+
+class RunDir:
+    """Accessors for one run directory."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    @property
+    def run_id(self) -> str:
+        return self.path.name
+
+    def stage_dir(self, stage: str) -> Path:
+        return self.path / "stages" / stage
+
+    def info(self) -> dict[str, Any]:
+        return read_json(self.path / "run.json", {})
+
+    def status(self) -> dict[str, Any]:
+        status = read_json(self.path / "status.json", {"state": "unknown"})
+        if status.get("state") == "running" and not _alive(status.get("pid")):
+            status["state"] = "interrupted"  # killed: resumable with --resume
+        return status
+
+    def set_status(self, **fields: Any) -> None:
+        status = read_json(self.path / "status.json", {})
+        status.update(fields, updated=time.time(), pid=os.getpid())
+        write_json(self.path / "status.json", status)
+
+    def stage(self, stage: str) -> dict[str, Any]:
+        return read_json(self.stage_dir(stage) / "stage.json", {})
+
+    def write_stage(self, stage: str, data: dict[str, Any]) -> None:
+        write_json(self.stage_dir(stage) / "stage.json", data)
+
+    def log_metrics(self, record: dict[str, Any]) -> None:
+        line = json.dumps(record, sort_keys=True, default=str)
+        with open(self.path / "metrics.jsonl", "a", encoding="utf-8") as f:
+            f.write(line + "\n")
+            f.flush()
+
+    def metrics(self) -> list[dict[str, Any]]:
+        return read_metrics(self.path / "metrics.jsonl")
+
+
+def _alive(pid: Any) -> bool:
+    if not isinstance(pid, int):
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def latest_checkpoint(stage_dir: Path) -> Path | None:
+    """The newest complete trainer checkpoint of a stage, if any."""
+    ckpts = []
+    for p in (stage_dir / "checkpoints").glob("checkpoint-*"):
+        suffix = p.name.rsplit("-", 1)[-1]
+        if suffix.isdigit() and (p / "trainer_state.json").is_file():
+            ckpts.append((int(suffix), p))
+    return max(ckpts)[1] if ckpts else None

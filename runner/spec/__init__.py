@@ -1,0 +1,1 @@
+"""The spec: schema, loading, errors."""

@@ -1,0 +1,545 @@
+"""Spec loading: YAML → `extends:` deep merge → CLI overrides → validation.
+
+Every problem is collected and raised once as a `SpecError`, each naming the file, the
+line, the dotted path, what was expected and what was found.
+"""
+
+from __future__ import annotations
+
+import copy
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ftlab.runner.registry import did_you_mean
+from ftlab.runner.spec.errors import Problem, SpecError
+from ftlab.runner.spec.schema import Spec
+from pydantic import BaseModel, ValidationError
+from ruamel.yaml import YAML
+from ruamel.yaml.error import MarkedYAMLError, YAMLError
+
+PathT = tuple[str | int, ...]
+
+
+@dataclass(frozen=True)
+class Loc:
+    file: str
+    line: int  # 1-based; 0 = unknown
+
+
+@dataclass
+class Raw:
+    """Unvalidated spec data plus where each dotted path came from."""
+
+    data: dict[str, Any]
+    locs: dict[PathT, Loc] = field(default_factory=dict)
+
+    def loc(self, path: PathT) -> Loc:
+        for end in range(len(path), -1, -1):
+            if path[:end] in self.locs:
+                return self.locs[path[:end]]
+        return Loc("", 0)
+
+
+# ---------------------------------------------------------------- reading YAML
+
+
+def _plain(node: Any, file: str, path: PathT, locs: dict[PathT, Loc]) -> Any:
+    """Turn ruamel's round-trip nodes into plain Python, recording line numbers."""
+    if isinstance(node, dict):
+        out: dict[str, Any] = {}
+        for key, value in node.items():
+            sub = (*path, str(key))
+            try:
+                locs[sub] = Loc(file, node.lc.key(key)[0] + 1)
+            except (AttributeError, KeyError, TypeError):
+                locs[sub] = locs.get(path, Loc(file, 0))
+            out[str(key)] = _plain(value, file, sub, locs)
+        return out
+    if isinstance(node, list):
+        items = []
+        for i, value in enumerate(node):
+            sub = (*path, i)
+            try:
+                locs[sub] = Loc(file, node.lc.item(i)[0] + 1)
+            except (AttributeError, KeyError, TypeError, IndexError):
+                locs[sub] = locs.get(path, Loc(file, 0))
+            items.append(_plain(value, file, sub, locs))
+        return items
+    if isinstance(node, str):
+        return str(node)
+    if isinstance(node, bool | int | float) or node is None:
+        return node
+    return str(node)  # dates and other scalars: keep their text
+
+
+def read_yaml(path: Path) -> Raw:
+    file = str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SpecError([Problem(file, 0, "", "an existing spec file", "no such file")]) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SpecError([Problem(file, 0, "", "a readable UTF-8 file", str(exc))]) from None
+    try:
+        node = YAML(typ="rt").load(text)
+    except MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark is not None else 0
+        what = " ".join(str(x) for x in (exc.context, exc.problem) if x)
+        raise SpecError(
+            [
+                Problem(
+                    file,
+                    line,
+                    "",
+                    "valid YAML",
+                    what or "a YAML syntax error",
+                    "check indentation, colons and quoting on that line",
+                )
+            ]
+        ) from None
+    except (YAMLError, ValueError, TypeError, RecursionError) as exc:
+        raise SpecError([Problem(file, 0, "", "valid YAML", str(exc))]) from None
+    if node is None:
+        node = {}
+    if not isinstance(node, dict):
+        raise SpecError(
+            [
+                Problem(
+                    file, 1, "", "a mapping of keys (name:, model:, stages: …)", type(node).__name__
+                )
+            ]
+        )
+    locs: dict[PathT, Loc] = {(): Loc(file, 1)}
+    try:
+        data = _plain(node, file, (), locs)
+    except RecursionError:
+        raise SpecError([Problem(file, 0, "", "a spec nested less deeply", "too deep")]) from None
+    return Raw(data, locs)
+
+
+# ---------------------------------------------------------------- extends
+
+
+def _merge(base: Raw, child: Raw, path: PathT = ()) -> None:
+    """Deep-merge `child` into `base` in place: mappings merge, anything else is replaced."""
+    base_node = _get(base.data, path)
+    child_node = _get(child.data, path)
+    for key, value in child_node.items():
+        sub = (*path, key)
+        if isinstance(value, dict) and isinstance(base_node.get(key), dict):
+            base.locs[sub] = child.locs.get(sub, base.loc(sub))
+            _merge(base, child, sub)
+            continue
+        for p in [p for p in base.locs if p[: len(sub)] == sub]:
+            del base.locs[p]
+        base_node[key] = copy.deepcopy(value)
+        base.locs.update({p: loc for p, loc in child.locs.items() if p[: len(sub)] == sub})
+
+
+def _get(data: Any, path: PathT) -> Any:
+    for part in path:
+        data = data[part]
+    return data
+
+
+def resolve(path: Path, _chain: tuple[Path, ...] = ()) -> Raw:
+    """Read a spec file and everything it `extends:`, merged (this file wins)."""
+    path = path.resolve()
+    if path in _chain:
+        cycle = " → ".join(p.name for p in (*_chain, path))
+        raise SpecError(
+            [
+                Problem(
+                    str(_chain[-1]),
+                    0,
+                    "extends",
+                    "an extends chain without cycles",
+                    cycle,
+                    "remove one of the extends: entries",
+                )
+            ]
+        )
+    raw = read_yaml(path)
+    parents = raw.data.pop("extends", [])
+    if isinstance(parents, str):
+        parents = [parents]
+    if not isinstance(parents, list) or not all(isinstance(p, str) for p in parents):
+        raise SpecError(
+            [
+                Problem(
+                    str(path),
+                    raw.loc(("extends",)).line,
+                    "extends",
+                    "a relative path or a list of them",
+                    repr(parents),
+                )
+            ]
+        )
+    merged = Raw({}, {(): Loc(str(path), 1)})
+    for i, parent in enumerate(parents):
+        target = (path.parent / parent).resolve()
+        if not target.is_file():
+            raise SpecError(
+                [
+                    Problem(
+                        str(path),
+                        raw.loc(("extends", i)).line,
+                        f"extends.{i}",
+                        "a spec file, relative to this one",
+                        parent,
+                        f"no file at {target}",
+                    )
+                ]
+            )
+        _merge(merged, resolve(target, (*_chain, path)))
+    _merge(merged, raw)
+    return merged
+
+
+# ---------------------------------------------------------------- overrides
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """`a.b.c=value` → ("a.b.c", YAML-typed value)."""
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise SpecError([Problem("<command line>", 0, text, "an override like a.b.c=value", text)])
+    try:
+        parsed = YAML(typ="safe").load(value) if value.strip() else ""
+    except YAMLError as exc:
+        raise SpecError(
+            [Problem("<command line>", 0, key, "a YAML value", value, str(exc).splitlines()[0])]
+        ) from None
+    return key.strip(), parsed
+
+
+def apply_override(raw: Raw, dotted: str, value: Any, origin: Loc) -> PathT:
+    """Set `dotted` (list items by index or by their `name`) to value; return the path."""
+    node: Any = raw.data
+    path: PathT = ()
+    parts = dotted.split(".")
+    for i, part in enumerate(parts):
+        last = i == len(parts) - 1
+        key: str | int
+        if isinstance(node, list):
+            key = _list_index(node, part, dotted, origin)
+        elif isinstance(node, dict):
+            key = part
+        else:
+            raise SpecError(
+                [
+                    Problem(
+                        origin.file,
+                        origin.line,
+                        ".".join(map(str, path)),
+                        "a mapping or list to descend into",
+                        repr(node),
+                        f"cannot set '{dotted}'",
+                    )
+                ]
+            )
+        path = (*path, key)
+        if last:
+            node[key] = copy.deepcopy(value)
+            for p in [p for p in raw.locs if p[: len(path)] == path]:
+                del raw.locs[p]
+            raw.locs[path] = origin
+        else:
+            if isinstance(node, dict) and not isinstance(node.get(key), dict | list):
+                node[key] = {}
+            node = node[key]
+    return path
+
+
+def _list_index(node: list[Any], part: str, dotted: str, origin: Loc) -> int:
+    if part.lstrip("-").isdigit():
+        index = int(part)
+        if -len(node) <= index < len(node):
+            return index % len(node)
+        raise SpecError(
+            [Problem(origin.file, origin.line, dotted, f"an index below {len(node)}", part)]
+        )
+    names = [item.get("name") for item in node if isinstance(item, dict)]
+    if part in names:
+        return names.index(part)
+    raise SpecError(
+        [
+            Problem(
+                origin.file,
+                origin.line,
+                dotted,
+                f"a list index or one of the names {names}",
+                part,
+                did_you_mean(part, [str(n) for n in names]).strip(),
+            )
+        ]
+    )
+
+
+# ---------------------------------------------------------------- validation
+
+
+def _model_at(root: type[BaseModel], loc: tuple[Any, ...]) -> type[BaseModel] | None:
+    """The pydantic model class that owns the location `loc` in the schema."""
+    current: Any = root
+    for part in loc:
+        current = _unwrap(current)
+        if isinstance(current, type) and issubclass(current, BaseModel):
+            fields = {f.alias or n: f for n, f in current.model_fields.items()}
+            if part not in fields:
+                return None
+            current = fields[part].annotation
+        elif typing.get_origin(current) in (list, dict):
+            current = typing.get_args(current)[-1]
+        else:
+            return None
+    current = _unwrap(current)
+    return current if isinstance(current, type) and issubclass(current, BaseModel) else None
+
+
+def _unwrap(annotation: Any) -> Any:
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        for arg in typing.get_args(annotation):
+            if isinstance(arg, type) and issubclass(arg, BaseModel):
+                return arg
+    return annotation
+
+
+def _problems(raw: Raw, exc: ValidationError, prefix: str) -> list[Problem]:
+    problems = []
+    for err in exc.errors():
+        loc = _data_loc(raw.data, err["loc"])
+        dotted = ".".join(map(str, loc))
+        where = raw.loc(loc)
+        found = _short(err.get("input"))
+        if err["type"] == "extra_forbidden" and loc:
+            owner = _model_at(Spec, loc[:-1])
+            allowed = sorted(f.alias or n for n, f in owner.model_fields.items()) if owner else []
+            problems.append(
+                Problem(
+                    where.file,
+                    where.line,
+                    dotted,
+                    f"one of the keys {', '.join(allowed)}",
+                    f"unknown key '{loc[-1]}'",
+                    did_you_mean(str(loc[-1]), allowed).strip(),
+                    prefix,
+                )
+            )
+        elif err["type"] == "missing" and loc:
+            problems.append(
+                Problem(
+                    where.file,
+                    where.line,
+                    dotted,
+                    "this required key",
+                    "nothing",
+                    f"add '{loc[-1]}:'",
+                    prefix,
+                )
+            )
+        else:
+            msg = err["msg"].removeprefix("Value error, ")
+            hint = ""
+            if "Did you mean" in msg:
+                msg, _, rest = msg.partition(" Did you mean")
+                hint = "Did you mean" + rest
+            problems.append(Problem(where.file, where.line, dotted, msg, found, hint, prefix))
+    return problems
+
+
+def _data_loc(data: Any, loc: tuple[Any, ...]) -> tuple[Any, ...]:
+    """Drop pydantic's union tags (e.g. 'list[str]') from a loc; keep real keys."""
+    out = []
+    for part in loc:
+        if isinstance(data, dict) and part in data:
+            data = data[part]
+        elif isinstance(data, list) and isinstance(part, int) and 0 <= part < len(data):
+            data = data[part]
+        elif isinstance(part, str) and ("[" in part or "-" in part) and out:
+            continue  # a union member tag, not a key of the spec
+        else:
+            data = None
+        out.append(part)
+    return tuple(out)
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _cross_check(raw: Raw, spec: Spec, prefix: str) -> list[Problem]:
+    """Checks across fields: stage references, datasets, params, unique names."""
+    from ftlab.runner.methods import METHODS
+
+    problems: list[Problem] = []
+    seen: list[str] = []
+
+    def add(path: PathT, expected: str, found: str, hint: str = "") -> None:
+        where = raw.loc(path)
+        problems.append(
+            Problem(where.file, where.line, ".".join(map(str, path)), expected, found, hint, prefix)
+        )
+
+    for i, stage in enumerate(spec.stages):
+        if stage.name in seen:
+            add(("stages", i, "name"), "a stage name not used before", stage.name)
+        if stage.from_ and stage.from_ not in seen:
+            add(
+                ("stages", i, "from"),
+                f"an earlier stage ({', '.join(seen) or 'none'})",
+                stage.from_,
+                did_you_mean(stage.from_, seen).strip(),
+            )
+        seen.append(stage.name)
+        if stage.data not in spec.data:
+            add(
+                ("stages", i, "data"),
+                f"a dataset declared under data: ({', '.join(spec.data) or 'none declared'})",
+                stage.data,
+                did_you_mean(stage.data, list(spec.data)).strip()
+                or "declare it under data:, e.g. data: {sft: {path: data/x.jsonl}}",
+            )
+        method = METHODS.get(stage.method)
+        fmt = spec.data[stage.data].format if stage.data in spec.data else None
+        if fmt is not None and fmt not in method.data_formats:
+            add(
+                ("stages", i, "data"),
+                f"a dataset in one of the formats "
+                f"{', '.join(method.data_formats)} for method {stage.method}",
+                f"'{stage.data}' ({fmt})",
+            )
+        try:
+            method.params_model.model_validate(stage.params)
+        except ValidationError as exc:
+            for err in exc.errors():
+                add(("stages", i, "params", *err["loc"]), err["msg"], _short(err.get("input")))
+    for i, ev in enumerate(spec.evals):
+        add(
+            ("evals", i, "kind"),
+            "a registered eval kind (none yet: eval kinds arrive with the evals issue)",
+            ev.kind,
+            "remove the evals: entries for now",
+        )
+    return problems
+
+
+def validate(raw: Raw, prefix: str = "") -> Spec:
+    """Validate merged data into a Spec, or raise one SpecError with every problem."""
+    try:
+        spec = Spec.model_validate(raw.data)
+    except ValidationError as exc:
+        raise SpecError(_problems(raw, exc, prefix)) from None
+    problems = _cross_check(raw, spec, prefix)
+    if problems:
+        raise SpecError(problems)
+    return spec
+
+
+# ---------------------------------------------------------------- entry points
+
+
+def load_raw(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Raw:
+    raw = resolve(Path(path))
+    for text in overrides:
+        key, value = parse_override(text)
+        apply_override(raw, key, value, Loc(f"<override {text}>", 0))
+    return raw
+
+
+def load_spec(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Spec:
+    """Load, merge, override and validate one spec file (variants checked too)."""
+    raw = load_raw(path, overrides)
+    problems: list[Problem] = []
+    spec = None
+    try:
+        spec = validate(raw)
+    except SpecError as exc:
+        problems.extend(exc.problems)
+    variants = raw.data.get("variants")
+    if isinstance(variants, dict):
+        for name in variants:
+            try:
+                variant_raw(raw, name)
+            except SpecError as exc:
+                problems.extend(p for p in exc.problems if p not in problems)
+    if problems or spec is None:
+        raise SpecError(problems)
+    return spec
+
+
+def variant_raw(raw: Raw, name: str) -> Spec:
+    """Apply variant `name`'s overrides to a copy of `raw` and validate the result."""
+    prefix = f"variant '{name}'"
+    if name == "base":
+        raise SpecError(
+            [
+                Problem(
+                    raw.loc(("variants", name)).file,
+                    raw.loc(("variants", name)).line,
+                    "variants.base",
+                    "a variant name other than 'base'",
+                    "base",
+                    "'base' is the run of the spec as written; rename the variant",
+                )
+            ]
+        )
+    overrides = raw.data["variants"][name]
+    copy_ = Raw(copy.deepcopy(raw.data), dict(raw.locs))
+    copy_.data["variants"] = {}
+    if not isinstance(overrides, dict):
+        where = raw.loc(("variants", name))
+        raise SpecError(
+            [
+                Problem(
+                    where.file,
+                    where.line,
+                    f"variants.{name}",
+                    "a mapping of dotted keys to values",
+                    _short(overrides),
+                )
+            ]
+        )
+    problems = []
+    for key, value in overrides.items():
+        try:
+            apply_override(copy_, str(key), value, raw.loc(("variants", name, key)))
+        except SpecError as exc:
+            problems.extend(Problem(**{**p.__dict__, "context": prefix}) for p in exc.problems)
+    if problems:
+        raise SpecError(problems)
+    return validate(copy_, prefix)
+
+
+def expand_runs(
+    path: str | Path, overrides: list[str] | tuple[str, ...] = (), only: list[str] | None = None
+) -> list[tuple[str, Spec]]:
+    """The runs a spec file declares: `base` plus one per variant (filtered by `only`)."""
+    raw = load_raw(path, overrides)
+    load_spec(path, overrides)  # every problem at once, variants included
+    base = validate(raw)
+    runs = [("base", base)] + [(name, variant_raw(raw, name)) for name in base.variants]
+    if only:
+        names = [n for n, _ in runs]
+        unknown = [n for n in only if n not in names]
+        if unknown:
+            raise SpecError(
+                [
+                    Problem(
+                        str(path),
+                        0,
+                        "variants",
+                        f"one of {', '.join(names)}",
+                        ", ".join(unknown),
+                        did_you_mean(unknown[0], names).strip(),
+                    )
+                ]
+            )
+        runs = [(n, s) for n, s in runs if n in only]
+    return runs

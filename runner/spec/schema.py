@@ -1,0 +1,261 @@
+"""The experiment spec: one strict pydantic schema, nested by concern.
+
+Defaults live here and only here. Each field's docstring is its documentation: it
+becomes the JSON Schema description (`ftlab schema`) and the text of errors.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from ftlab.runner.registry import did_you_mean
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+DataFormat = Literal[
+    "messages", "sharegpt", "alpaca", "prompt_completion", "preference", "unpaired"
+]
+Precision = Literal["auto", "fp32", "bf16", "fp16"]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid", use_attribute_docstrings=True, validate_default=True, frozen=False
+    )
+
+
+class ModelSpec(Strict):
+    """The base model. A bare string in YAML (`model: tiny`) fills `name`."""
+
+    name: str = "tiny"
+    """`tiny` (the embedded model ftlab builds locally), `random:<shape>` (a randomly
+    initialised model of a real architecture, e.g. `random:qwen2-0.5b`, `random:llama-1b`),
+    a local directory, or a Hugging Face hub id."""
+    revision: str = "main"
+    """Hub revision (branch, tag or commit) when `name` is a hub id."""
+    trust_remote_code: bool = False
+    """Allow custom modelling code from the hub repository."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_string(cls, value: Any) -> Any:
+        return {"name": value} if isinstance(value, str) else value
+
+
+class DataSource(Strict):
+    """One dataset: a local file or a hub dataset name."""
+
+    path: str
+    """A .jsonl/.json/.csv/.parquet file (relative to the spec file) or a hub dataset id."""
+    format: DataFormat = "messages"
+    """Row layout: messages, sharegpt, alpaca, prompt_completion, preference, unpaired."""
+    split: str = "train"
+    """Split to read when `path` is a hub dataset."""
+    val_fraction: float = Field(0.1, ge=0.0, lt=1.0)
+    """Fraction of rows held out for validation, drawn reproducibly from the seed."""
+    max_rows: int = Field(0, ge=0)
+    """Use at most this many rows (after shuffling with the seed); 0 = all rows."""
+
+
+class AdapterSpec(Strict):
+    """Adapter settings for PEFT methods (ignored by `full`)."""
+
+    r: int = Field(16, ge=1)
+    """LoRA/DoRA rank."""
+    alpha: int = Field(32, ge=1)
+    """LoRA scaling numerator (scale = alpha / r, or alpha / sqrt(r) with rslora)."""
+    dropout: float = Field(0.05, ge=0.0, lt=1.0)
+    """Dropout on the adapter input."""
+    target_modules: Literal["all-linear"] | list[str] = "all-linear"
+    """`all-linear` or a list of module names (e.g. [q_proj, v_proj])."""
+    rslora: bool = False
+    """Rank-stabilised LoRA scaling (alpha / sqrt(r))."""
+    num_virtual_tokens: int = Field(16, ge=1)
+    """Virtual tokens for prompt_tuning and prefix_tuning."""
+    quant_type: Literal["nf4", "fp4"] = "nf4"
+    """4-bit data type for qlora."""
+    double_quant: bool = True
+    """Quantise the quantisation constants too (qlora)."""
+
+
+class TrainSpec(Strict):
+    """Optimisation settings, passed to the trainer."""
+
+    learning_rate: float = Field(2e-4, gt=0)
+    """Peak learning rate."""
+    epochs: float = Field(1.0, gt=0)
+    """Passes over the training split (ignored when max_steps > 0)."""
+    max_steps: int = Field(0, ge=0)
+    """Stop after this many optimizer steps; 0 = run `epochs`."""
+    batch_size: int = Field(4, ge=1)
+    """Per-device batch size."""
+    grad_accum: int = Field(1, ge=1)
+    """Gradient-accumulation steps (effective batch = batch_size × grad_accum × devices)."""
+    max_length: int = Field(512, ge=8)
+    """Truncate tokenised examples to this many tokens."""
+    warmup_ratio: float = Field(0.0, ge=0.0, lt=1.0)
+    """Fraction of steps used for linear warm-up."""
+    scheduler: Literal[
+        "linear",
+        "cosine",
+        "constant",
+        "constant_with_warmup",
+        "cosine_with_restarts",
+        "polynomial",
+        "inverse_sqrt",
+    ] = "linear"
+    """Learning-rate schedule after warm-up."""
+    weight_decay: float = Field(0.0, ge=0.0)
+    """AdamW weight decay."""
+    max_grad_norm: float = Field(1.0, ge=0.0)
+    """Gradient clipping norm (0 = off)."""
+    optimizer: Literal["adamw_torch", "adamw_torch_fused", "sgd", "adafactor"] = "adamw_torch"
+    """Optimizer name as transformers knows it."""
+    precision: Precision = "auto"
+    """Training precision. `auto` = bf16 where the hardware supports it (CUDA with bf16,
+    or a CPU with native bf16 matrix units), else fp32. The run records what was used."""
+    gradient_checkpointing: bool = False
+    """Recompute activations in the backward pass (less memory, ~30% slower)."""
+    packing: bool = False
+    """Pack several short examples into one sequence (padding-free)."""
+    completion_only_loss: bool = True
+    """Loss only on assistant/completion tokens, not on the prompt."""
+    logging_steps: int = Field(5, ge=1)
+    """Log training loss every N optimizer steps."""
+    eval_steps: int = Field(0, ge=0)
+    """Evaluate on the validation split every N steps; 0 = only at the end."""
+    save_steps: int = Field(50, ge=1)
+    """Write a resumable checkpoint every N steps."""
+    early_stopping_patience: int = Field(0, ge=0)
+    """Stop after N evaluations without improvement of eval loss; 0 = off (needs eval_steps)."""
+
+    @model_validator(mode="after")
+    def _early_stopping_needs_evals(self) -> TrainSpec:
+        if self.early_stopping_patience and not self.eval_steps:
+            raise ValueError(
+                "early_stopping_patience needs periodic evaluation: set eval_steps > 0"
+            )
+        return self
+
+
+class StageSpec(Strict):
+    """One training stage. Stages run in order; `from` chains them."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+    """Stage name (letters, digits, `_ . -`); used in paths and `stages.<name>.…` overrides."""
+    method: str
+    """Training method by registry name: full, lora, qlora, dora, ia3, prompt_tuning,
+    prefix_tuning (see `ftlab methods`)."""
+    from_: str = Field("", alias="from")
+    """Start from this earlier stage's artifact; empty = the base model."""
+    data: str = "sft"
+    """Name of the dataset under `data:` this stage trains on."""
+    adapter: AdapterSpec = AdapterSpec()
+    """Adapter settings (PEFT methods)."""
+    train: TrainSpec = TrainSpec()
+    """Optimisation settings."""
+    params: dict[str, Any] = {}
+    """Method-specific parameters, checked against the method's own params model."""
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    @field_validator("method")
+    @classmethod
+    def _known_method(cls, value: str) -> str:
+        from ftlab.runner.methods import METHODS
+
+        if value not in METHODS:
+            raise ValueError(
+                f"unknown method '{value}'.{did_you_mean(value, METHODS.names())} "
+                f"Available: {', '.join(METHODS.names())}"
+            )
+        return value
+
+
+class EvalSpec(Strict):
+    """An evaluation to run after training (eval kinds arrive with the evals issue)."""
+
+    kind: str
+    """Eval kind by registry name."""
+    name: str = ""
+    """Name under which results are stored; defaults to the kind."""
+
+
+class SearchSpec(Strict):
+    """Hyperparameter search (used by `ftlab sweep`, which arrives with the sweeps issue)."""
+
+    n_trials: int = Field(20, ge=1)
+    """Number of trials."""
+    sampler: Literal["tpe", "random", "grid", "cmaes", "nsga2"] = "tpe"
+    """Optuna sampler."""
+    pruner: Literal["median", "hyperband", "successive_halving", "none"] = "median"
+    """Optuna pruner."""
+    space: dict[str, Any] = {}
+    """Dotted spec path → distribution ({low, high, log, step}) or a list of choices."""
+
+
+class WandbSpec(Strict):
+    """Weights & Biases logging."""
+
+    project: str = "ftlab"
+    """W&B project."""
+    mode: Literal["auto", "online", "offline", "disabled"] = "disabled"
+    """`auto` = online when a key is configured and the server answers, else offline."""
+
+
+class TrackingSpec(Strict):
+    """Experiment tracking."""
+
+    wandb: WandbSpec = WandbSpec()
+    """Weights & Biases settings."""
+
+
+class OutputSpec(Strict):
+    """Where results go."""
+
+    dir: str = "runs"
+    """Runs directory (relative to the working directory). Holds one folder per run,
+    the stage cache and the DuckDB index `ftlab.duckdb`."""
+    keep_checkpoints: bool = False
+    """Keep intermediate trainer checkpoints after a stage finishes."""
+
+
+class Spec(Strict):
+    """An ftlab experiment: model, data, stages, variants, evals, search, tracking, output."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+    """Experiment name (letters, digits, `_ . -`)."""
+    description: str = ""
+    """Free text shown in reports."""
+    extends: list[str] = []
+    """Spec files this one builds on (relative paths), deep-merged before this file; the
+    loader resolves them, so a resolved spec always has an empty list."""
+    seed: int = 42
+    """Seed for data splits, initialisation and training."""
+    model: ModelSpec = ModelSpec()
+    """Base model."""
+    data: dict[str, DataSource] = {}
+    """Named datasets; stages refer to them by name (`data: sft`)."""
+    stages: list[StageSpec] = Field(min_length=1)
+    """Training stages, run in order."""
+    variants: dict[str, dict[str, Any]] = {}
+    """Named sets of dotted overrides; each variant is one more run of this experiment,
+    next to the spec as written (run `base`)."""
+    evals: list[EvalSpec] = []
+    """Evaluations after training."""
+    search: SearchSpec = SearchSpec()
+    """Search space for `ftlab sweep`."""
+    tracking: TrackingSpec = TrackingSpec()
+    """Experiment tracking."""
+    output: OutputSpec = OutputSpec()
+    """Output locations."""
+
+    @field_validator("extends", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+    def stage(self, name: str) -> StageSpec:
+        for stage in self.stages:
+            if stage.name == name:
+                return stage
+        raise KeyError(name)

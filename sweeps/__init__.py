@@ -1,0 +1,1 @@
+"""ftlab.sweeps: Optuna search over recipes — arrives with the sweeps issue."""

@@ -1,0 +1,57 @@
+"""Shared fixtures. The embedded tiny model is built once per session into a temp cache."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+EXPERIMENTS = ROOT / "experiments"
+DATA = EXPERIMENTS / "data"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Tests never touch the user's cache; one tiny model per session.
+    if "FTLAB_TEST_CACHE" not in os.environ:
+        os.environ["FTLAB_TEST_CACHE"] = str(ROOT / ".pytest_cache" / "ftlab-cache")
+    os.environ["FTLAB_CACHE"] = os.environ["FTLAB_TEST_CACHE"]
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    try:
+        import torch
+
+        cuda = torch.cuda.is_available()
+    except ImportError:
+        cuda = False
+    skip = pytest.mark.skip(reason="needs CUDA (run `make gpu-test` on a GPU machine)")
+    for item in items:
+        if "gpu" in item.keywords and not cuda:
+            item.add_marker(skip)
+
+
+@pytest.fixture
+def write(tmp_path: Path):
+    """Write a text file under tmp_path and return its path."""
+
+    def _write(name: str, text: str) -> Path:
+        path = tmp_path / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+        return path
+
+    return _write
+
+
+@pytest.fixture
+def sft_data(tmp_path: Path) -> Path:
+    """A copy of the shipped SFT data next to tmp specs (data paths are spec-relative)."""
+    target = tmp_path / "data"
+    target.mkdir(exist_ok=True)
+    shutil.copy(DATA / "support_sft.jsonl", target / "support_sft.jsonl")
+    return target / "support_sft.jsonl"

@@ -1,0 +1,294 @@
+"""Spec loading: every shipped spec, extends chains, overrides, and each error path."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from ftlab.runner.spec.errors import SpecError
+from ftlab.runner.spec.load import expand_runs, load_spec
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from .conftest import EXPERIMENTS
+
+SPECS = sorted(p for p in EXPERIMENTS.glob("*.yaml"))
+
+MINIMAL = """\
+name: t
+data:
+  sft: {path: data/support_sft.jsonl}
+stages:
+  - name: sft
+    method: lora
+    adapter: {r: 8}
+    train: {learning_rate: 1.0e-3, max_steps: 3}
+"""
+
+
+@pytest.mark.parametrize("path", SPECS, ids=lambda p: p.name)
+def test_every_shipped_spec_validates(path: Path) -> None:
+    runs = expand_runs(path)
+    assert runs and runs[0][0] == "base"
+
+
+def test_shipped_specs_exist() -> None:
+    assert any(p.name == "quickstart.yaml" for p in SPECS)
+
+
+def test_quickstart_variants_are_lora_qlora_full() -> None:
+    runs = dict(expand_runs(EXPERIMENTS / "quickstart.yaml"))
+    assert {n: s.stages[0].method for n, s in runs.items()} == {
+        "base": "lora",
+        "qlora": "qlora",
+        "full": "full",
+    }
+    assert runs["full"].stages[0].train.learning_rate == 1e-3
+
+
+def test_defaults_fill_in(write) -> None:
+    spec = load_spec(write("a.yaml", MINIMAL))
+    assert spec.model.name == "tiny"
+    assert spec.stages[0].adapter.alpha == 32
+    assert spec.stages[0].train.batch_size == 4
+    assert spec.output.dir == "runs"
+
+
+def test_extends_chain_merges_and_child_wins(write) -> None:
+    write("c.yaml", MINIMAL + "seed: 7\ndescription: from c\n")
+    write("sub/b.yaml", "extends: ../c.yaml\nseed: 8\nmodel: {name: tiny}\n")
+    a = write("sub/a.yaml", "extends: b.yaml\ndescription: from a\n")
+    spec = load_spec(a)
+    assert spec.seed == 8  # b overrides c
+    assert spec.description == "from a"  # a overrides both
+    assert spec.stages[0].adapter.r == 8  # inherited from c
+    assert spec.extends == []
+
+
+def test_extends_nested_mapping_merges_deeply(write) -> None:
+    write("base.yaml", MINIMAL + "tracking: {wandb: {project: p, mode: offline}}\n")
+    child = write("child.yaml", "extends: base.yaml\ntracking: {wandb: {project: q}}\n")
+    spec = load_spec(child)
+    assert spec.tracking.wandb.project == "q"
+    assert spec.tracking.wandb.mode == "offline"
+
+
+def test_extends_cycle_is_an_error(write) -> None:
+    write("x.yaml", "extends: y.yaml\n" + MINIMAL)
+    y = write("y.yaml", "extends: x.yaml\n")
+    with pytest.raises(SpecError) as err:
+        load_spec(y)
+    assert "cycle" in err.value.format()
+    assert "x.yaml → y.yaml" in err.value.format() or "y.yaml → x.yaml" in err.value.format()
+
+
+def test_extends_missing_file(write) -> None:
+    a = write("a.yaml", "extends: nope.yaml\n" + MINIMAL)
+    with pytest.raises(SpecError) as err:
+        load_spec(a)
+    assert err.value.problems[0].line == 1
+    assert "nope.yaml" in err.value.format()
+
+
+def test_overrides_by_index_and_by_stage_name(write) -> None:
+    a = write("a.yaml", MINIMAL)
+    spec = load_spec(
+        a,
+        [
+            "stages.0.method=qlora",
+            "stages.sft.train.learning_rate=2e-5",
+            "seed=3",
+            "stages.sft.adapter.target_modules=[q_proj, v_proj]",
+        ],
+    )
+    assert spec.stages[0].method == "qlora"
+    assert spec.stages[0].train.learning_rate == 2e-5
+    assert spec.seed == 3
+    assert spec.stages[0].adapter.target_modules == ["q_proj", "v_proj"]
+
+
+def test_override_unknown_stage_name_suggests(write) -> None:
+    with pytest.raises(SpecError) as err:
+        load_spec(write("a.yaml", MINIMAL), ["stages.sfft.method=full"])
+    assert "Did you mean 'sft'" in err.value.format()
+
+
+def test_override_bad_value_type_names_override(write) -> None:
+    with pytest.raises(SpecError) as err:
+        load_spec(write("a.yaml", MINIMAL), ["stages.sft.train.batch_size=four"])
+    p = err.value.problems[0]
+    assert p.path == "stages.0.train.batch_size"
+    assert "override" in p.file and "'four'" in p.found
+
+
+def test_unknown_key_line_and_suggestion(write) -> None:
+    text = MINIMAL.replace("adapter: {r: 8}", "adapter: {rank: 8}")
+    with pytest.raises(SpecError) as err:
+        load_spec(write("a.yaml", text))
+    (p,) = err.value.problems
+    assert p.path == "stages.0.adapter.rank"
+    assert p.line == 7
+    assert p.file.endswith("a.yaml")
+    assert "Did you mean 'r'" in p.hint
+
+
+def test_misspelt_method_suggests(write) -> None:
+    with pytest.raises(SpecError) as err:
+        load_spec(write("a.yaml", MINIMAL.replace("method: lora", "method: lroa")))
+    (p,) = err.value.problems
+    assert p.path == "stages.0.method" and p.line == 6
+    assert "Did you mean 'lora'" in p.hint
+    assert "'lroa'" in p.found
+
+
+def test_all_problems_reported_at_once(write) -> None:
+    text = (
+        MINIMAL.replace("method: lora", "method: lroa")
+        .replace("max_steps: 3", "max_steps: -3")
+        .replace("name: t", "name: t\nsede: 1")
+    )
+    with pytest.raises(SpecError) as err:
+        load_spec(write("a.yaml", text))
+    paths = {p.path for p in err.value.problems}
+    assert paths == {"stages.0.method", "stages.0.train.max_steps", "sede"}
+    assert "Did you mean 'seed'" in err.value.format()
+
+
+def test_cross_references_checked(write) -> None:
+    text = MINIMAL + "  - name: b\n    method: lora\n    from: sfx\n    data: sfd\n"
+    with pytest.raises(SpecError) as err:
+        load_spec(write("a.yaml", text))
+    by_path = {p.path: p for p in err.value.problems}
+    assert "Did you mean 'sft'" in by_path["stages.1.from"].hint
+    assert "Did you mean 'sft'" in by_path["stages.1.data"].hint
+    assert by_path["stages.1.from"].line == 11
+
+
+def test_missing_required_key(write) -> None:
+    with pytest.raises(SpecError) as err:
+        load_spec(write("a.yaml", "name: t\n"))
+    assert {p.path for p in err.value.problems} == {"stages"}
+
+
+def test_yaml_syntax_error_has_line(write) -> None:
+    with pytest.raises(SpecError) as err:
+        load_spec(write("a.yaml", MINIMAL + "  bad: [unclosed\n"))
+    assert err.value.problems[0].line >= 9
+
+
+def test_duplicate_key_is_an_error(write) -> None:
+    with pytest.raises(SpecError):
+        load_spec(write("a.yaml", MINIMAL + "seed: 1\nseed: 2\n"))
+
+
+def test_variant_problem_names_variant_and_line(write) -> None:
+    text = MINIMAL + "variants:\n  q: {stages.sft.method: qlorra}\n  ok: {seed: 2}\n"
+    with pytest.raises(SpecError) as err:
+        load_spec(write("a.yaml", text))
+    (p,) = err.value.problems
+    assert p.context == "variant 'q'" and p.line == 10
+    assert "Did you mean 'qlora'" in p.hint
+
+
+def test_variants_expand_to_runs(write) -> None:
+    text = MINIMAL + "variants:\n  q: {stages.sft.method: qlora}\n  full: {stages.0.method: full}\n"
+    runs = expand_runs(write("a.yaml", text))
+    assert [(n, s.stages[0].method) for n, s in runs] == [
+        ("base", "lora"),
+        ("q", "qlora"),
+        ("full", "full"),
+    ]
+    assert [n for n, _ in expand_runs(write("a.yaml", text), only=["q"])] == ["q"]
+
+
+def test_early_stopping_needs_eval_steps(write) -> None:
+    text = MINIMAL.replace("max_steps: 3", "max_steps: 3, early_stopping_patience: 2")
+    with pytest.raises(SpecError) as err:
+        load_spec(write("a.yaml", text))
+    assert "eval_steps" in err.value.format()
+
+
+def test_cli_validate_exit_code_and_message(write) -> None:
+    bad = write("bad.yaml", MINIMAL.replace("adapter: {r: 8}", "adapter: {rank: 8}"))
+    good = write("good.yaml", MINIMAL)
+    out = subprocess.run(
+        [sys.executable, "-m", "ftlab.runner.cli", "validate", str(good), str(bad)],
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode == 2
+    assert f"{bad}:7: stages.0.adapter.rank" in out.stderr
+    assert "Traceback" not in out.stderr
+    assert "ok" in out.stdout
+
+
+def test_schema_command_prints_json_schema() -> None:
+    import json
+
+    out = subprocess.run(
+        [sys.executable, "-m", "ftlab.runner.cli", "schema"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    schema = json.loads(out.stdout)
+    assert schema["additionalProperties"] is False
+    assert "Peak learning rate" in json.dumps(schema)
+
+
+_MUTATIONS = st.lists(
+    st.tuples(
+        st.integers(0, 10_000),
+        st.sampled_from(
+            [
+                "",
+                ":",
+                "- ",
+                "{",
+                "}",
+                "[",
+                "]",
+                "\n",
+                "  ",
+                "\t",
+                "&a",
+                "*a",
+                "!!python/object:x",
+                "'",
+                '"',
+                "#",
+                "|",
+                ">",
+                "%",
+                "@",
+                "\x00",
+                "null",
+                "1e999",
+                "~",
+                "?",
+                ",",
+            ]
+        ),
+    ),
+    min_size=1,
+    max_size=6,
+)
+
+
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(mutations=_MUTATIONS, drop=st.integers(0, 400))
+def test_mangled_yaml_never_crashes(tmp_path_factory, mutations, drop) -> None:
+    text = (EXPERIMENTS / "quickstart.yaml").read_text()
+    for pos, insert in mutations:
+        pos %= len(text) + 1
+        text = text[:pos] + insert + text[pos + (drop % 3) :]
+    path = tmp_path_factory.mktemp("m") / "spec.yaml"
+    path.write_text(text, encoding="utf-8", errors="surrogateescape")
+    try:
+        expand_runs(path)
+    except SpecError as exc:
+        assert exc.problems and all(p.expected for p in exc.problems)
