@@ -254,6 +254,7 @@ def _run_stage(
         "finished": time.time(),
         "run_id": run.run_id,
         "reused_from": "",
+        "resumed_from": str(resume_from or ""),
         "summary": result.summary,
         "artifact": {
             "path": str(result.artifact.path.resolve()),

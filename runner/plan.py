@@ -74,8 +74,9 @@ def _config(spec: Any) -> tuple[Any, Any]:
 def meta_counts(config: Any, method: str, adapter: Any) -> tuple[int, int, int]:
     """(trainable, total, quantisable linear) parameter counts from a meta-device model."""
     import torch
-    from ftlab.runner.methods.sft import count_parameters, peft_config
     from transformers import AutoModelForCausalLM
+
+    from ftlab.runner.methods.sft import count_parameters, peft_config
 
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(config)

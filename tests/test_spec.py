@@ -7,10 +7,11 @@ import sys
 from pathlib import Path
 
 import pytest
-from ftlab.runner.spec.errors import SpecError
-from ftlab.runner.spec.load import expand_runs, load_spec
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
+from ftlab.runner.spec.errors import SpecError
+from ftlab.runner.spec.load import expand_runs, load_spec
 
 from .conftest import EXPERIMENTS
 

@@ -7,10 +7,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from pydantic import BaseModel, ConfigDict
+
 from ftlab.runner.data import Dataset
 from ftlab.runner.models import ModelRef
 from ftlab.runner.spec.schema import Spec, StageSpec
-from pydantic import BaseModel, ConfigDict
 
 
 class NoParams(BaseModel):

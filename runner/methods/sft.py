@@ -193,11 +193,12 @@ def _multiple(save_steps: int, eval_steps: int) -> int:
 
 def train_supervised(ctx: StageContext, *, method: str) -> StageResult:
     import datasets
-    from ftlab.runner.methods.callbacks import MetricsCallback, QuietProgress
-    from ftlab.runner.models import load_tokenizer
     from transformers import EarlyStoppingCallback
     from transformers.trainer_callback import ProgressCallback
     from trl import SFTTrainer
+
+    from ftlab.runner.methods.callbacks import MetricsCallback, QuietProgress
+    from ftlab.runner.models import load_tokenizer
 
     quiet_library_bars()
     start = time.time()
@@ -230,12 +231,14 @@ def train_supervised(ctx: StageContext, *, method: str) -> StageResult:
     initial = _evaluate(trainer) if ctx.resume_from is None else None
     output = trainer.train(resume_from_checkpoint=str(ctx.resume_from) if ctx.resume_from else None)
     final = _evaluate(trainer)
+    quant = getattr(model.config, "quantization_config", None) if method == "qlora" else None
     artifact = save_artifact(
         trainer,
         tokenizer,
         ctx.work_dir / "artifact",
         kind="full" if method == "full" else "adapter",
         base=base,
+        meta={"method": method, "quantization": _quant_kwargs(quant)},
     )
     tokens = sum(len(ids) for ids in trainer.train_dataset["input_ids"])
     summary = {
@@ -302,7 +305,21 @@ def peak_memory_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
-def save_artifact(trainer: Any, tokenizer: Any, target: Path, *, kind: str, base: str) -> Artifact:
+def _quant_kwargs(quant: Any) -> dict[str, Any] | None:
+    if quant is None:
+        return None
+    q = quant if isinstance(quant, dict) else quant.to_dict()
+    keys = ("load_in_4bit", "bnb_4bit_quant_type", "bnb_4bit_use_double_quant")
+    out = {k: q[k] for k in keys if k in q}
+    out["bnb_4bit_compute_dtype"] = str(q.get("bnb_4bit_compute_dtype", "float32")).replace(
+        "torch.", ""
+    )
+    return out
+
+
+def save_artifact(
+    trainer: Any, tokenizer: Any, target: Path, *, kind: str, base: str, meta: dict[str, Any]
+) -> Artifact:
     """Write the adapter (or full weights) and tokenizer atomically to `target`."""
     import json
 
@@ -310,7 +327,9 @@ def save_artifact(trainer: Any, tokenizer: Any, target: Path, *, kind: str, base
     shutil.rmtree(tmp, ignore_errors=True)
     trainer.save_model(str(tmp))
     tokenizer.save_pretrained(str(tmp))
-    (tmp / "ftlab_artifact.json").write_text(json.dumps({"kind": kind, "base": base}, indent=2))
+    (tmp / "ftlab_artifact.json").write_text(
+        json.dumps({"kind": kind, "base": base, **meta}, indent=2)
+    )
     shutil.rmtree(target, ignore_errors=True)
     os.replace(tmp, target)
     return Artifact(path=target, kind=kind, base=base)

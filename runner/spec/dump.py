@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import io
 
-from ftlab.runner.spec.schema import Spec
 from ruamel.yaml import YAML
+
+from ftlab.runner.spec.schema import Spec
 
 
 def to_yaml(spec: Spec) -> str:

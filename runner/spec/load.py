@@ -13,12 +13,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ftlab.runner.registry import did_you_mean
-from ftlab.runner.spec.errors import Problem, SpecError
-from ftlab.runner.spec.schema import Spec
 from pydantic import BaseModel, ValidationError
 from ruamel.yaml import YAML
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
+
+from ftlab.runner.registry import did_you_mean
+from ftlab.runner.spec.errors import Problem, SpecError
+from ftlab.runner.spec.schema import Spec
 
 PathT = tuple[str | int, ...]
 

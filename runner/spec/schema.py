@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from ftlab.runner.registry import did_you_mean
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from ftlab.runner.registry import did_you_mean
 
 DataFormat = Literal[
     "messages", "sharegpt", "alpaca", "prompt_completion", "preference", "unpaired"

@@ -1,0 +1,139 @@
+"""The runner end to end: run directories, the stage cache, resume after SIGKILL."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from ftlab.reports import store
+from ftlab.runner import execute
+from ftlab.runner.rundir import RunDir
+from ftlab.runner.spec.load import expand_runs
+
+SPEC = """\
+name: cachetest
+data:
+  sft: {{path: data/support_sft.jsonl, max_rows: 48, val_fraction: 0.125}}
+stages:
+  - name: sft
+    method: lora
+    adapter: {{r: 4, alpha: 8, dropout: 0.0}}
+    train: {{learning_rate: 5.0e-3, max_steps: {steps}, batch_size: 4, max_length: 96,
+             logging_steps: 2, save_steps: {save}, precision: fp32}}
+output: {{dir: {runs}}}
+"""
+
+
+def _spec(write, sft_data, tmp_path: Path, steps: int = 6, save: int = 50) -> Path:
+    return write("spec.yaml", SPEC.format(steps=steps, save=save, runs=tmp_path / "runs"))
+
+
+def _run(path: Path, overrides: list[str] | None = None) -> execute.RunResult:
+    ((name, spec),) = expand_runs(path, overrides or [])
+    rd = execute.create_run(spec, variant=name, spec_file=path, overrides=overrides or [])
+    return execute.execute(rd, spec)
+
+
+@pytest.mark.integration
+def test_run_directory_and_index(write, sft_data, tmp_path) -> None:
+    res = _run(_spec(write, sft_data, tmp_path))
+    rd = RunDir(res.run_dir)
+    for name in (
+        "run.json",
+        "spec.yaml",
+        "env.json",
+        "status.json",
+        "metrics.jsonl",
+        "summary.json",
+        "stages/sft/stage.json",
+        "stages/sft/artifact/adapter_model.safetensors",
+    ):
+        assert (rd.path / name).is_file(), name
+    assert rd.status()["state"] == "completed"
+    assert not (rd.path / "stages/sft/checkpoints").exists()  # cleaned after success
+    env = json.loads((rd.path / "env.json").read_text())
+    assert env["packages"]["torch"] and "cpu_count" in env["hardware"]
+    assert [m for m in rd.metrics() if "loss" in m]
+    rows = store.list_runs(tmp_path / "runs")
+    assert [r["run_id"] for r in rows] == [rd.run_id]
+    assert rows[0]["methods"] == "lora" and rows[0]["eval_loss"] < rows[0]["initial_eval_loss"]
+    n = store.query(tmp_path / "runs", "SELECT count(*) AS n FROM step_metrics")[0]["n"]
+    assert n > 0
+
+
+@pytest.mark.integration
+def test_stage_cache_reuses_and_invalidates(write, sft_data, tmp_path) -> None:
+    path = _spec(write, sft_data, tmp_path)
+    first = _run(path)
+    second = _run(path)
+    st = second.stages["sft"]
+    assert st["reused_from"] == first.run_dir.name
+    assert st["artifact"] == first.stages["sft"]["artifact"]
+    assert not (second.run_dir / "metrics.jsonl").exists()  # nothing trained
+    third = _run(path, ["stages.sft.train.learning_rate=1e-3"])
+    assert third.stages["sft"]["reused_from"] == ""
+    assert third.stages["sft"]["hash"] != first.stages["sft"]["hash"]
+    assert (third.run_dir / "metrics.jsonl").exists()
+
+
+@pytest.mark.integration
+def test_cli_run_says_reused(write, sft_data, tmp_path) -> None:
+    path = _spec(write, sft_data, tmp_path)
+    _run(path)
+    out = subprocess.run(
+        [sys.executable, "-m", "ftlab.runner.cli", "run", str(path)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "reusing cached lora artifact" in out.stdout
+
+
+@pytest.mark.integration
+def test_sigkill_then_resume_finishes_same_steps(write, sft_data, tmp_path) -> None:
+    path = _spec(write, sft_data, tmp_path, steps=60, save=5)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ftlab.runner.cli", "run", str(path)],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    runs = tmp_path / "runs"
+    deadline = time.time() + 120
+    killed_at = None
+    while time.time() < deadline and proc.poll() is None:
+        ckpts = list(runs.glob("*/stages/sft/checkpoints/checkpoint-*/trainer_state.json"))
+        if any(int(c.parent.name.split("-")[1]) >= 15 for c in ckpts):
+            os.kill(proc.pid, signal.SIGKILL)
+            killed_at = time.time()
+            break
+        time.sleep(0.02)
+    proc.wait()
+    assert killed_at is not None, "training finished or stalled before it could be killed"
+    (run_dir,) = [p for p in runs.iterdir() if (p / "run.json").exists()]
+    rd = RunDir(run_dir)
+    assert rd.status()["state"] == "interrupted"  # readable: the pid is gone
+    assert rd.stage("sft")["state"] == "running"
+    out = subprocess.run(
+        [sys.executable, "-m", "ftlab.runner.cli", "run", "--resume", str(run_dir)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    stage = rd.stage("sft")
+    assert stage["state"] == "completed"
+    assert "checkpoint-" in stage["resumed_from"]
+    assert stage["summary"]["steps"] == 60
+    steps = [m["step"] for m in rd.metrics() if "loss" in m]
+    assert max(steps) == 60
+    assert rd.status()["state"] == "completed"
+    assert store.list_runs(runs)[0]["state"] == "completed"
