@@ -266,7 +266,29 @@ def sync(runs_dir: RunsDir = Path("runs")) -> None:
     )
 
 
+def _quiet_libraries() -> None:
+    """Keep the terminal for ftlab's own output: one progress bar, then the summary."""
+    import logging
+    import os
+    import warnings
+
+    # bitsandbytes warns on every CPU import that an optional hub-downloaded kernel
+    # ("kernels-community") is missing; ftlab never downloads it, so the warning is noise.
+    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", message=".*gemv_4bit: an autograd kernel.*")
+    os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+    except ImportError:
+        pass
+
+
 def main() -> None:
+    _quiet_libraries()
     try:
         app()
     except KeyboardInterrupt:

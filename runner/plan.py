@@ -196,29 +196,34 @@ def plan_runs(path: Path, overrides: list[str]) -> list[RunPlan]:
     return plans
 
 
+def _count(n: int) -> str:
+    return f"{n / 1e9:.2f}B" if n >= 1e9 else f"{n / 1e6:.2f}M" if n >= 1e6 else f"{n:,}"
+
+
 def _mb(n: float) -> str:
-    return f"{n / 2**20:,.0f} MB" if n < 2**30 else f"{n / 2**30:,.2f} GB"
+    return f"{n / 2**20:,.0f}M" if n < 2**30 else f"{n / 2**30:,.1f}G"
 
 
 def render(plans: list[RunPlan], console: Console) -> None:
-    table = Table(title="Plan")
-    for col in (
+    table = Table(title="Plan (memory in bytes: M = MiB, G = GiB)")
+    cols = (
         "run",
         "stage",
         "method",
         "trainable",
         "total",
-        "tokens/epoch",
-        "steps/epoch",
-        "precision",
+        "tok/epoch",
+        "steps",
+        "prec",
         "weights",
         "grads",
-        "optimizer",
-        "activations",
+        "optim",
+        "activ",
         "logits",
         "peak",
-    ):
-        table.add_column(col, justify="left" if col in ("run", "stage", "method") else "right")
+    )
+    for col in cols:
+        table.add_column(col, justify="left" if col in cols[:3] else "right", no_wrap=True)
     for p in plans:
         for s in p.stages:
             m = s.memory
@@ -226,16 +231,15 @@ def render(plans: list[RunPlan], console: Console) -> None:
                 p.variant,
                 s.stage,
                 s.method,
-                f"{s.trainable:,}",
-                f"{s.total:,}",
+                _count(s.trainable),
+                _count(s.total),
                 f"{s.tokens_per_epoch:,}",
                 str(s.steps_per_epoch),
                 s.precision,
-                _mb(m["weights"]),
-                _mb(m["gradients"]),
-                _mb(m["optimizer"]),
-                _mb(m["activations"]),
-                _mb(m["logits"]),
+                *(
+                    _mb(m[k])
+                    for k in ("weights", "gradients", "optimizer", "activations", "logits")
+                ),
                 _mb(s.peak_bytes),
             )
     console.print(table)

@@ -1,0 +1,187 @@
+"""Datasets: every format from every file type, row errors, reproducible splits."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from ftlab.runner.data import DataError, load
+from ftlab.runner.spec.schema import DataSource
+
+from .conftest import DATA
+
+
+def _jsonl(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def _src(path: Path, fmt: str, **kw) -> DataSource:
+    return DataSource(path=str(path), format=fmt, **kw)
+
+
+def test_shipped_sft_data_splits_reproducibly_without_overlap() -> None:
+    src = _src(DATA / "support_sft.jsonl", "messages", val_fraction=0.1)
+    a = load(src, base_dir=Path("."), seed=1)
+    b = load(src, base_dir=Path("."), seed=1)
+    c = load(src, base_dir=Path("."), seed=2)
+    assert a == b and a.content_hash == b.content_hash
+    assert a.content_hash != c.content_hash
+    assert len(a.val) == 40 and len(a.train) == 360
+    key = lambda r: json.dumps(r, sort_keys=True)  # noqa: E731
+    assert not {key(r) for r in a.train} & {key(r) for r in a.val}
+
+
+def test_shipped_files_never_share_a_prompt() -> None:
+    def prompts(name: str, field: str) -> set[str]:
+        rows = [json.loads(line) for line in (DATA / name).read_text().splitlines()]
+        if field == "messages":
+            return {m["content"] for r in rows for m in r["messages"] if m["role"] == "user"}
+        return {r[field] for r in rows}
+
+    train = prompts("support_sft.jsonl", "messages") | prompts("support_prefs.jsonl", "prompt")
+    train |= prompts("support_feedback.jsonl", "prompt")
+    held_out = prompts("support_eval.jsonl", "prompt") | prompts("support_intent_mc.jsonl", "query")
+    assert len(held_out) == 240 and not train & held_out
+
+
+def test_shipped_preferences_are_polite_vs_curt() -> None:
+    rows = [json.loads(line) for line in (DATA / "support_prefs.jsonl").read_text().splitlines()]
+    assert len(rows) == 300
+    assert all(len(r["chosen"]) > 2 * len(r["rejected"]) for r in rows)
+    assert len({r["chosen"].split(",")[1] for r in rows}) >= 4  # several acknowledgements
+
+
+@pytest.mark.parametrize(
+    ("fmt", "row", "expect"),
+    [
+        (
+            "messages",
+            {
+                "messages": [
+                    {"role": "user", "content": "hi"},
+                    {"role": "assistant", "content": "hello"},
+                ]
+            },
+            {
+                "messages": [
+                    {"role": "user", "content": "hi"},
+                    {"role": "assistant", "content": "hello"},
+                ]
+            },
+        ),
+        (
+            "sharegpt",
+            {
+                "conversations": [
+                    {"from": "human", "value": "hi"},
+                    {"from": "gpt", "value": "hello"},
+                ]
+            },
+            {
+                "messages": [
+                    {"role": "user", "content": "hi"},
+                    {"role": "assistant", "content": "hello"},
+                ]
+            },
+        ),
+        (
+            "alpaca",
+            {"instruction": "Say hi", "input": "to Bob", "output": "hi Bob"},
+            {
+                "messages": [
+                    {"role": "user", "content": "Say hi\n\nto Bob"},
+                    {"role": "assistant", "content": "hi Bob"},
+                ]
+            },
+        ),
+        (
+            "prompt_completion",
+            {"prompt": "p", "completion": "c"},
+            {"prompt": "p", "completion": "c"},
+        ),
+        (
+            "preference",
+            {"prompt": "p", "chosen": "good", "rejected": "bad"},
+            {"prompt": "p", "chosen": "good", "rejected": "bad"},
+        ),
+        (
+            "unpaired",
+            {"prompt": "p", "completion": "c", "label": True},
+            {"prompt": "p", "completion": "c", "label": True},
+        ),
+    ],
+)
+def test_formats_normalise(tmp_path: Path, fmt: str, row: dict, expect: dict) -> None:
+    path = _jsonl(tmp_path / "d.jsonl", [row] * 3)
+    ds = load(_src(path, fmt, val_fraction=0.0), base_dir=tmp_path, seed=0)
+    assert ds.train == [expect] * 3 and ds.val == []
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".json", ".csv", ".parquet"])
+def test_file_types(tmp_path: Path, suffix: str) -> None:
+    rows = [{"prompt": f"p{i}", "completion": f"c{i}"} for i in range(10)]
+    path = tmp_path / f"d{suffix}"
+    if suffix == ".jsonl":
+        _jsonl(path, rows)
+    elif suffix == ".json":
+        path.write_text(json.dumps(rows))
+    elif suffix == ".csv":
+        path.write_text("prompt,completion\n" + "".join(f"p{i},c{i}\n" for i in range(10)))
+    else:
+        pq.write_table(pa.Table.from_pylist(rows), path)
+    ds = load(_src(path.name, "prompt_completion", val_fraction=0.2), base_dir=tmp_path, seed=0)
+    assert len(ds.train) == 8 and len(ds.val) == 2
+    assert sorted(r["prompt"] for r in ds.train + ds.val) == sorted(f"p{i}" for i in range(10))
+
+
+def test_malformed_json_names_file_and_line(tmp_path: Path) -> None:
+    path = tmp_path / "d.jsonl"
+    path.write_text('{"prompt": "a", "completion": "b"}\n{"prompt": "a", \n')
+    with pytest.raises(DataError, match=r"d\.jsonl:2: not valid JSON"):
+        load(_src(path, "prompt_completion"), base_dir=tmp_path, seed=0)
+
+
+def test_missing_field_names_row_and_keys(tmp_path: Path) -> None:
+    path = _jsonl(
+        tmp_path / "d.jsonl",
+        [
+            {"prompt": "a", "chosen": "b", "rejected": "c"},
+            {"prompt": "a", "chosen": "b", "rejeted": "c"},
+        ],
+    )
+    with pytest.raises(
+        DataError,
+        match=r"d\.jsonl:2: format 'preference' needs a non-empty "
+        r"string 'rejected', found missing\. Keys in this row",
+    ):
+        load(_src(path, "preference"), base_dir=tmp_path, seed=0)
+
+
+def test_bad_role_and_no_assistant(tmp_path: Path) -> None:
+    path = _jsonl(tmp_path / "d.jsonl", [{"messages": [{"role": "bot", "content": "x"}]}])
+    with pytest.raises(DataError, match=r"d\.jsonl:1: message 0 has role='bot'"):
+        load(_src(path, "messages"), base_dir=tmp_path, seed=0)
+    path = _jsonl(tmp_path / "e.jsonl", [{"messages": [{"role": "user", "content": "x"}]}])
+    with pytest.raises(DataError, match="no assistant message"):
+        load(_src(path, "messages"), base_dir=tmp_path, seed=0)
+
+
+def test_missing_file_and_unreachable_hub_dataset(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="no such data file"):
+        load(_src("nope.jsonl", "messages"), base_dir=tmp_path, seed=0)
+    start = time.time()
+    with pytest.raises(DataError, match="loading it as a hub dataset failed"):
+        load(_src("some-org/some-dataset", "messages"), base_dir=tmp_path, seed=0)
+    assert time.time() - start < 30
+
+
+def test_max_rows(tmp_path: Path) -> None:
+    src = _src(DATA / "support_sft.jsonl", "messages", max_rows=20, val_fraction=0.25)
+    ds = load(src, base_dir=tmp_path, seed=0)
+    assert (len(ds.train), len(ds.val)) == (15, 5)

@@ -1,0 +1,79 @@
+"""Model references: the tiny model's determinism and cache, random shapes, hub errors."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from pathlib import Path
+
+import pytest
+
+from ftlab.runner import models
+
+
+def _digest(folder: Path) -> str:
+    return hashlib.sha256((folder / "model.safetensors").read_bytes()).hexdigest()
+
+
+def test_tiny_is_deterministic_and_cached(tmp_path: Path, monkeypatch) -> None:
+    first = models.resolve("tiny")  # the session cache
+    monkeypatch.setenv("FTLAB_CACHE", str(tmp_path))
+    second = models.resolve("tiny")
+    assert Path(second.path).parent == tmp_path / "models"
+    assert _digest(Path(first.path)) == _digest(Path(second.path))
+    assert (Path(second.path) / "tokenizer.json").read_bytes() == (
+        Path(first.path) / "tokenizer.json"
+    ).read_bytes()
+    assert first.identity == second.identity
+    mtime = (Path(second.path) / "model.safetensors").stat().st_mtime
+    assert models.resolve("tiny").path == second.path  # reused, not rebuilt
+    assert (Path(second.path) / "model.safetensors").stat().st_mtime == mtime
+
+
+def test_tiny_rebuilt_when_recipe_changes(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("FTLAB_CACHE", str(tmp_path))
+    old = models.resolve("tiny")
+    monkeypatch.setitem(models.TINY_RECIPE, "seed", 999)
+    new = models.resolve("tiny")
+    assert new.path != old.path and new.identity != old.identity
+    assert _digest(Path(new.path)) != _digest(Path(old.path))
+
+
+def test_tiny_has_chat_template_and_few_million_params() -> None:
+    from transformers import AutoConfig
+
+    ref = models.resolve("tiny")
+    tok = models.load_tokenizer(ref)
+    text = tok.apply_chat_template(
+        [{"role": "user", "content": "hi"}], tokenize=False, add_generation_prompt=True
+    )
+    assert text.endswith("<|im_start|>assistant\n")
+    assert "{% generation %}" in tok.chat_template
+    cfg = AutoConfig.from_pretrained(ref.path)
+    assert cfg.model_type == "llama"
+    assert 1_000_000 < models.meta_param_count(cfg) < 10_000_000
+
+
+def test_random_shape_config_has_real_sizes() -> None:
+    cfg = models.random_config("qwen2-0.5b")
+    assert cfg.model_type == "qwen2" and cfg.hidden_size == 896
+    assert 400e6 < models.meta_param_count(cfg) < 600e6
+    with pytest.raises(models.ModelError, match="Did you mean 'llama-1b'"):
+        models.resolve("random:llama-1bb")
+
+
+def test_hub_id_unreachable_fails_fast(monkeypatch) -> None:
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setenv("HF_ENDPOINT", "https://127.0.0.1:9")
+    start = time.time()
+    with pytest.raises(models.ModelError, match="use model: tiny|Use model: tiny"):
+        models.resolve("some-org/some-model")
+    assert time.time() - start < 10
+
+
+def test_missing_local_dir_is_clear(tmp_path: Path) -> None:
+    with pytest.raises(models.ModelError, match="does not exist"):
+        models.resolve(str(tmp_path / "nope"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(models.ModelError, match="no config.json"):
+        models.resolve(str(tmp_path / "empty"))

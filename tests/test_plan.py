@@ -1,0 +1,64 @@
+"""`ftlab plan`: parameter counts match the real models; memory estimates order sensibly."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from ftlab.runner import models
+from ftlab.runner.methods.sft import count_parameters, peft_config
+from ftlab.runner.plan import meta_counts, plan_runs
+from ftlab.runner.spec.schema import AdapterSpec
+
+from .conftest import EXPERIMENTS
+
+SUPERVISED = ["full", "lora", "qlora", "dora", "ia3", "prompt_tuning", "prefix_tuning"]
+
+
+@pytest.mark.parametrize("method", SUPERVISED)
+def test_meta_counts_match_a_real_model(method: str) -> None:
+    import torch
+    from peft import get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    ref = models.resolve("tiny")
+    adapter = AdapterSpec(r=8)
+    model = AutoModelForCausalLM.from_pretrained(ref.path, dtype=torch.float32)
+    cfg = peft_config(method, adapter)
+    if cfg is not None:
+        model = get_peft_model(model, cfg)
+    trainable, total, _ = meta_counts(models.load_config(ref), method, adapter)
+    assert (trainable, total) == count_parameters(model)
+
+
+def test_quickstart_plan() -> None:
+    plans = {p.variant: p.stages[0] for p in plan_runs(EXPERIMENTS / "quickstart.yaml", [])}
+    assert set(plans) == {"base", "qlora", "full"}
+    assert plans["full"].trainable == plans["full"].total
+    assert plans["base"].trainable == plans["qlora"].trainable < plans["full"].trainable
+    assert plans["base"].tokens_per_epoch > 30_000  # 360 conversations of ~95 tokens
+    assert plans["base"].steps_per_epoch == 45  # 360 rows / batch 8
+    assert plans["qlora"].memory["weights"] < plans["base"].memory["weights"]
+
+
+def test_seven_b_full_finetune_needs_far_more_than_qlora() -> None:
+    over = ["model=random:llama-7b", "stages.sft.train.precision=bf16"]
+    plans = {p.variant: p.stages[0] for p in plan_runs(EXPERIMENTS / "quickstart.yaml", over)}
+    full, lora, qlora = plans["full"], plans["base"], plans["qlora"]
+    assert full.total > 6.5e9
+    assert full.peak_bytes > 80 * 2**30  # weights + grads + AdamW alone exceed 24 GB
+    assert qlora.peak_bytes < lora.peak_bytes < full.peak_bytes
+    assert full.memory["optimizer"] == pytest.approx(full.trainable * 8)
+
+
+def test_plan_cli_prints_formula() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "ftlab.runner.cli", "plan", str(EXPERIMENTS / "quickstart.yaml")],
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode == 0, out.stderr
+    assert "peak ≈ weights + gradients + optimizer" in out.stdout
+    assert "qlora" in out.stdout

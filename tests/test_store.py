@@ -1,0 +1,113 @@
+"""The DuckDB index: golden run-directory fixture, idempotent ingest, lock discipline."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+
+from ftlab.reports import store
+
+FIXTURE = Path(__file__).parent / "fixtures" / "run_v1"
+RUN_ID = "quickstart-base-20261123-104159-e458"
+
+
+@pytest.fixture
+def runs(tmp_path: Path) -> Path:
+    shutil.copytree(FIXTURE, tmp_path / "runs")
+    return tmp_path / "runs"
+
+
+def test_golden_run_dir_ingests(runs: Path) -> None:
+    """A run directory written by format 1 keeps indexing the same way."""
+    assert store.sync(runs) == (1, 0)
+    (row,) = store.list_runs(runs)
+    assert row["run_id"] == RUN_ID and row["experiment"] == "quickstart"
+    assert row["state"] == "completed" and row["methods"] == "lora"
+    assert row["trainable_params"] == 217088
+    assert row["eval_loss"] == pytest.approx(5.1196, abs=1e-3)
+    assert row["initial_eval_loss"] == pytest.approx(7.7099, abs=1e-3)
+    stage = store.query(runs, "SELECT * FROM stages")[0]
+    assert stage["hash"] == "9c761d949f36f2480269" and stage["precision"] == "fp32"
+    names = {r["name"] for r in store.query(runs, "SELECT DISTINCT name FROM step_metrics")}
+    assert {"loss", "eval_loss", "learning_rate", "grad_norm"} <= names
+
+
+def test_ingest_is_idempotent_and_sync_drops_deleted_runs(runs: Path) -> None:
+    store.sync(runs)
+    before = store.query(runs, "SELECT count(*) AS n FROM step_metrics")[0]["n"]
+    store.ingest_runs(runs, [runs / RUN_ID])
+    store.sync(runs)
+    assert store.query(runs, "SELECT count(*) AS n FROM step_metrics")[0]["n"] == before
+    assert len(store.list_runs(runs)) == 1
+    shutil.rmtree(runs / RUN_ID)
+    assert store.sync(runs) == (0, 1)
+    assert store.list_runs(runs) == []
+    assert store.query(runs, "SELECT count(*) AS n FROM step_metrics")[0]["n"] == 0
+
+
+def test_reader_without_index_gets_empty_result(tmp_path: Path) -> None:
+    assert store.list_runs(tmp_path / "nothing-here") == []
+
+
+def test_interrupted_run_is_indexed_as_such(runs: Path) -> None:
+    import json
+
+    status = runs / RUN_ID / "status.json"
+    data = json.loads(status.read_text())
+    data.update(state="running", pid=2**22 + 12345)  # no such process
+    status.write_text(json.dumps(data))
+    store.sync(runs)
+    assert store.list_runs(runs)[0]["state"] == "interrupted"
+
+
+def _hold_writer(root: str, seconds: float, ready) -> None:  # pragma: no cover - subprocess
+    with store.connect(Path(root), write=True):
+        ready.set()
+        time.sleep(seconds)
+
+
+def _ingest_loop(root: str, n: int) -> None:  # pragma: no cover - subprocess
+    for _ in range(n):
+        store.ingest_runs(Path(root), [Path(root) / RUN_ID])
+
+
+def test_reader_waits_for_a_running_ingest_instead_of_failing(runs: Path) -> None:
+    store.sync(runs)
+    ctx = mp.get_context("spawn")
+    ready = ctx.Event()
+    writer = ctx.Process(target=_hold_writer, args=(str(runs), 1.5, ready))
+    writer.start()
+    assert ready.wait(60)
+    start = time.time()
+    rows = store.list_runs(runs)  # DuckDB alone would fail at once on the file lock
+    assert time.time() - start > 0.5
+    assert len(rows) == 1
+    writer.join(30)
+    assert writer.exitcode == 0
+
+
+def test_two_writer_processes_never_collide(runs: Path) -> None:
+    store.sync(runs)
+    ctx = mp.get_context("spawn")
+    procs = [ctx.Process(target=_ingest_loop, args=(str(runs), 5)) for _ in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+    assert [p.exitcode for p in procs] == [0, 0]
+    assert len(store.list_runs(runs)) == 1
+
+
+def test_busy_store_times_out_with_a_clear_error(runs: Path) -> None:
+    ctx = mp.get_context("spawn")
+    ready = ctx.Event()
+    writer = ctx.Process(target=_hold_writer, args=(str(runs), 3, ready))
+    writer.start()
+    assert ready.wait(60)
+    with pytest.raises(store.StoreBusy, match="locked by another ftlab process"):
+        store.query(runs, "SELECT 1", timeout=0.3)
+    writer.join(30)
