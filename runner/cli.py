@@ -105,44 +105,66 @@ def run(
 ) -> None:
     """Train every run of a spec (the spec as written, plus each variant)."""
     from ftlab.runner import execute
-    from ftlab.runner.spec.load import expand_runs
-    from ftlab.runner.spec.load import validate as validate_raw
 
-    results = []
     try:
-        if resume:
-            from ftlab.runner.spec.load import read_yaml
-
-            rd = execute.find_run(resume, runs_dir)
-            status = rd.status()
-            if status.get("state") == "running":
-                err.print(f"error: run {rd.run_id} is still running (pid {status.get('pid')})")
-                raise typer.Exit(1)
-            spec_obj = validate_raw(read_yaml(rd.path / "spec.yaml"))
-            spec_obj.output.dir = str(rd.path.parent)
-            console.print(f"resuming {rd.run_id} (was {status.get('state')})")
-            results.append(execute.execute(rd, spec_obj, resume=True))
-        else:
-            if spec is None:
-                err.print(
-                    "error: give a spec file (ftlab run experiments/quickstart.yaml) "
-                    "or --resume RUN"
-                )
-                raise typer.Exit(2)
-            runs = expand_runs(spec, overrides or [], only=variant)
-            for name, spec_obj in runs:
-                rd = execute.create_run(
-                    spec_obj, variant=name, spec_file=spec, overrides=list(overrides or [])
-                )
-                console.rule(
-                    f"[bold]{spec_obj.name} / {name}[/]  →  {execute.cwd_relative(rd.path)}"
-                )
-                results.append(execute.execute(rd, spec_obj))
+        planned = _resumed(resume, runs_dir) if resume else _new_runs(spec, overrides, variant)
     except typer.Exit:
         raise
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:  # noqa: BLE001 - bad input: reported without a traceback
         _fail(exc)
+    results = []
+    for make_run, spec_obj, is_resume in planned:
+        rd = make_run()  # created when its turn comes: an interrupt leaves no empty runs
+        console.rule(f"[bold]{rd.run_id}[/]  →  {execute.cwd_relative(rd.path)}")
+        try:
+            results.append(execute.execute(rd, spec_obj, resume=is_resume))
+        except Exception as exc:  # noqa: BLE001 - the run directory keeps the traceback
+            _print_results(results)
+            err.print(
+                f"error: run {rd.run_id} failed: {type(exc).__name__}: {exc}\n"
+                f"  traceback: {execute.cwd_relative(rd.path / 'status.json')}\n"
+                f"  continue it with: ftlab run --resume {rd.run_id}",
+                markup=False,
+                highlight=False,
+            )
+            raise typer.Exit(1) from None
     _print_results(results)
+
+
+def _resumed(resume: str, runs_dir: Path) -> list[tuple[Any, Any, bool]]:
+    from ftlab.runner import execute
+    from ftlab.runner.spec.load import read_yaml, validate
+
+    rd = execute.find_run(resume, runs_dir)
+    status = rd.status()
+    if status.get("state") == "running":
+        err.print(f"error: run {rd.run_id} is still running (pid {status.get('pid')})")
+        raise typer.Exit(1)
+    spec_obj = validate(read_yaml(rd.path / "spec.yaml"))
+    spec_obj.output.dir = str(rd.path.parent)
+    console.print(f"resuming {rd.run_id} (was {status.get('state')})")
+    return [(lambda: rd, spec_obj, True)]
+
+
+def _new_runs(
+    spec: Path | None, overrides: list[str] | None, variant: list[str] | None
+) -> list[tuple[Any, Any, bool]]:
+    from ftlab.runner import execute
+    from ftlab.runner.spec.load import expand_runs
+
+    if spec is None:
+        err.print("error: give a spec file (ftlab run experiments/quickstart.yaml) or --resume RUN")
+        raise typer.Exit(2)
+    runs = expand_runs(spec, overrides or [], only=variant)
+    for _, spec_obj in runs:  # bad data or model: fail before anything is written
+        execute.preflight(spec_obj, spec_dir=spec.resolve().parent)
+
+    def creator(name: str, spec_obj: Any) -> Any:
+        return lambda: execute.create_run(
+            spec_obj, variant=name, spec_file=spec, overrides=list(overrides or [])
+        )
+
+    return [(creator(n, s), s, False) for n, s in runs]
 
 
 def _fmt(value: Any, spec: str = ".3f") -> str:

@@ -108,6 +108,17 @@ def create_run(spec: Spec, *, variant: str, spec_file: Path, overrides: list[str
     return run
 
 
+def preflight(spec: Spec, *, spec_dir: Path) -> tuple[models.ModelRef, dict[str, data_mod.Dataset]]:
+    """Resolve the model and load every dataset a run needs: bad input fails here, before
+    any run directory is written or any training starts."""
+    ref = models.resolve(spec.model.name, revision=spec.model.revision, seed=spec.seed)
+    datasets = {
+        name: data_mod.load(spec.data[name], base_dir=spec_dir, seed=spec.seed)
+        for name in sorted({s.data for s in spec.stages})
+    }
+    return ref, datasets
+
+
 def execute(
     run: RunDir, spec: Spec, *, resume: bool = False, extra_callbacks: list[Any] | None = None
 ) -> RunResult:
@@ -120,11 +131,7 @@ def execute(
     started = time.time()
     results: dict[str, dict[str, Any]] = {}
     try:
-        ref = models.resolve(spec.model.name, revision=spec.model.revision, seed=spec.seed)
-        datasets = {
-            name: data_mod.load(spec.data[name], base_dir=spec_dir, seed=spec.seed)
-            for name in {s.data for s in spec.stages}
-        }
+        ref, datasets = preflight(spec, spec_dir=spec_dir)
         hashes = stage_hashes(
             spec, spec_dir=spec_dir, model_identity=ref.identity, datasets=datasets
         )

@@ -89,11 +89,14 @@ def base_weights(ctx: StageContext) -> str:
         from peft import PeftModel
         from transformers import AutoModelForCausalLM
 
+        from ftlab.runner.models import load_tokenizer
+
         base = AutoModelForCausalLM.from_pretrained(up.base, dtype=torch.float32)
         model = PeftModel.from_pretrained(base, str(up.path)).merge_and_unload()
         tmp = merged.with_name("merged_base.tmp")
         shutil.rmtree(tmp, ignore_errors=True)
         model.save_pretrained(tmp)
+        load_tokenizer(str(up.path)).save_pretrained(tmp)  # a complete model folder
         (tmp / "READY").write_text("ok\n")
         shutil.rmtree(merged, ignore_errors=True)
         os.replace(tmp, merged)
@@ -203,7 +206,7 @@ def train_supervised(ctx: StageContext, *, method: str) -> StageResult:
     quiet_library_bars()
     start = time.time()
     base = base_weights(ctx)
-    tokenizer = load_tokenizer(base if ctx.upstream else ctx.model)
+    tokenizer = load_tokenizer(str(ctx.upstream.path) if ctx.upstream else ctx.model)
     model = load_model(
         base,
         method=method,

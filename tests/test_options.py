@@ -1,0 +1,105 @@
+"""Training options users expect, a chained stage, and bad input failing before any write."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ftlab.runner.execute import resolve_precision
+from ftlab.runner.methods import METHODS
+
+from .helpers import context, tiny_spec
+from .test_runner import SPEC, _run
+
+
+@pytest.mark.integration
+def test_packing_periodic_eval_early_stopping_checkpointing_bf16(tmp_path: Path) -> None:
+    spec = tiny_spec(
+        "lora",
+        steps=40,
+        rows=96,
+        packing=True,
+        eval_steps=2,
+        early_stopping_patience=1,
+        gradient_checkpointing=True,
+        precision="bf16",
+        learning_rate=1e-7,
+        save_steps=2,
+    )
+    spec.stages[0].adapter.rslora = True
+    spec.stages[0].adapter.target_modules = ["q_proj", "v_proj"]
+    ctx = context(spec, tmp_path)
+    ctx.precision = "bf16"
+    result = METHODS.get("lora").train(ctx)
+    evals = [r for r in ctx.records if "eval_loss" in r]
+    assert len(evals) >= 2  # evaluated every 2 steps
+    assert result.summary["steps"] < 40  # a near-zero learning rate stops improving early
+    assert result.summary["precision"] == "bf16"
+    cfg = json.loads((result.artifact.path / "adapter_config.json").read_text())
+    assert cfg["use_rslora"] is True and sorted(cfg["target_modules"]) == ["q_proj", "v_proj"]
+
+
+@pytest.mark.integration
+def test_prompt_completion_data_trains(tmp_path: Path) -> None:
+    path = tmp_path / "pc.jsonl"
+    rows = [
+        {"prompt": f"Order #{i} is late.", "completion": " I have traced it."} for i in range(40)
+    ]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    spec = tiny_spec("lora", steps=8)
+    spec.data["sft"].path = str(path)
+    spec.data["sft"].format = "prompt_completion"
+    ctx = context(spec, tmp_path / "work")
+    result = METHODS.get("lora").train(ctx)
+    assert result.summary["eval_loss"] < result.summary["initial_eval_loss"]
+
+
+@pytest.mark.integration
+def test_chained_stage_starts_from_upstream_adapter(write, sft_data, tmp_path: Path) -> None:
+    text = SPEC.format(steps=4, save=50, runs=tmp_path / "runs") + (
+        "  - {name: more, method: full, from: sft,"
+        " train: {max_steps: 4, learning_rate: 1.0e-3, precision: fp32, max_length: 96}}\n"
+    )
+    # the appended stage belongs under stages:, before output:
+    head, _, tail = text.partition("output:")
+    lines = tail.splitlines(keepends=True)
+    text = head + lines[-1] + "output:" + lines[0]
+    res = _run(write("chain.yaml", text))
+    more = res.stages["more"]
+    assert more["summary"]["method"] == "full"
+    assert more["artifact"]["base"].endswith("merged_base")
+    # it started where sft ended, not from the untrained model
+    assert more["summary"]["initial_eval_loss"] == pytest.approx(
+        res.stages["sft"]["summary"]["eval_loss"], abs=1e-3
+    )
+
+
+def test_auto_precision_follows_the_hardware() -> None:
+    flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    expect = "bf16" if ("avx512_bf16" in flags or "amx_bf16" in flags) else "fp32"
+    import torch
+
+    if torch.cuda.is_available():
+        expect = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    assert resolve_precision("auto") == expect
+    assert resolve_precision("fp32") == "fp32"
+
+
+def test_bad_data_fails_before_anything_is_written(write, tmp_path: Path) -> None:
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "support_sft.jsonl").write_text('{"messages": [}\n')
+    path = write("spec.yaml", SPEC.format(steps=2, save=50, runs=tmp_path / "runs"))
+    out = subprocess.run(
+        [sys.executable, "-m", "ftlab.runner.cli", "run", str(path)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert out.returncode == 2
+    assert "support_sft.jsonl:1: not valid JSON" in out.stderr
+    assert "Traceback" not in out.stderr
+    assert not list(tmp_path.glob("runs/*/run.json"))
