@@ -101,7 +101,8 @@ class Snapshot(TrainerCallback):
                 layer = modules[n.rsplit(".", 1)[0]]
                 x = torch.randn(2, layer.in_features, generator=torch.Generator().manual_seed(0))
                 with torch.no_grad():
-                    out[n] = layer(x.to(layer.compute_dtype or torch.float32)).float()
+                    x = x.to(device=p.device, dtype=layer.compute_dtype or torch.float32)
+                    out[n] = layer(x).float()
             else:
                 out[n] = p.detach().clone()
         return out

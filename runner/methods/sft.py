@@ -134,8 +134,9 @@ def load_model(
             bnb_4bit_use_double_quant=adapter.double_quant,
             bnb_4bit_compute_dtype=compute,
         )
-        if not torch.cuda.is_available():
-            kwargs["device_map"] = {"": "cpu"}
+        # 4-bit weights are placed at load time, on the one device this process trains on.
+        cuda = torch.cuda.is_available()
+        kwargs["device_map"] = {"": torch.cuda.current_device() if cuda else "cpu"}
     model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
     if method == "qlora":
         from peft import prepare_model_for_kbit_training
