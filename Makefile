@@ -22,6 +22,8 @@ quickstart: setup
 	$(BIN)/ftlab run experiments/quickstart.yaml
 
 test: setup
+	$(BIN)/ruff check .
+	$(BIN)/mypy runner evals sweeps reports
 	$(BIN)/python -m pytest -m "not gpu" -q
 
 lint: setup

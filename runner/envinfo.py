@@ -25,7 +25,7 @@ PACKAGES = (
 
 
 def snapshot() -> dict[str, Any]:
-    versions = {}
+    versions: dict[str, str | None] = {}
     for name in PACKAGES:
         try:
             versions[name] = metadata.version(name)

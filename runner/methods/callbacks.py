@@ -44,7 +44,9 @@ class QuietProgress(ProgressCallback):
             self.training_bar.update(state.global_step)  # resumed runs start part-way
             self.current_step = state.global_step
 
-    def on_prediction_step(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+    def on_prediction_step(
+        self, args: Any, state: Any, control: Any, eval_dataloader: Any = None, **kw: Any
+    ) -> None:
         pass  # evaluation passes are short; their bars only add noise
 
     def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **kw: Any) -> None:

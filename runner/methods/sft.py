@@ -244,7 +244,8 @@ def train_supervised(ctx: StageContext, *, method: str) -> StageResult:
         base=base,
         meta={"method": method, "quantization": _quant_kwargs(quant)},
     )
-    tokens = sum(len(ids) for ids in trainer.train_dataset["input_ids"])
+    train_ds: Any = trainer.train_dataset
+    tokens = sum(len(ids) for ids in train_ds["input_ids"])
     summary = {
         "method": method,
         "trainable_params": trainable,

@@ -54,7 +54,7 @@ def _plain(node: Any, file: str, path: PathT, locs: dict[PathT, Loc]) -> Any:
         for key, value in node.items():
             sub = (*path, str(key))
             try:
-                locs[sub] = Loc(file, node.lc.key(key)[0] + 1)
+                locs[sub] = Loc(file, node.lc.key(key)[0] + 1)  # type: ignore[attr-defined]
             except (AttributeError, KeyError, TypeError):
                 locs[sub] = locs.get(path, Loc(file, 0))
             out[str(key)] = _plain(value, file, sub, locs)
@@ -64,7 +64,7 @@ def _plain(node: Any, file: str, path: PathT, locs: dict[PathT, Loc]) -> Any:
         for i, value in enumerate(node):
             sub = (*path, i)
             try:
-                locs[sub] = Loc(file, node.lc.item(i)[0] + 1)
+                locs[sub] = Loc(file, node.lc.item(i)[0] + 1)  # type: ignore[attr-defined]
             except (AttributeError, KeyError, TypeError, IndexError):
                 locs[sub] = locs.get(path, Loc(file, 0))
             items.append(_plain(value, file, sub, locs))
@@ -356,7 +356,7 @@ def _problems(raw: Raw, exc: ValidationError, prefix: str) -> list[Problem]:
 
 def _data_loc(data: Any, loc: tuple[Any, ...]) -> tuple[Any, ...]:
     """Drop pydantic's union tags (e.g. 'list[str]') from a loc; keep real keys."""
-    out = []
+    out: list[Any] = []
     for part in loc:
         if isinstance(data, dict) and part in data:
             data = data[part]
@@ -507,7 +507,7 @@ def variant_raw(raw: Raw, name: str) -> Spec:
                 )
             ]
         )
-    problems = []
+    problems: list[Problem] = []
     for key, value in overrides.items():
         try:
             apply_override(copy_, str(key), value, raw.loc(("variants", name, key)))
