@@ -36,8 +36,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 @pytest.fixture
-def write(tmp_path: Path):
-    """Write a text file under tmp_path and return its path."""
+def write(tmp_path: Path, sft_data: Path):
+    """Write a text file under tmp_path (which has data/support_sft.jsonl); return its path."""
 
     def _write(name: str, text: str) -> Path:
         path = tmp_path / name

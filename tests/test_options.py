@@ -90,7 +90,7 @@ def test_auto_precision_follows_the_hardware() -> None:
 
 
 def test_bad_data_fails_before_anything_is_written(write, tmp_path: Path) -> None:
-    (tmp_path / "data").mkdir()
+    (tmp_path / "data").mkdir(exist_ok=True)
     (tmp_path / "data" / "support_sft.jsonl").write_text('{"messages": [}\n')
     path = write("spec.yaml", SPEC.format(steps=2, save=50, runs=tmp_path / "runs"))
     out = subprocess.run(

@@ -287,9 +287,26 @@ def test_mangled_yaml_never_crashes(tmp_path_factory, mutations, drop) -> None:
     for pos, insert in mutations:
         pos %= len(text) + 1
         text = text[:pos] + insert + text[pos + (drop % 3) :]
-    path = tmp_path_factory.mktemp("m") / "spec.yaml"
+    folder = tmp_path_factory.mktemp("m")
+    (folder / "data").mkdir()
+    (folder / "data" / "support_sft.jsonl").write_text('{"messages": []}\n')
+    path = folder / "spec.yaml"
     path.write_text(text, encoding="utf-8", errors="surrogateescape")
     try:
         expand_runs(path)
     except SpecError as exc:
         assert exc.problems and all(p.expected for p in exc.problems)
+
+
+def test_missing_data_file_is_a_spec_problem_with_line(write) -> None:
+    with pytest.raises(SpecError) as err:
+        load_spec(write("a.yaml", MINIMAL.replace("support_sft.jsonl", "support_sf.jsonl")))
+    (p,) = err.value.problems
+    assert p.path == "data.sft.path" and p.line == 3
+
+
+def test_data_paths_are_relative_to_the_declaring_file(write, tmp_path) -> None:
+    write("base/base.yaml", MINIMAL.replace("data/support_sft.jsonl", "../data/support_sft.jsonl"))
+    child = write("child.yaml", "extends: base/base.yaml\nseed: 1\n")
+    spec = load_spec(child)
+    assert spec.data["sft"].path == str((tmp_path / "data" / "support_sft.jsonl").resolve())

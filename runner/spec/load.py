@@ -431,13 +431,48 @@ def _cross_check(raw: Raw, spec: Spec, prefix: str) -> list[Problem]:
     return problems
 
 
+LOCAL_DATA_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
+
+
+def _anchor_data_paths(raw: Raw, prefix: str) -> list[Problem]:
+    """Make relative data paths absolute, relative to the file that declared them (the
+    working directory for command-line overrides); a missing local file is a problem."""
+    problems: list[Problem] = []
+    data = raw.data.get("data")
+    if not isinstance(data, dict):
+        return problems
+    for name, source in data.items():
+        if not isinstance(source, dict) or not isinstance(source.get("path"), str):
+            continue
+        path = Path(source["path"]).expanduser()
+        where = raw.loc(("data", name, "path"))
+        base = Path(where.file).parent if Path(where.file).is_file() else Path.cwd()
+        candidate = path if path.is_absolute() else base / path
+        if candidate.exists():
+            source["path"] = str(candidate.resolve())
+        elif path.suffix.lower() in LOCAL_DATA_SUFFIXES:
+            problems.append(
+                Problem(
+                    where.file,
+                    where.line,
+                    f"data.{name}.path",
+                    f"an existing data file (relative to {base})",
+                    source["path"],
+                    "fix the path, or run `python experiments/data/generate.py` for shipped data",
+                    prefix,
+                )
+            )
+    return problems
+
+
 def validate(raw: Raw, prefix: str = "") -> Spec:
     """Validate merged data into a Spec, or raise one SpecError with every problem."""
+    path_problems = _anchor_data_paths(raw, prefix)
     try:
         spec = Spec.model_validate(raw.data)
     except ValidationError as exc:
-        raise SpecError(_problems(raw, exc, prefix)) from None
-    problems = _cross_check(raw, spec, prefix)
+        raise SpecError(path_problems + _problems(raw, exc, prefix)) from None
+    problems = path_problems + _cross_check(raw, spec, prefix)
     if problems:
         raise SpecError(problems)
     return spec
