@@ -301,12 +301,8 @@ def _quiet_libraries() -> None:
     warnings.filterwarnings("ignore", message=".*gemv_4bit: an autograd kernel.*")
     os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    try:
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.disable_progress_bar()
-    except ImportError:
-        pass
+    # hub/transformers bars (shard writing, downloads); the training bar is tqdm's own
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 
 def main() -> None:

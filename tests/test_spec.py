@@ -69,11 +69,11 @@ def test_extends_chain_merges_and_child_wins(write) -> None:
 
 
 def test_extends_nested_mapping_merges_deeply(write) -> None:
-    write("base.yaml", MINIMAL + "tracking: {wandb: {project: p, mode: offline}}\n")
-    child = write("child.yaml", "extends: base.yaml\ntracking: {wandb: {project: q}}\n")
+    write("base.yaml", MINIMAL + "output: {dir: out, keep_checkpoints: true}\n")
+    child = write("child.yaml", "extends: base.yaml\noutput: {dir: elsewhere}\n")
     spec = load_spec(child)
-    assert spec.tracking.wandb.project == "q"
-    assert spec.tracking.wandb.mode == "offline"
+    assert spec.output.dir == "elsewhere"
+    assert spec.output.keep_checkpoints is True
 
 
 def test_extends_cycle_is_an_error(write) -> None:
@@ -310,3 +310,8 @@ def test_data_paths_are_relative_to_the_declaring_file(write, tmp_path) -> None:
     child = write("child.yaml", "extends: base/base.yaml\nseed: 1\n")
     spec = load_spec(child)
     assert spec.data["sft"].path == str((tmp_path / "data" / "support_sft.jsonl").resolve())
+
+
+def test_unimplemented_tracking_is_refused_not_ignored(write) -> None:
+    with pytest.raises(SpecError, match="W&B logging arrives"):
+        load_spec(write("a.yaml", MINIMAL + "tracking: {wandb: {mode: online}}\n"))
