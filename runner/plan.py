@@ -76,7 +76,7 @@ def meta_counts(config: Any, method: str, adapter: Any) -> tuple[int, int, int]:
     import torch
     from transformers import AutoModelForCausalLM
 
-    from ftlab.runner.methods.sft import count_parameters, peft_config
+    from ftlab.runner.methods.common import count_parameters, peft_config
 
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(config)

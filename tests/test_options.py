@@ -60,14 +60,13 @@ def test_prompt_completion_data_trains(tmp_path: Path) -> None:
 
 @pytest.mark.integration
 def test_chained_stage_starts_from_upstream_adapter(write, sft_data, tmp_path: Path) -> None:
-    text = SPEC.format(steps=4, save=50, runs=tmp_path / "runs") + (
+    text = SPEC.format(steps=4, save=50, runs=tmp_path / "runs")
+    head, _, tail = text.partition("output:")
+    text = head + (
         "  - {name: more, method: full, from: sft,"
         " train: {max_steps: 4, learning_rate: 1.0e-3, precision: fp32, max_length: 96}}\n"
+        "output:" + tail
     )
-    # the appended stage belongs under stages:, before output:
-    head, _, tail = text.partition("output:")
-    lines = tail.splitlines(keepends=True)
-    text = head + lines[-1] + "output:" + lines[0]
     res = _run(write("chain.yaml", text))
     more = res.stages["more"]
     assert more["summary"]["method"] == "full"
@@ -103,3 +102,33 @@ def test_bad_data_fails_before_anything_is_written(write, tmp_path: Path) -> Non
     assert "support_sft.jsonl:1: not valid JSON" in out.stderr
     assert "Traceback" not in out.stderr
     assert not list(tmp_path.glob("runs/*/run.json"))
+
+
+@pytest.mark.integration
+def test_continue_keeps_training_the_upstream_adapter(write, sft_data, tmp_path: Path) -> None:
+    text = SPEC.format(steps=4, save=50, runs=tmp_path / "runs")
+    head, _, tail = text.partition("output:")
+    text = head + (
+        "  - {name: more, method: lora, from: sft, adapter_mode: continue,"
+        " train: {max_steps: 4, learning_rate: 5.0e-3, precision: fp32, max_length: 96}}\n"
+        "output:" + tail
+    )
+    res = _run(write("cont.yaml", text))
+    sft, more = res.stages["sft"], res.stages["more"]
+    assert more["artifact"]["base"] == sft["artifact"]["base"]  # same base, no merge
+    assert more["summary"]["trainable_params"] == sft["summary"]["trainable_params"]
+    assert more["summary"]["initial_eval_loss"] == pytest.approx(
+        sft["summary"]["eval_loss"], abs=1e-4
+    )
+    assert more["summary"]["eval_loss"] < more["summary"]["initial_eval_loss"]
+
+
+def test_continue_needs_an_adapter_upstream(write) -> None:
+    from ftlab.runner.spec.errors import SpecError
+    from ftlab.runner.spec.load import load_spec
+
+    text = SPEC.format(steps=4, save=50, runs="runs").replace("method: lora", "method: full")
+    head, _, tail = text.partition("output:")
+    text = head + "  - {name: b, method: lora, from: sft, adapter_mode: continue}\noutput:" + tail
+    with pytest.raises(SpecError, match="use adapter_mode: merge"):
+        load_spec(write("c.yaml", text))

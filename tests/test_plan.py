@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from ftlab.runner import models
-from ftlab.runner.methods.sft import count_parameters, peft_config
+from ftlab.runner.methods.common import count_parameters, peft_config
 from ftlab.runner.plan import meta_counts, plan_runs
 from ftlab.runner.spec.schema import AdapterSpec
 

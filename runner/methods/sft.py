@@ -1,20 +1,23 @@
 """Supervised fine-tuning: full, LoRA, QLoRA, DoRA, IA3, prompt tuning, prefix tuning.
 
 All of them are trl's SFTTrainer; the method only decides how the model is loaded
-(4-bit for QLoRA) and which peft config wraps it. Heavy imports stay inside functions
-so that validating a spec never imports torch.
+(4-bit for QLoRA) and which peft config wraps it (see `common.policy`).
 """
 
 from __future__ import annotations
 
-import os
-import shutil
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-from ftlab.runner.methods.base import Artifact, NoParams, StageContext, StageResult
+from ftlab.runner.methods.base import NoParams, StageContext, StageResult
+from ftlab.runner.methods.common import (
+    callbacks,
+    policy,
+    quiet_library_bars,
+    run_trainer,
+    training_kwargs,
+)
 
 SFT_FORMATS = ("messages", "sharegpt", "alpaca", "prompt_completion")
 
@@ -40,301 +43,48 @@ PROMPT_TUNING = Supervised("prompt_tuning")
 PREFIX_TUNING = Supervised("prefix_tuning")
 
 
-def peft_config(method: str, adapter: Any) -> Any:
-    """The peft config for `method` from the spec's adapter block (None for full)."""
-    import peft
-
-    targets = adapter.target_modules
-    if method in ("lora", "qlora", "dora"):
-        return peft.LoraConfig(
-            task_type="CAUSAL_LM",
-            r=adapter.r,
-            lora_alpha=adapter.alpha,
-            lora_dropout=adapter.dropout,
-            target_modules=targets,
-            use_rslora=adapter.rslora,
-            use_dora=method == "dora",
-        )
-    if method == "ia3":
-        if targets == "all-linear":
-            targets, ff = ["k_proj", "v_proj", "down_proj"], ["down_proj"]
-        else:
-            ff = [t for t in targets if t in ("down_proj", "up_proj", "gate_proj", "fc2")]
-        return peft.IA3Config(task_type="CAUSAL_LM", target_modules=targets, feedforward_modules=ff)
-    if method == "prompt_tuning":
-        return peft.PromptTuningConfig(
-            task_type="CAUSAL_LM", num_virtual_tokens=adapter.num_virtual_tokens
-        )
-    if method == "prefix_tuning":
-        return peft.PrefixTuningConfig(
-            task_type="CAUSAL_LM", num_virtual_tokens=adapter.num_virtual_tokens
-        )
-    return None
-
-
-def base_weights(ctx: StageContext) -> str:
-    """The directory (or hub id) whose weights this stage starts from.
-
-    An upstream adapter is merged into its base once and saved in the stage folder, so
-    every method (QLoRA included) starts from plain weights.
-    """
-    up = ctx.upstream
-    if up is None:
-        return ctx.model.path
-    if up.kind == "full":
-        return str(up.path)
-    merged = ctx.work_dir / "merged_base"
-    if not (merged / "READY").is_file():
-        import torch
-        from peft import PeftModel
-        from transformers import AutoModelForCausalLM
-
-        from ftlab.runner.models import load_tokenizer
-
-        base = AutoModelForCausalLM.from_pretrained(up.base, dtype=torch.float32)
-        model = PeftModel.from_pretrained(base, str(up.path)).merge_and_unload()
-        tmp = merged.with_name("merged_base.tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        model.save_pretrained(tmp)
-        load_tokenizer(str(up.path)).save_pretrained(tmp)  # a complete model folder
-        (tmp / "READY").write_text("ok\n")
-        shutil.rmtree(merged, ignore_errors=True)
-        os.replace(tmp, merged)
-    return str(merged)
-
-
-def load_model(
-    path: str,
-    *,
-    method: str,
-    precision: str,
-    adapter: Any,
-    revision: str = "main",
-    trust_remote_code: bool = False,
-) -> Any:
-    import torch
-    from transformers import AutoModelForCausalLM
-
-    # Full fine-tuning keeps fp32 master weights (mixed precision autocasts); a frozen
-    # adapter base needs no fp32 copy, and peft keeps the adapter itself in fp32.
-    half = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
-    dtype = half if half is not None and method != "full" else torch.float32
-    kwargs: dict[str, Any] = {
-        "dtype": dtype,
-        "revision": revision,
-        "trust_remote_code": trust_remote_code,
-    }
-    if method == "qlora":
-        from transformers import BitsAndBytesConfig
-
-        compute = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision, torch.float32)
-        kwargs["quantization_config"] = BitsAndBytesConfig(
-            load_in_4bit=True,
-            bnb_4bit_quant_type=adapter.quant_type,
-            bnb_4bit_use_double_quant=adapter.double_quant,
-            bnb_4bit_compute_dtype=compute,
-        )
-        # 4-bit weights are placed at load time, on the one device this process trains on.
-        cuda = torch.cuda.is_available()
-        kwargs["device_map"] = {"": torch.cuda.current_device() if cuda else "cpu"}
-    model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
-    if method == "qlora":
-        from peft import prepare_model_for_kbit_training
-
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
-    return model
-
-
 def sft_args(ctx: StageContext, *, conversational: bool) -> Any:
-    import torch
     from trl import SFTConfig
 
     t = ctx.stage.train
-    evaluate = bool(ctx.data.val) and t.eval_steps > 0
     return SFTConfig(
-        output_dir=str(ctx.work_dir / "checkpoints"),
-        learning_rate=t.learning_rate,
-        num_train_epochs=t.epochs,
-        max_steps=t.max_steps or -1,
-        per_device_train_batch_size=t.batch_size,
-        per_device_eval_batch_size=t.batch_size,
-        gradient_accumulation_steps=t.grad_accum,
+        **training_kwargs(ctx),
         max_length=t.max_length,
-        warmup_steps=t.warmup_ratio,  # a float below 1 is a ratio in transformers 5
-        lr_scheduler_type=t.scheduler,
-        weight_decay=t.weight_decay,
-        max_grad_norm=t.max_grad_norm,
-        optim=t.optimizer,
-        # trl defaults to bf16 and checkpointing even on CPU: we decide, explicitly.
-        bf16=ctx.precision == "bf16",
-        fp16=ctx.precision == "fp16",
-        gradient_checkpointing=t.gradient_checkpointing,
         packing=t.packing,
         assistant_only_loss=t.completion_only_loss and conversational,
         completion_only_loss=t.completion_only_loss if not conversational else None,
-        logging_steps=t.logging_steps,
-        eval_strategy="steps" if evaluate else "no",
-        eval_steps=t.eval_steps or None,
-        save_strategy="steps",
-        save_steps=t.save_steps if not evaluate else _multiple(t.save_steps, t.eval_steps),
-        save_total_limit=2 if t.early_stopping_patience else 1,
-        load_best_model_at_end=bool(t.early_stopping_patience),
-        metric_for_best_model="eval_loss" if t.early_stopping_patience else None,
-        seed=ctx.spec.seed,
-        data_seed=ctx.spec.seed,
-        report_to="none",
-        use_cpu=not torch.cuda.is_available(),
-        dataloader_num_workers=0,
         dataset_num_proc=None,
-        disable_tqdm=False,
     )
-
-
-def _multiple(save_steps: int, eval_steps: int) -> int:
-    """load_best_model_at_end needs save_steps to be a multiple of eval_steps."""
-    return max(eval_steps, (save_steps // eval_steps) * eval_steps)
 
 
 def train_supervised(ctx: StageContext, *, method: str) -> StageResult:
     import datasets
-    from transformers import EarlyStoppingCallback
-    from transformers.trainer_callback import ProgressCallback
     from trl import SFTTrainer
 
-    from ftlab.runner.methods.callbacks import MetricsCallback, QuietProgress
     from ftlab.runner.models import load_tokenizer
 
     quiet_library_bars()
-    start = time.time()
-    base = base_weights(ctx)
+    started = time.time()
+    model, peft_cfg, base = policy(ctx, method=method)
     tokenizer = load_tokenizer(str(ctx.upstream.path) if ctx.upstream else ctx.model)
-    model = load_model(
-        base,
-        method=method,
-        precision=ctx.precision,
-        adapter=ctx.stage.adapter,
-        revision=ctx.model.revision if ctx.upstream is None else "main",
-        trust_remote_code=ctx.spec.model.trust_remote_code,
-    )
     conversational = "messages" in ctx.data.train[0]
-    callbacks: list[Any] = [MetricsCallback(ctx.log), *ctx.extra_callbacks]
-    if ctx.stage.train.early_stopping_patience:
-        callbacks.append(EarlyStoppingCallback(ctx.stage.train.early_stopping_patience))
     trainer = SFTTrainer(
         model=model,
         args=sft_args(ctx, conversational=conversational),
         train_dataset=datasets.Dataset.from_list(ctx.data.train),
         eval_dataset=datasets.Dataset.from_list(ctx.data.val) if ctx.data.val else None,
         processing_class=tokenizer,
-        peft_config=peft_config(method, ctx.stage.adapter),
-        callbacks=callbacks,
-    )
-    trainer.remove_callback(ProgressCallback)
-    trainer.add_callback(QuietProgress(f"{ctx.stage.name} ({method})"))
-    trainable, total = count_parameters(trainer.model)
-    initial = _evaluate(trainer) if ctx.resume_from is None else None
-    output = trainer.train(resume_from_checkpoint=str(ctx.resume_from) if ctx.resume_from else None)
-    final = _evaluate(trainer)
-    quant = getattr(model.config, "quantization_config", None) if method == "qlora" else None
-    artifact = save_artifact(
-        trainer,
-        tokenizer,
-        ctx.work_dir / "artifact",
-        kind="full" if method == "full" else "adapter",
-        base=base,
-        meta={"method": method, "quantization": _quant_kwargs(quant)},
+        peft_config=peft_cfg,
+        callbacks=callbacks(ctx),
     )
     train_ds: Any = trainer.train_dataset
     tokens = sum(len(ids) for ids in train_ds["input_ids"])
-    summary = {
-        "method": method,
-        "trainable_params": trainable,
-        "total_params": total,
-        "steps": trainer.state.global_step,
-        "epochs": trainer.state.epoch,
-        "train_loss": _last_train_loss(trainer),
-        "train_loss_mean": output.training_loss,
-        "initial_eval_loss": initial,
-        "eval_loss": final,
-        "tokens_per_epoch": tokens,
-        "train_rows": len(ctx.data.train),
-        "val_rows": len(ctx.data.val),
-        "precision": ctx.precision,
-        "train_runtime_s": output.metrics.get("train_runtime"),
-        "wall_time_s": time.time() - start,
-        "peak_memory_mb": peak_memory_mb(),
-    }
-    return StageResult(artifact=artifact, summary=summary)
-
-
-def quiet_library_bars() -> None:
-    """Keep one progress bar (training steps); hide datasets' and saving bars."""
-    import datasets
-    from transformers.utils import logging as hf_logging
-
-    datasets.disable_progress_bars()
-    hf_logging.disable_progress_bar()
-
-
-def _evaluate(trainer: Any) -> float | None:
-    if trainer.eval_dataset is None:
-        return None
-    return float(trainer.evaluate()["eval_loss"])
-
-
-def _last_train_loss(trainer: Any) -> float | None:
-    losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
-    return float(losses[-1]) if losses else None
-
-
-def count_parameters(model: Any) -> tuple[int, int]:
-    """(trainable, total) parameters; 4-bit weights count as their unpacked size."""
-    trainable = total = 0
-    for p in model.parameters():
-        n = p.numel()
-        if getattr(p, "quant_state", None) is not None or p.__class__.__name__ == "Params4bit":
-            n *= 2  # two 4-bit values per stored byte
-        total += n
-        if p.requires_grad:
-            trainable += n
-    return trainable, total
-
-
-def peak_memory_mb() -> float:
-    import resource
-
-    import torch
-
-    if torch.cuda.is_available():
-        return torch.cuda.max_memory_allocated() / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-
-
-def _quant_kwargs(quant: Any) -> dict[str, Any] | None:
-    if quant is None:
-        return None
-    q = quant if isinstance(quant, dict) else quant.to_dict()
-    keys = ("load_in_4bit", "bnb_4bit_quant_type", "bnb_4bit_use_double_quant")
-    out = {k: q[k] for k in keys if k in q}
-    out["bnb_4bit_compute_dtype"] = str(q.get("bnb_4bit_compute_dtype", "float32")).replace(
-        "torch.", ""
+    return run_trainer(
+        ctx,
+        trainer,
+        method=method,
+        base=base,
+        tokenizer=tokenizer,
+        started=started,
+        extra={"tokens_per_epoch": tokens},
     )
-    return out
-
-
-def save_artifact(
-    trainer: Any, tokenizer: Any, target: Path, *, kind: str, base: str, meta: dict[str, Any]
-) -> Artifact:
-    """Write the adapter (or full weights) and tokenizer atomically to `target`."""
-    import json
-
-    tmp = target.with_name(target.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    trainer.save_model(str(tmp))
-    tokenizer.save_pretrained(str(tmp))
-    (tmp / "ftlab_artifact.json").write_text(
-        json.dumps({"kind": kind, "base": base, **meta}, indent=2)
-    )
-    shutil.rmtree(target, ignore_errors=True)
-    os.replace(tmp, target)
-    return Artifact(path=target, kind=kind, base=base)

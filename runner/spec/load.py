@@ -22,6 +22,7 @@ from ftlab.runner.spec.errors import Problem, SpecError
 from ftlab.runner.spec.schema import Spec
 
 PathT = tuple[str | int, ...]
+SUPERVISED = ("full", "lora", "qlora", "dora", "ia3", "prompt_tuning", "prefix_tuning")
 
 
 @dataclass(frozen=True)
@@ -398,6 +399,24 @@ def _cross_check(raw: Raw, spec: Spec, prefix: str) -> list[Problem]:
                 stage.from_,
                 did_you_mean(stage.from_, seen).strip(),
             )
+        if stage.adapter_mode == "continue":
+            up = next((s for s in spec.stages if s.name == stage.from_), None)
+            if up is None or up.method == "full" or stage.method == "full":
+                add(
+                    ("stages", i, "adapter_mode"),
+                    "continue only from an upstream adapter "
+                    "stage (from: <a PEFT stage>) into an adapter method",
+                    f"continue (from: '{stage.from_}'"
+                    f"{f', a {up.method} stage' if up else ''}, method {stage.method})",
+                    "use adapter_mode: merge",
+                )
+            elif stage.method in SUPERVISED and stage.method != up.method:
+                add(
+                    ("stages", i, "adapter_mode"),
+                    f"the upstream's method ({up.method}) to continue its adapter",
+                    stage.method,
+                    f"set method: {up.method}, or adapter_mode: merge",
+                )
         seen.append(stage.name)
         if stage.data not in spec.data:
             add(

@@ -148,6 +148,10 @@ class StageSpec(Strict):
     prefix_tuning (see `ftlab methods`)."""
     from_: str = Field("", alias="from")
     """Start from this earlier stage's artifact; empty = the base model."""
+    adapter_mode: Literal["merge", "continue"] = "merge"
+    """With `from:` an upstream adapter: `merge` it into its base and train a new adapter
+    (the reference model of alignment methods is then the merged upstream model), or
+    `continue` training the same adapter (trl keeps a frozen copy of it as reference)."""
     data: str = "sft"
     """Name of the dataset under `data:` this stage trains on."""
     adapter: AdapterSpec = AdapterSpec()
