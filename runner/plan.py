@@ -12,7 +12,8 @@ Peak memory (bytes), the sum of:
   activations  = b·s·h·L·(34 + 5·a·s/h) × act_bytes/2   (Korthikanti et al. 2022)
                  with gradient checkpointing: b·s·h·L·2·act_bytes + one layer as above
   logits       = b·s·V × 8 (fp32 logits and their gradient)
-where b = batch size, s = longest tokenised example (≤ max_length), h = hidden size,
+where b = batch size (×2 for preference methods: chosen and rejected), s = longest
+tokenised example (≤ max_length), h = hidden size,
 L = layers, a = attention heads, V = vocabulary. CUDA context and allocator slack are
 not included.
 """
@@ -152,7 +153,7 @@ def _token_lengths(rows: list[dict[str, Any]], tokenizer: Any, max_length: int) 
 def plan_runs(path: Path, overrides: list[str]) -> list[RunPlan]:
     from ftlab.runner import data as data_mod
     from ftlab.runner.execute import resolve_precision
-    from ftlab.runner.spec.load import expand_runs
+    from ftlab.runner.spec.load import SUPERVISED, expand_runs
 
     plans = []
     spec_dir = Path(path).resolve().parent
@@ -162,7 +163,12 @@ def plan_runs(path: Path, overrides: list[str]) -> list[RunPlan]:
         for stage in spec.stages:
             ds = data_mod.load(spec.data[stage.data], base_dir=spec_dir, seed=spec.seed)
             lengths = _token_lengths(ds.train, tokenizer, stage.train.max_length)
-            trainable, total, linear = meta_counts(config, stage.method, stage.adapter)
+            # alignment methods train a LoRA policy; each example is a pair (chosen and
+            # rejected, or KTO's target and KL sample), so a batch forwards twice the rows
+            peft_method, rows = (stage.method, 1) if stage.method in SUPERVISED else ("lora", 2)
+            if stage.adapter_mode == "continue" and stage.from_:
+                peft_method = spec.stage(stage.from_).method
+            trainable, total, linear = meta_counts(config, peft_method, stage.adapter)
             precision = resolve_precision(stage.train.precision)
             t = stage.train
             seq = max(lengths)
@@ -170,10 +176,10 @@ def plan_runs(path: Path, overrides: list[str]) -> list[RunPlan]:
                 trainable=trainable,
                 total=total,
                 linear=linear,
-                method=stage.method,
+                method=peft_method,
                 precision=precision,
                 optimizer=t.optimizer,
-                batch=t.batch_size,
+                batch=t.batch_size * rows,
                 seq=seq,
                 config=config,
                 checkpointing=t.gradient_checkpointing,

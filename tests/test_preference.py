@@ -1,0 +1,208 @@
+"""Preference alignment methods train on the tiny model after (or without) an SFT stage."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from ftlab.runner import data as data_mod
+from ftlab.runner import models
+from ftlab.runner.artifacts import load_artifact
+from ftlab.runner.methods import METHODS
+from ftlab.runner.methods.base import Artifact, StageContext
+from ftlab.runner.spec.schema import Spec
+
+from .conftest import DATA
+from .helpers import Snapshot
+
+PREFERENCE = ["dpo", "ipo", "simpo", "cpo", "orpo", "kto"]
+
+
+def _spec(method: str, **params) -> Spec:
+    fmt, path = (
+        ("unpaired", "support_feedback.jsonl")
+        if method == "kto"
+        else ("preference", "support_prefs.jsonl")
+    )
+    return Spec.model_validate(
+        {
+            "name": "align",
+            "data": {
+                "sft": {"path": str(DATA / "support_sft.jsonl"), "max_rows": 64},
+                "pref": {
+                    "path": str(DATA / path),
+                    "format": fmt,
+                    "max_rows": 48,
+                    "val_fraction": 0.17,
+                },
+            },
+            "stages": [
+                {
+                    "name": "sft",
+                    "method": "lora",
+                    "adapter": {"r": 8, "dropout": 0.0},
+                    "train": {
+                        "learning_rate": 5e-3,
+                        "max_steps": 16,
+                        "max_length": 128,
+                        "precision": "fp32",
+                    },
+                },
+                {
+                    "name": "align",
+                    "method": method,
+                    "from": "sft",
+                    "data": "pref",
+                    "adapter": {"r": 8, "dropout": 0.0},
+                    "params": params,
+                    "train": {
+                        "learning_rate": 5e-3,
+                        "max_steps": 10,
+                        "batch_size": 4,
+                        "max_length": 128,
+                        "logging_steps": 2,
+                        "precision": "fp32",
+                    },
+                },
+            ],
+        }
+    )
+
+
+@pytest.fixture(scope="module")
+def sft_artifact(tmp_path_factory) -> Artifact:
+    spec = _spec("dpo")
+    ds = data_mod.load(spec.data["sft"], base_dir=Path("."), seed=0)
+    ctx = StageContext(
+        spec=spec,
+        stage=spec.stages[0],
+        model=models.resolve("tiny"),
+        upstream=None,
+        data=ds,
+        work_dir=tmp_path_factory.mktemp("sft"),
+        precision="fp32",
+        log=lambda r: None,
+    )
+    return METHODS.get("lora").train(ctx).artifact
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("method", PREFERENCE)
+def test_preference_method_after_sft(method: str, sft_artifact: Artifact, tmp_path) -> None:
+    spec = _spec(method)
+    stage = spec.stages[1]
+    ds = data_mod.load(spec.data["pref"], base_dir=Path("."), seed=0)
+    tok = models.load_tokenizer(models.resolve("tiny"))
+    probe = tok("My order is late.", return_tensors="pt")["input_ids"]
+    snap = Snapshot(probe)
+    records: list[dict] = []
+    ctx = StageContext(
+        spec=spec,
+        stage=stage,
+        model=models.resolve("tiny"),
+        upstream=sft_artifact,
+        data=ds,
+        work_dir=tmp_path,
+        precision="fp32",
+        log=records.append,
+        extra_callbacks=[snap],
+    )
+    result = METHODS.get(method).train(ctx)
+
+    # Judged on the same held-out pairs before and after training (per-batch training
+    # losses are too noisy over 10 steps to compare).
+    evals = [r for r in records if "eval_loss" in r]
+    assert len(evals) == 2 and evals[-1]["eval_loss"] < evals[0]["eval_loss"], evals
+    if method in ("dpo", "ipo", "cpo", "simpo", "orpo"):
+        key = "eval_rewards/margins"
+        assert evals[-1][key] > evals[0][key], (evals[0][key], evals[-1][key])
+    assert snap.trainable
+    for name in snap.trainable:
+        assert not torch.equal(snap.before[name], snap.after[name]), name
+    for name in set(snap.before) - snap.trainable:
+        assert torch.equal(snap.before[name], snap.after[name]), name
+    # the new adapter sits on the merged SFT model, not on the untrained base
+    assert result.artifact.base.endswith("merged_base")
+    model, _ = load_artifact(result.artifact.path)
+    model.eval()
+    with torch.no_grad():
+        assert torch.allclose(model(input_ids=probe).logits, snap.logits, atol=1e-4)
+
+
+@pytest.mark.integration
+def test_orpo_from_the_base_model_without_sft(tmp_path) -> None:
+    spec = _spec("orpo")
+    stage = spec.stages[1].model_copy(update={"from_": ""})
+    ds = data_mod.load(spec.data["pref"], base_dir=Path("."), seed=0)
+    records: list[dict] = []
+    ctx = StageContext(
+        spec=spec,
+        stage=stage,
+        model=models.resolve("tiny"),
+        upstream=None,
+        data=ds,
+        work_dir=tmp_path,
+        precision="fp32",
+        log=records.append,
+    )
+    result = METHODS.get("orpo").train(ctx)
+    losses = [r["loss"] for r in records if "loss" in r]
+    assert losses[-1] < losses[0]
+    assert result.artifact.base == models.resolve("tiny").path
+
+
+def test_params_are_checked_in_the_spec(tmp_path) -> None:
+    from ftlab.runner.spec.errors import SpecError
+    from ftlab.runner.spec.load import load_spec
+
+    (tmp_path / "s.yaml").write_text(
+        "name: a\n"
+        f"data: {{pref: {{path: {DATA / 'support_prefs.jsonl'}, format: preference}}}}\n"
+        "stages:\n"
+        "  - {name: a, method: dpo, data: pref, params: {beta: 0.1, loss_type: exo_pair}}\n"
+        "  - {name: b, method: dpo, data: pref, params: {betta: 0.1}}\n"
+        "  - {name: c, method: kto, data: pref}\n"
+    )
+    with pytest.raises(SpecError) as err:
+        load_spec(tmp_path / "s.yaml")
+    text = err.value.format()
+    assert "exo_pair needs label_smoothing" in text
+    assert "stages.1.params.betta" in text
+    assert "formats unpaired for method kto" in text
+
+
+def test_plan_counts_a_lora_policy_and_pairs_for_alignment() -> None:
+    from ftlab.runner.plan import plan_runs
+
+    path = Path(__file__).parent.parent / "experiments" / "align_offline.yaml"
+    plans = {p.variant: p for p in plan_runs(path, [])}
+    sft, align = plans["base"].stages
+    assert sft.method == "full" and align.method == "dpo"
+    assert align.trainable == 217_088 < sft.trainable < align.total  # a LoRA r=16 policy
+    assert align.memory["logits"] > sft.memory["logits"]  # chosen + rejected per row
+
+
+def test_kto_with_one_label_is_a_clear_error(tmp_path) -> None:
+    from ftlab.runner.data import DataError
+
+    rows = tmp_path / "fb.jsonl"
+    rows.write_text(
+        "".join(f'{{"prompt": "p{i}", "completion": "c", "label": true}}\n' for i in range(10))
+    )
+    spec = _spec("kto")
+    spec.data["pref"].path = str(rows)
+    ds = data_mod.load(spec.data["pref"], base_dir=Path("."), seed=0)
+    ctx = StageContext(
+        spec=spec,
+        stage=spec.stages[1],
+        model=models.resolve("tiny"),
+        upstream=None,
+        data=ds,
+        work_dir=tmp_path,
+        precision="fp32",
+        log=lambda r: None,
+    )
+    with pytest.raises(DataError, match="KTO needs both desirable"):
+        METHODS.get("kto").train(ctx)
