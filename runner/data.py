@@ -5,6 +5,7 @@ Every format is normalised to what trl trains on:
   prompt_completion            → {"prompt", "completion"}
   preference                   → {"prompt", "chosen", "rejected"}
   unpaired                     → {"prompt", "completion", "label"}
+  prompts                      → {"prompt", …scalar columns kept for reward functions}
 """
 
 from __future__ import annotations
@@ -218,4 +219,11 @@ def normalise(fmt: str, row: dict[str, Any], where: str) -> dict[str, Any]:
             "completion": _text(row, "completion", where, fmt),
             "label": label,
         }
+    if fmt == "prompts":
+        extra = {
+            k: v
+            for k, v in row.items()
+            if k != "prompt" and isinstance(v, str | int | float | bool)
+        }
+        return {"prompt": _text(row, "prompt", where, fmt), **extra}
     raise DataError(f"{where}: unknown data format '{fmt}'")

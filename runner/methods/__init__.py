@@ -18,5 +18,7 @@ METHODS: Registry[Method] = Registry("method")
 
 for _name in ("full", "lora", "qlora", "dora", "ia3", "prompt_tuning", "prefix_tuning"):
     METHODS.register(_name, f"ftlab.runner.methods.sft:{_name.upper()}")
+for _name in ("grpo", "rloo"):
+    METHODS.register(_name, f"ftlab.runner.methods.online:{_name.upper()}")
 for _name in ("dpo", "ipo", "simpo", "cpo", "orpo", "kto"):
     METHODS.register(_name, f"ftlab.runner.methods.preference:{_name.upper()}")

@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from ftlab.runner.registry import did_you_mean
 
 DataFormat = Literal[
-    "messages", "sharegpt", "alpaca", "prompt_completion", "preference", "unpaired"
+    "messages", "sharegpt", "alpaca", "prompt_completion", "preference", "unpaired", "prompts"
 ]
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
 
@@ -48,7 +48,8 @@ class DataSource(Strict):
     path: str
     """A .jsonl/.json/.csv/.parquet file (relative to the spec file) or a hub dataset id."""
     format: DataFormat = "messages"
-    """Row layout: messages, sharegpt, alpaca, prompt_completion, preference, unpaired."""
+    """Row layout: messages, sharegpt, alpaca, prompt_completion, preference, unpaired,
+    prompts (a `prompt` plus any columns, for online RL)."""
     split: str = "train"
     """Split to read when `path` is a hub dataset."""
     val_fraction: float = Field(0.1, ge=0.0, lt=1.0)

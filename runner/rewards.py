@@ -1,0 +1,142 @@
+"""Reward functions for online RL (GRPO, RLOO, and later PPO) and as eval metrics.
+
+A reward function scores completions: `fn(completions, prompts=None, **columns) ->
+list[float]`, the signature trl's GRPO/RLOO trainers call. Built-ins are registered here;
+users register their own in a Python file named by the stage's `params.reward_module`:
+
+    from ftlab.runner.rewards import reward
+
+    @reward("mentions_refund")
+    def mentions_refund(*, word: str = "refund"):          # params from the spec
+        def score(completions, **kw):
+            return [float(word in text_of(c)) for c in completions]
+        return score
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from ftlab.runner.registry import Registry
+
+RewardFn = Callable[..., list[float]]
+REWARDS: Registry[Callable[..., RewardFn]] = Registry("reward function")
+
+
+def reward(name: str) -> Callable[[Callable[..., RewardFn]], Callable[..., RewardFn]]:
+    """Register a reward-function factory (called with the spec's params)."""
+    return REWARDS.register(name)
+
+
+class RewardSpec(BaseModel):
+    """One reward term: a registered function, its weight and its parameters."""
+
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+
+    name: str
+    """Registered reward function (json_valid, regex, length, keywords, or your own)."""
+    weight: float = 1.0
+    """Weight of this term in the total reward."""
+    params: dict[str, Any] = Field(default_factory=dict)
+    """Keyword arguments of the reward function's factory."""
+
+
+def text_of(completion: Any) -> str:
+    """A completion as text, whether plain or conversational ([{role, content}, …])."""
+    if isinstance(completion, list):
+        return "".join(str(m.get("content", "")) for m in completion if isinstance(m, dict))
+    return str(completion)
+
+
+@reward("json_valid")
+def json_valid() -> RewardFn:
+    """1.0 when the completion parses as JSON, else 0.0."""
+
+    def score(completions: list[Any], **kw: Any) -> list[float]:
+        out = []
+        for c in completions:
+            try:
+                json.loads(text_of(c))
+                out.append(1.0)
+            except ValueError:
+                out.append(0.0)
+        return out
+
+    return score
+
+
+@reward("regex")
+def regex(*, pattern: str) -> RewardFn:
+    """1.0 when the completion matches `pattern` (re.search), else 0.0."""
+    compiled = re.compile(pattern)
+
+    def score(completions: list[Any], **kw: Any) -> list[float]:
+        return [1.0 if compiled.search(text_of(c)) else 0.0 for c in completions]
+
+    return score
+
+
+@reward("length")
+def length(*, target_words: int = 30) -> RewardFn:
+    """0 at `target_words` words, falling linearly: -|words - target| / target."""
+
+    def score(completions: list[Any], **kw: Any) -> list[float]:
+        return [-abs(len(text_of(c).split()) - target_words) / target_words for c in completions]
+
+    return score
+
+
+SUPPORT_RUBRIC = [
+    ["sorry", "apolog", "understand", "thank you"],  # acknowledgement
+    ["i have "],  # a concrete action taken
+    ["within", "by email", "hours", "days"],  # a timeline
+    ["regards", "thanks, support", "support team"],  # a polite closing
+]
+
+
+@reward("keywords")
+def keywords(*, groups: list[list[str]] | None = None) -> RewardFn:
+    """Fraction of keyword groups with at least one (case-insensitive) match. The default
+    groups check a support reply: acknowledgement, action, timeline, polite closing."""
+    rubric = [[k.lower() for k in g] for g in (groups or SUPPORT_RUBRIC)]
+
+    def score(completions: list[Any], **kw: Any) -> list[float]:
+        out = []
+        for c in completions:
+            text = text_of(c).lower()
+            out.append(sum(any(k in text for k in g) for g in rubric) / len(rubric))
+        return out
+
+    return score
+
+
+def load_module(path: str, base_dir: Path) -> None:
+    """Import a user's reward file so its @reward registrations take effect."""
+    file = Path(path).expanduser()
+    file = file if file.is_absolute() else base_dir / file
+    if not file.is_file():
+        raise FileNotFoundError(
+            f"reward_module {file} does not exist (paths are relative to the spec file)"
+        )
+    spec = importlib.util.spec_from_file_location(f"ftlab_user_rewards_{file.stem}", file)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+
+
+def build(specs: list[RewardSpec]) -> tuple[list[RewardFn], list[float]]:
+    """(functions, weights) for a trainer; each function named after its registry entry."""
+    fns, weights = [], []
+    for rs in specs:
+        fn = REWARDS.get(rs.name)(**rs.params)
+        fn.__name__ = rs.name  # trl logs rewards/<__name__>/mean
+        fns.append(fn)
+        weights.append(rs.weight)
+    return fns, weights

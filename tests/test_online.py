@@ -1,0 +1,135 @@
+"""Online RL (GRPO, RLOO) with reward functions, and the reward-function registry."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from ftlab.runner import data as data_mod
+from ftlab.runner import models, rewards
+from ftlab.runner.methods import METHODS
+from ftlab.runner.methods.base import StageContext
+from ftlab.runner.spec.schema import Spec
+
+from .conftest import DATA
+from .helpers import Snapshot
+
+
+def test_builtin_rewards_score_as_documented() -> None:
+    (kw,), _ = rewards.build([rewards.RewardSpec(name="keywords")])
+    good = (
+        "Hi Ann, I am sorry for the trouble. I have issued a refund. You should see it "
+        "within 3 days. Kind regards, Support."
+    )
+    assert kw([good, "No."]) == [1.0, 0.0]
+    assert kw([[{"role": "assistant", "content": "I have done it."}]]) == [0.25]
+    (js,), _ = rewards.build([rewards.RewardSpec(name="json_valid")])
+    assert js(['{"a": 1}', "{a"]) == [1.0, 0.0]
+    (ln,), _ = rewards.build([rewards.RewardSpec(name="length", params={"target_words": 4})])
+    assert ln(["a b c d", "a b", "a b c d e f g h"]) == [0.0, -0.5, -1.0]
+    (rx,), w = rewards.build(
+        [rewards.RewardSpec(name="regex", weight=2, params={"pattern": r"#\d+"})]
+    )
+    assert rx(["order #12", "order"]) == [1.0, 0.0] and w == [2]
+
+
+def test_user_reward_module_registers(tmp_path: Path) -> None:
+    (tmp_path / "my_rewards.py").write_text(
+        "from ftlab.runner.rewards import reward, text_of\n"
+        "@reward('shouts')\n"
+        "def shouts(*, mark='!'):\n"
+        "    return lambda completions, **kw: [float(mark in text_of(c)) for c in completions]\n"
+    )
+    rewards.load_module("my_rewards.py", tmp_path)
+    (fn,), _ = rewards.build([rewards.RewardSpec(name="shouts")])
+    assert fn(["hey!", "hey"]) == [1.0, 0.0]
+    with pytest.raises(KeyError, match="Did you mean 'shouts'"):
+        rewards.build([rewards.RewardSpec(name="shout")])
+
+
+@rewards.reward("letter_share")
+def letter_share(*, letter: str = "e"):
+    """Share of characters that are `letter`: dense, so even random policies differ."""
+
+    def score(completions, **kw):
+        texts = [rewards.text_of(c) for c in completions]
+        return [t.count(letter) / max(1, len(t)) for t in texts]
+
+    return score
+
+
+def _ctx(method: str, tmp_path: Path, records: list, snap=None) -> StageContext:
+    spec = Spec.model_validate(
+        {
+            "name": "rl",
+            "data": {
+                "p": {
+                    "path": str(DATA / "support_eval.jsonl"),
+                    "format": "prompts",
+                    "max_rows": 32,
+                    "val_fraction": 0.0,
+                }
+            },
+            "stages": [
+                {
+                    "name": "rl",
+                    "method": method,
+                    "data": "p",
+                    "adapter": {"r": 8, "dropout": 0.0},
+                    # a dense reward the random tiny model can move in a few steps
+                    "params": {
+                        "rewards": [{"name": "letter_share"}],
+                        "num_generations": 4,
+                        "max_completion_length": 16,
+                    },
+                    "train": {
+                        "learning_rate": 2e-2,
+                        "max_steps": 12,
+                        "batch_size": 8,
+                        "logging_steps": 1,
+                        "precision": "fp32",
+                    },
+                }
+            ],
+        }
+    )
+    ds = data_mod.load(spec.data["p"], base_dir=Path("."), seed=0)
+    return StageContext(
+        spec=spec,
+        stage=spec.stages[0],
+        model=models.resolve("tiny"),
+        upstream=None,
+        data=ds,
+        work_dir=tmp_path,
+        precision="fp32",
+        log=records.append,
+        extra_callbacks=[snap] if snap else [],
+    )
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("method", ["grpo", "rloo"])
+def test_online_method_raises_the_reward(method: str, tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    tok = models.load_tokenizer(models.resolve("tiny"))
+    snap = Snapshot(tok("Hello", return_tensors="pt")["input_ids"])
+    records: list[dict] = []
+    result = METHODS.get(method).train(_ctx(method, tmp_path, records, snap))
+    rewards_logged = [r["reward"] for r in records if "reward" in r]
+    assert len(rewards_logged) == 12
+    first, last = sum(rewards_logged[:3]) / 3, sum(rewards_logged[-3:]) / 3
+    assert last > first, rewards_logged
+    for name in snap.trainable:
+        assert not torch.equal(snap.before[name], snap.after[name]), name
+    for name in set(snap.before) - snap.trainable:
+        assert torch.equal(snap.before[name], snap.after[name]), name
+    assert result.summary["reward_last"] == rewards_logged[-1]
+
+
+def test_generations_must_divide_the_batch(tmp_path: Path) -> None:
+    ctx = _ctx("grpo", tmp_path, [])
+    ctx.stage.params["num_generations"] = 3
+    with pytest.raises(ValueError, match="must divide batch_size"):
+        METHODS.get("grpo").train(ctx)
