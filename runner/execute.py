@@ -147,6 +147,7 @@ def execute(
                 data=datasets[stage.data],
                 upstream=upstream,
                 stage_hash=hashes[stage.name],
+                artifacts=dict(artifacts),
                 resume=resume,
                 extra_callbacks=extra_callbacks or [],
             )
@@ -198,6 +199,7 @@ def _run_stage(
     data: data_mod.Dataset,
     upstream: Artifact | None,
     stage_hash: str,
+    artifacts: dict[str, Artifact],
     resume: bool,
     extra_callbacks: list[Any],
 ) -> dict[str, Any]:
@@ -243,6 +245,7 @@ def _run_stage(
         data=data,
         work_dir=work,
         precision=precision,
+        artifacts=artifacts,
         resume_from=resume_from,
         extra_callbacks=extra_callbacks,
         log=lambda rec: run.log_metrics({"stage": stage.name, **rec}),

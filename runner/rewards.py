@@ -117,6 +117,65 @@ def keywords(*, groups: list[list[str]] | None = None) -> RewardFn:
     return score
 
 
+@reward("reward_model")
+def reward_model(*, path: str, batch_size: int = 16) -> RewardFn:
+    """The scalar score of a `reward_model` stage's artifact for prompt + completion
+    (in a spec, name the stage: `params: {stage: rm}`)."""
+    import torch
+
+    from ftlab.runner.methods.reward_model import load_reward_model
+
+    model, tokenizer = load_reward_model(path)
+
+    def as_text(prompt: Any, completion: Any) -> str:
+        if isinstance(prompt, list) or isinstance(completion, list):
+            turns = prompt if isinstance(prompt, list) else [{"role": "user", "content": prompt}]
+            reply = (
+                completion
+                if isinstance(completion, list)
+                else [{"role": "assistant", "content": completion}]
+            )
+            return str(tokenizer.apply_chat_template(turns + reply, tokenize=False))
+        return f"{prompt or ''}{completion}"
+
+    def score(completions: list[Any], prompts: list[Any] | None = None, **kw: Any) -> list[float]:
+        texts = [
+            as_text(p, c)
+            for p, c in zip(prompts or [""] * len(completions), completions, strict=True)
+        ]
+        out: list[float] = []
+        for i in range(0, len(texts), batch_size):
+            batch = tokenizer(
+                texts[i : i + batch_size],
+                return_tensors="pt",
+                padding=True,
+                truncation=True,
+                max_length=1024,
+            )
+            with torch.no_grad():
+                out += model(**batch).logits[:, 0].float().tolist()
+        return out
+
+    return score
+
+
+def resolve_stage_refs(specs: list[RewardSpec], artifacts: dict[str, Any]) -> list[RewardSpec]:
+    """`{name: reward_model, params: {stage: rm}}` → the artifact path of stage `rm`."""
+    out = []
+    for rs in specs:
+        if "stage" in rs.params:
+            stage = rs.params["stage"]
+            if stage not in artifacts:
+                raise KeyError(
+                    f"reward {rs.name}: stage '{stage}' has no artifact; name an "
+                    f"earlier stage ({', '.join(artifacts) or 'none'})"
+                )
+            params = {k: v for k, v in rs.params.items() if k != "stage"}
+            rs = rs.model_copy(update={"params": {**params, "path": str(artifacts[stage].path)}})
+        out.append(rs)
+    return out
+
+
 def load_module(path: str, base_dir: Path) -> None:
     """Import a user's reward file so its @reward registrations take effect."""
     file = Path(path).expanduser()

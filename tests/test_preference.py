@@ -206,3 +206,43 @@ def test_kto_with_one_label_is_a_clear_error(tmp_path) -> None:
     )
     with pytest.raises(DataError, match="KTO needs both desirable"):
         METHODS.get("kto").train(ctx)
+
+
+@pytest.mark.integration
+def test_reward_model_learns_pairs_and_scores_as_a_reward_function(
+    sft_artifact: Artifact, tmp_path
+) -> None:
+    from ftlab.runner import rewards
+
+    spec = _spec("dpo")
+    stage = spec.stages[1].model_copy(update={"method": "reward_model", "params": {}})
+    ds = data_mod.load(spec.data["pref"], base_dir=Path("."), seed=0)
+    records: list[dict] = []
+    ctx = StageContext(
+        spec=spec,
+        stage=stage,
+        model=models.resolve("tiny"),
+        upstream=sft_artifact,
+        data=ds,
+        work_dir=tmp_path,
+        precision="fp32",
+        log=records.append,
+    )
+    result = METHODS.get("reward_model").train(ctx)
+    s = result.summary
+    assert s["eval_loss"] < s["initial_eval_loss"]
+    assert (
+        s["pairwise_accuracy"] >= 0.75 and s["pairwise_accuracy"] >= s["initial_pairwise_accuracy"]
+    )
+    # the artifact, used as a reward function, prefers the chosen replies
+    (fn,), _ = rewards.build(
+        rewards.resolve_stage_refs(
+            [rewards.RewardSpec(name="reward_model", params={"stage": "rm"})],
+            {"rm": result.artifact},
+        )
+    )
+    prompts = [[{"role": "user", "content": r["prompt"]}] for r in ds.val]
+    chosen = fn([r["chosen"] for r in ds.val], prompts=prompts)
+    rejected = fn([r["rejected"] for r in ds.val], prompts=prompts)
+    wins = sum(c > r for c, r in zip(chosen, rejected, strict=True))
+    assert wins / len(chosen) >= 0.75

@@ -42,6 +42,7 @@ class StageContext:
     precision: str  # resolved: fp32 | bf16 | fp16
     log: Callable[[dict[str, Any]], None]  # appends one step-metrics record
     resume_from: Path | None = None  # a trainer checkpoint to continue from
+    artifacts: dict[str, Artifact] = field(default_factory=dict)  # earlier stages, by name
     extra_callbacks: list[Any] = field(default_factory=list)
 
 

@@ -93,7 +93,7 @@ def train_online(ctx: StageContext, *, method: str) -> StageResult:
     if params.reward_module:
         spec_dir = Path(ctx.spec.data[ctx.stage.data].path).parent
         rewards.load_module(params.reward_module, spec_dir)
-    fns, weights = rewards.build(params.rewards)
+    fns, weights = rewards.build(rewards.resolve_stage_refs(params.rewards, ctx.artifacts))
     model, peft_cfg, base = policy(ctx, method="lora")
     tokenizer = load_tokenizer(str(ctx.upstream.path) if ctx.upstream else ctx.model)
     tokenizer.padding_side = "left"  # generation pads on the left
