@@ -55,3 +55,48 @@ def sft_data(tmp_path: Path) -> Path:
     target.mkdir(exist_ok=True)
     shutil.copy(DATA / "support_sft.jsonl", target / "support_sft.jsonl")
     return target / "support_sft.jsonl"
+
+
+@pytest.fixture(scope="session")
+def sft_model(tmp_path_factory):
+    """The tiny model after a short full SFT on the support conversations: it writes
+    support-like replies, so rewards differ between its samples (the random tiny model's
+    samples are noise, which no reward can be raised from in a few steps)."""
+    from ftlab.runner import data as data_mod
+    from ftlab.runner import models
+    from ftlab.runner.methods import METHODS
+    from ftlab.runner.methods.base import StageContext
+    from ftlab.runner.spec.schema import Spec
+
+    spec = Spec.model_validate(
+        {
+            "name": "sft",
+            "data": {"sft": {"path": str(DATA / "support_sft.jsonl"), "val_fraction": 0.0}},
+            "stages": [
+                {
+                    "name": "sft",
+                    "method": "full",
+                    "train": {
+                        "learning_rate": 2e-3,
+                        "epochs": 2,
+                        "batch_size": 8,
+                        "max_length": 128,
+                        "precision": "fp32",
+                        "save_steps": 10_000,
+                    },
+                }
+            ],
+        }
+    )
+    ds = data_mod.load(spec.data["sft"], base_dir=ROOT, seed=0)
+    ctx = StageContext(
+        spec=spec,
+        stage=spec.stages[0],
+        model=models.resolve("tiny"),
+        upstream=None,
+        data=ds,
+        work_dir=tmp_path_factory.mktemp("sft_full"),
+        precision="fp32",
+        log=lambda r: None,
+    )
+    return METHODS.get("full").train(ctx).artifact

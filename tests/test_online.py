@@ -49,18 +49,7 @@ def test_user_reward_module_registers(tmp_path: Path) -> None:
         rewards.build([rewards.RewardSpec(name="shout")])
 
 
-@rewards.reward("letter_share")
-def letter_share(*, letter: str = "e"):
-    """Share of characters that are `letter`: dense, so even random policies differ."""
-
-    def score(completions, **kw):
-        texts = [rewards.text_of(c) for c in completions]
-        return [t.count(letter) / max(1, len(t)) for t in texts]
-
-    return score
-
-
-def _ctx(method: str, tmp_path: Path, records: list, snap=None) -> StageContext:
+def _ctx(method: str, tmp_path: Path, records: list, upstream, snap=None) -> StageContext:
     spec = Spec.model_validate(
         {
             "name": "rl",
@@ -78,14 +67,14 @@ def _ctx(method: str, tmp_path: Path, records: list, snap=None) -> StageContext:
                     "method": method,
                     "data": "p",
                     "adapter": {"r": 8, "dropout": 0.0},
-                    # a dense reward the random tiny model can move in a few steps
+                    # the support-reply rubric, on replies of the SFT-trained tiny model
                     "params": {
-                        "rewards": [{"name": "letter_share"}],
+                        "rewards": [{"name": "keywords"}],
                         "num_generations": 4,
-                        "max_completion_length": 16,
+                        "max_completion_length": 48,
                     },
                     "train": {
-                        "learning_rate": 2e-2,
+                        "learning_rate": 3e-3,
                         "max_steps": 12,
                         "batch_size": 8,
                         "logging_steps": 1,
@@ -100,7 +89,7 @@ def _ctx(method: str, tmp_path: Path, records: list, snap=None) -> StageContext:
         spec=spec,
         stage=spec.stages[0],
         model=models.resolve("tiny"),
-        upstream=None,
+        upstream=upstream,
         data=ds,
         work_dir=tmp_path,
         precision="fp32",
@@ -111,12 +100,12 @@ def _ctx(method: str, tmp_path: Path, records: list, snap=None) -> StageContext:
 
 @pytest.mark.integration
 @pytest.mark.parametrize("method", ["grpo", "rloo"])
-def test_online_method_raises_the_reward(method: str, tmp_path: Path) -> None:
+def test_online_method_raises_the_reward(method: str, tmp_path: Path, sft_model) -> None:
     torch.manual_seed(0)
     tok = models.load_tokenizer(models.resolve("tiny"))
     snap = Snapshot(tok("Hello", return_tensors="pt")["input_ids"])
     records: list[dict] = []
-    result = METHODS.get(method).train(_ctx(method, tmp_path, records, snap))
+    result = METHODS.get(method).train(_ctx(method, tmp_path, records, sft_model, snap))
     rewards_logged = [r["reward"] for r in records if "reward" in r]
     assert len(rewards_logged) == 12
     first, last = sum(rewards_logged[:3]) / 3, sum(rewards_logged[-3:]) / 3
@@ -129,7 +118,7 @@ def test_online_method_raises_the_reward(method: str, tmp_path: Path) -> None:
 
 
 def test_generations_must_divide_the_batch(tmp_path: Path) -> None:
-    ctx = _ctx("grpo", tmp_path, [])
+    ctx = _ctx("grpo", tmp_path, [], None)
     ctx.stage.params["num_generations"] = 3
     with pytest.raises(ValueError, match="must divide batch_size"):
         METHODS.get("grpo").train(ctx)

@@ -63,14 +63,24 @@ def test_clipped_policy_loss_by_hand() -> None:
     # token 0: max(-1.5, -1.2) = -1.2 ; token 1: max(0.5, 0.8) = 0.8
     assert out.loss.item() == pytest.approx((-1.2 + 0.8) / 2)
     assert out.clip_fraction.item() == 1.0
-    inside = pm.clipped_policy_loss(torch.tensor([[math.log(1.1)]]), torch.zeros(1, 1),
-                                    torch.tensor([[2.0]]), torch.ones(1, 1), clip=0.2)
+    inside = pm.clipped_policy_loss(
+        torch.tensor([[math.log(1.1)]]),
+        torch.zeros(1, 1),
+        torch.tensor([[2.0]]),
+        torch.ones(1, 1),
+        clip=0.2,
+    )
     assert inside.loss.item() == pytest.approx(-2.2) and inside.clip_fraction.item() == 0.0
 
 
 def test_clipped_value_loss_by_hand() -> None:
-    loss = pm.clipped_value_loss(torch.tensor([[2.0]]), torch.tensor([[0.0]]),
-                                 torch.tensor([[1.0]]), torch.ones(1, 1), clip=0.5)
+    loss = pm.clipped_value_loss(
+        torch.tensor([[2.0]]),
+        torch.tensor([[0.0]]),
+        torch.tensor([[1.0]]),
+        torch.ones(1, 1),
+        clip=0.5,
+    )
     # unclipped (2-1)^2 = 1 ; clipped V = 0.5 → (0.5-1)^2 = 0.25 ; max = 1 → ½·1
     assert loss.item() == pytest.approx(0.5)
 

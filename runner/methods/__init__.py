@@ -19,6 +19,7 @@ METHODS: Registry[Method] = Registry("method")
 for _name in ("full", "lora", "qlora", "dora", "ia3", "prompt_tuning", "prefix_tuning"):
     METHODS.register(_name, f"ftlab.runner.methods.sft:{_name.upper()}")
 METHODS.register("reward_model", "ftlab.runner.methods.reward_model:REWARD_MODEL")
+METHODS.register("ppo", "ftlab.runner.methods.ppo:PPO_METHOD")
 for _name in ("grpo", "rloo"):
     METHODS.register(_name, f"ftlab.runner.methods.online:{_name.upper()}")
 for _name in ("dpo", "ipo", "simpo", "cpo", "orpo", "kto"):

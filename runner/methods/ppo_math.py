@@ -13,8 +13,9 @@ import torch
 KLEstimator = Literal["k1", "k2", "k3"]
 
 
-def kl_per_token(logp: torch.Tensor, ref_logp: torch.Tensor, kind: KLEstimator = "k1"
-                 ) -> torch.Tensor:
+def kl_per_token(
+    logp: torch.Tensor, ref_logp: torch.Tensor, kind: KLEstimator = "k1"
+) -> torch.Tensor:
     """Estimators of KL(policy ‖ ref) from samples of the policy (Schulman, 2020):
     k1 = log r, k2 = ½ (log r)², k3 = (1/r − 1) + log r, with log r = logp − ref_logp."""
     log_ratio = logp - ref_logp
@@ -37,8 +38,9 @@ def masked_whiten(x: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True) 
     return (out if shift_mean else out + mean) * mask
 
 
-def token_rewards(scores: torch.Tensor, kl: torch.Tensor, mask: torch.Tensor, kl_coef: float
-                  ) -> torch.Tensor:
+def token_rewards(
+    scores: torch.Tensor, kl: torch.Tensor, mask: torch.Tensor, kl_coef: float
+) -> torch.Tensor:
     """−kl_coef·KL on every token, plus the sequence score on its last real token."""
     rewards = -kl_coef * kl * mask
     last = mask.sum(dim=1).long().clamp(min=1) - 1
@@ -46,8 +48,9 @@ def token_rewards(scores: torch.Tensor, kl: torch.Tensor, mask: torch.Tensor, kl
     return rewards
 
 
-def gae(rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, *, gamma: float,
-        lam: float) -> tuple[torch.Tensor, torch.Tensor]:
+def gae(
+    rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, *, gamma: float, lam: float
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Generalised advantage estimation; (advantages, returns = advantages + values).
 
     δ_t = r_t + γ V_{t+1} − V_t;  A_t = δ_t + γλ A_{t+1};  V and A are 0 past the end.
@@ -73,8 +76,14 @@ class PolicyLoss:
     approx_kl: torch.Tensor
 
 
-def clipped_policy_loss(logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Tensor,
-                        mask: torch.Tensor, *, clip: float) -> PolicyLoss:
+def clipped_policy_loss(
+    logp: torch.Tensor,
+    old_logp: torch.Tensor,
+    advantages: torch.Tensor,
+    mask: torch.Tensor,
+    *,
+    clip: float,
+) -> PolicyLoss:
     """PPO's clipped surrogate: mean over tokens of max(−A·ρ, −A·clip(ρ, 1−ε, 1+ε))."""
     ratio = torch.exp(logp - old_logp)
     unclipped = -advantages * ratio
@@ -85,12 +94,17 @@ def clipped_policy_loss(logp: torch.Tensor, old_logp: torch.Tensor, advantages: 
     return PolicyLoss(loss, clip_fraction, approx_kl)
 
 
-def clipped_value_loss(values: torch.Tensor, old_values: torch.Tensor, returns: torch.Tensor,
-                       mask: torch.Tensor, *, clip: float) -> torch.Tensor:
+def clipped_value_loss(
+    values: torch.Tensor,
+    old_values: torch.Tensor,
+    returns: torch.Tensor,
+    mask: torch.Tensor,
+    *,
+    clip: float,
+) -> torch.Tensor:
     """½ · mean of max((V − R)², (V_clipped − R)²), V_clipped = V_old + clip(V − V_old, ±ε)."""
     clipped = old_values + torch.clamp(values - old_values, -clip, clip)
-    return 0.5 * masked_mean(torch.maximum((values - returns) ** 2, (clipped - returns) ** 2),
-                             mask)
+    return 0.5 * masked_mean(torch.maximum((values - returns) ** 2, (clipped - returns) ** 2), mask)
 
 
 def entropy_from_logits(logits: torch.Tensor) -> torch.Tensor:

@@ -399,7 +399,15 @@ def _cross_check(raw: Raw, spec: Spec, prefix: str) -> list[Problem]:
                 stage.from_,
                 did_you_mean(stage.from_, seen).strip(),
             )
-        if stage.adapter_mode == "continue":
+        if stage.adapter_mode == "continue" and stage.method == "ppo":
+            add(
+                ("stages", i, "adapter_mode"),
+                "merge for ppo (its reference is the policy "
+                "with the adapter disabled, which must be the upstream model)",
+                "continue",
+                "use adapter_mode: merge",
+            )
+        elif stage.adapter_mode == "continue":
             up = next((s for s in spec.stages if s.name == stage.from_), None)
             if up is None or up.method == "full" or stage.method == "full":
                 add(
