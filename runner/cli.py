@@ -236,6 +236,62 @@ def plan(
     render(plans, console)
 
 
+@app.command("export")
+def export_cmd(
+    run_ref: Annotated[str, typer.Argument(metavar="RUN", help="Run id or directory.")],
+    out: Annotated[Path, typer.Argument(help="New folder to write.")],
+    stage: Annotated[str | None, typer.Option(help="Stage to export (default: last).")] = None,
+    merge: Annotated[bool, typer.Option(help="Merge an adapter into its base weights.")] = False,
+    runs_dir: RunsDir = Path("runs"),
+) -> None:
+    """Write a stage's model as a standalone folder transformers (or peft) loads."""
+    from ftlab.runner import execute
+    from ftlab.runner.export import ExportError, export
+
+    try:
+        path = export(execute.find_run(run_ref, runs_dir), out, stage=stage, merge=merge)
+    except (ExportError, FileNotFoundError) as exc:
+        err.print(f"error: {exc}", markup=False, highlight=False)
+        raise typer.Exit(2) from None
+    console.print(f"wrote {path}")
+
+
+@app.command("merge-adapters")
+def merge_adapters_cmd(
+    out: Annotated[Path, typer.Argument(help="New folder to write.")],
+    adapter: Annotated[
+        list[str], typer.Option(help="RUN[:STAGE]=WEIGHT, repeatable (LoRA adapters on one base).")
+    ],
+    combination: Annotated[
+        str,
+        typer.Option(
+            help="linear | cat | svd | ties | ties_svd | dare_linear | dare_ties | magnitude_prune"
+        ),
+    ] = "linear",
+    density: Annotated[float, typer.Option(help="Kept fraction for ties/dare.")] = 0.5,
+    merge: Annotated[bool, typer.Option(help="Write merged full weights.")] = False,
+    runs_dir: RunsDir = Path("runs"),
+) -> None:
+    """Combine several LoRA adapters (peft add_weighted_adapter) into one."""
+    from ftlab.runner import execute
+    from ftlab.runner.export import ExportError, merge_adapters, stage_artifact
+
+    try:
+        adapters = []
+        for item in adapter:
+            ref, sep, weight = item.rpartition("=")
+            if not sep:
+                raise ExportError(f"--adapter {item}: expected RUN[:STAGE]=WEIGHT")
+            run_ref, _, stage = ref.partition(":")
+            _, art = stage_artifact(execute.find_run(run_ref, runs_dir), stage or None)
+            adapters.append((Path(art["path"]), float(weight)))
+        path = merge_adapters(adapters, out, combination=combination, density=density, merge=merge)
+    except (ExportError, FileNotFoundError, ValueError) as exc:
+        err.print(f"error: {exc}", markup=False, highlight=False)
+        raise typer.Exit(2) from None
+    console.print(f"wrote {path}")
+
+
 @app.command("runs")
 def list_runs_cmd(
     runs_dir: RunsDir = Path("runs"),
