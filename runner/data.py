@@ -15,7 +15,7 @@ import hashlib
 import json
 import random
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -46,30 +46,61 @@ class Dataset:
     train: list[dict[str, Any]]
     val: list[dict[str, Any]]
     content_hash: str  # of the normalised rows and the split: part of the stage hash
+    report: list[dict[str, Any]] = field(default_factory=list)  # rows dropped per step
 
 
 def load(source: DataSource, *, base_dir: Path, seed: int) -> Dataset:
-    """Read, check, normalise and split one dataset."""
-    rows = [(where, normalise(source.format, row, where)) for where, row in _read(source, base_dir)]
+    """Read, convert, check, normalise, clean and split one dataset.
+
+    Rows sharing a prompt always land on the same side of the train/validation split.
+    """
+    from ftlab.runner import prefdata
+
+    report = prefdata.Report()
+    raw = list(_read(source, base_dir))
+    try:
+        if source.convert == "ratings_to_pairs":
+            raw = prefdata.ratings_to_pairs(
+                raw, pairs=source.pairs, min_margin=source.min_margin, report=report
+            )
+        elif source.convert == "pairs_to_unpaired":
+            pairs = [(w, normalise("preference", r, w)) for w, r in raw]
+            raw = prefdata.pairs_to_unpaired(prefdata.drop_identical(pairs, report), report)
+    except prefdata.PrefDataError as exc:
+        raise DataError(str(exc)) from None
+    rows = [(where, normalise(source.format, row, where)) for where, row in raw]
+    if source.format == "preference":
+        rows = prefdata.drop_identical(rows, report)
+    rows = prefdata.dedupe(rows, report)
     if not rows:
-        raise DataError(f"{source.path}: no rows; the dataset is empty")
+        raise DataError(f"{source.path}: no rows left; " + "; ".join(report.lines()))
     rng = random.Random(seed)
-    order = list(range(len(rows)))
-    rng.shuffle(order)
+    groups: dict[str, list[int]] = {}
+    for i, (_, row) in enumerate(rows):
+        groups.setdefault(prefdata.group_key(row), []).append(i)
+    keys = sorted(groups)
+    rng.shuffle(keys)
+    order = [i for k in keys for i in groups[k]]
     if source.max_rows:
         order = order[: source.max_rows]
     n_val = round(len(order) * source.val_fraction)
     if source.val_fraction > 0 and len(order) > 1:
         n_val = max(1, n_val)
-    val = [rows[i][1] for i in order[:n_val]]
-    train = [rows[i][1] for i in order[n_val:]]
+    # extend the validation cut to the end of its last prompt group: no prompt leaks
+    cut = n_val
+    while 0 < cut < len(order) and prefdata.group_key(rows[order[cut]][1]) == prefdata.group_key(
+        rows[order[cut - 1]][1]
+    ):
+        cut += 1
+    val = [rows[i][1] for i in order[:cut]]
+    train = [rows[i][1] for i in order[cut:]]
     digest = hashlib.sha256()
     digest.update(
         json.dumps(
             {"format": source.format, "seed": seed, "val": val, "train": train}, sort_keys=True
         ).encode()
     )
-    return Dataset(train=train, val=val, content_hash=digest.hexdigest()[:16])
+    return Dataset(train=train, val=val, content_hash=digest.hexdigest()[:16], report=report.steps)
 
 
 def resolve_path(source: DataSource, base_dir: Path) -> Path | None:

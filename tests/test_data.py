@@ -120,7 +120,14 @@ def test_shipped_preferences_are_polite_vs_curt() -> None:
 def test_formats_normalise(tmp_path: Path, fmt: str, row: dict, expect: dict) -> None:
     path = _jsonl(tmp_path / "d.jsonl", [row] * 3)
     ds = load(_src(path, fmt, val_fraction=0.0), base_dir=tmp_path, seed=0)
-    assert ds.train == [expect] * 3 and ds.val == []
+    assert ds.train == [expect] and ds.val == []  # exact duplicates are kept once
+    assert ds.report[-1] == {
+        "step": "dedupe",
+        "in": 3,
+        "out": 1,
+        "dropped": 2,
+        "reason": "exact duplicates",
+    }
 
 
 @pytest.mark.parametrize("suffix", [".jsonl", ".json", ".csv", ".parquet"])
@@ -185,3 +192,100 @@ def test_max_rows(tmp_path: Path) -> None:
     src = _src(DATA / "support_sft.jsonl", "messages", max_rows=20, val_fraction=0.25)
     ds = load(src, base_dir=tmp_path, seed=0)
     assert (len(ds.train), len(ds.val)) == (15, 5)
+
+
+def test_ratings_to_pairs_all_and_best_vs_worst(tmp_path: Path) -> None:
+    rows = [
+        {
+            "prompt": "p1",
+            "responses": [
+                {"text": "a", "rating": 5},
+                {"text": "b", "rating": 3},
+                {"text": "c", "rating": 3},
+            ],
+        },
+        {"prompt": "p2", "ranking": ["best", "mid", "worst"]},
+        {
+            "prompt": "p1",
+            "responses": [
+                {"text": "a", "rating": 5},
+                {"text": "b", "rating": 3},
+                {"text": "c", "rating": 3},
+            ],
+        },  # a duplicate row
+    ]
+    path = _jsonl(tmp_path / "r.jsonl", rows)
+    ds = load(
+        _src(path, "preference", convert="ratings_to_pairs", val_fraction=0.0),
+        base_dir=tmp_path,
+        seed=0,
+    )
+    pairs = {(r["prompt"], r["chosen"], r["rejected"]) for r in ds.train}
+    assert pairs == {
+        ("p1", "a", "b"),
+        ("p1", "a", "c"),
+        ("p2", "best", "mid"),
+        ("p2", "best", "worst"),
+        ("p2", "mid", "worst"),
+    }
+    steps = {s["step"]: s for s in ds.report}
+    assert steps["ratings_to_pairs"]["dropped"] == 2  # the b/c ties, twice
+    assert steps["dedupe"]["dropped"] == 2
+    margin = load(
+        _src(
+            path,
+            "preference",
+            convert="ratings_to_pairs",
+            pairs="best_vs_worst",
+            min_margin=1.5,
+            val_fraction=0.0,
+        ),
+        base_dir=tmp_path,
+        seed=0,
+    )
+    assert {(r["prompt"], r["chosen"], r["rejected"]) for r in margin.train} == {
+        ("p1", "a", "c"),  # b and c tie at the bottom; c is listed last
+        ("p2", "best", "worst"),
+    }
+
+
+def test_pairs_to_unpaired_and_identical_pairs(tmp_path: Path) -> None:
+    rows = [
+        {"prompt": "p", "chosen": "good", "rejected": "bad"},
+        {"prompt": "p", "chosen": "good", "rejected": "worse"},
+        {"prompt": "q", "chosen": "same", "rejected": "same"},
+    ]
+    path = _jsonl(tmp_path / "p.jsonl", rows)
+    ds = load(
+        _src(path, "unpaired", convert="pairs_to_unpaired", val_fraction=0.0),
+        base_dir=tmp_path,
+        seed=0,
+    )
+    got = sorted((r["prompt"], r["completion"], r["label"]) for r in ds.train)
+    assert got == [("p", "bad", False), ("p", "good", True), ("p", "worse", False)]
+    steps = {s["step"]: s["dropped"] for s in ds.report}
+    assert steps == {"drop_chosen_equals_rejected": 1, "pairs_to_unpaired": 1, "dedupe": 0}
+
+
+def test_split_never_puts_one_prompt_on_both_sides(tmp_path: Path) -> None:
+    rows = [
+        {"prompt": f"p{i % 7}", "chosen": f"good {i}", "rejected": f"bad {i}"} for i in range(70)
+    ]
+    path = _jsonl(tmp_path / "p.jsonl", rows)
+    ds = load(_src(path, "preference", val_fraction=0.2), base_dir=tmp_path, seed=3)
+    train_prompts = {r["prompt"] for r in ds.train}
+    val_prompts = {r["prompt"] for r in ds.val}
+    assert val_prompts and train_prompts and not train_prompts & val_prompts
+
+
+def test_convert_needs_the_matching_format() -> None:
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="set format: preference"):
+        DataSource(path="x.jsonl", format="messages", convert="ratings_to_pairs")
+
+
+def test_bad_ratings_row_is_named(tmp_path: Path) -> None:
+    path = _jsonl(tmp_path / "r.jsonl", [{"prompt": "p", "responses": [{"text": "a"}]}])
+    with pytest.raises(DataError, match=r"r\.jsonl:1: response 0 needs a string 'text' and"):
+        load(_src(path, "preference", convert="ratings_to_pairs"), base_dir=tmp_path, seed=0)

@@ -67,11 +67,13 @@ def _ctx(method: str, tmp_path: Path, records: list, upstream, snap=None) -> Sta
                     "method": method,
                     "data": "p",
                     "adapter": {"r": 8, "dropout": 0.0},
-                    # the support-reply rubric, on replies of the SFT-trained tiny model
+                    # the SFT'd model opens with "I am sorry" in about half of its replies
+                    # (two of the four acknowledgements it learnt): one early choice that
+                    # RL can shift in a few steps
                     "params": {
-                        "rewards": [{"name": "keywords"}],
+                        "rewards": [{"name": "keywords", "params": {"groups": [["sorry"]]}}],
                         "num_generations": 4,
-                        "max_completion_length": 48,
+                        "max_completion_length": 24,
                     },
                     "train": {
                         "learning_rate": 3e-3,

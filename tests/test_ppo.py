@@ -37,15 +37,15 @@ def _ctx(tmp_path: Path, records: list, upstream, *, steps: int = 12, **params) 
                     "data": "p",
                     "adapter": {"r": 8, "dropout": 0.0},
                     "params": {
-                        "rewards": [{"name": "keywords"}],
-                        "max_completion_length": 48,
+                        "rewards": [{"name": "keywords", "params": {"groups": [["sorry"]]}}],
+                        "max_completion_length": 24,
                         "ppo_epochs": 2,
                         "mini_batch_size": 4,
                         "kl_coef": 0.05,
                         **params,
                     },
                     "train": {
-                        "learning_rate": 3e-3,
+                        "learning_rate": 1e-3,
                         "max_steps": steps,
                         "batch_size": 8,
                         "save_steps": 5,
@@ -81,7 +81,10 @@ def test_ppo_raises_reward_with_bounded_kl(tmp_path: Path, sft_model) -> None:
     assert max(kls) < 20.0, kls  # nats per 48-token completion (≤ 0.4 per token)
     for key in ("entropy", "clip_fraction", "value_loss", "policy_loss", "kl_coef"):
         assert all(key in r for r in records)
-    assert records[-1]["kl_coef"] > 0.05  # KL above its target: the controller raised β
+    # the adaptive controller moved β towards its target, step by step
+    for prev, rec in zip(records, records[1:], strict=False):
+        moved = rec["kl_coef"] - prev["kl_coef"]
+        assert (moved > 0) == (rec["kl"] > 1.0) or moved == 0
     assert (result.artifact.path / "value_head.pt").is_file()
     # the artifact reloads; without the adapter it is the untouched SFT model (reference)
     model, _ = load_artifact(result.artifact.path)

@@ -250,6 +250,7 @@ def run_trainer(
         "train_runtime_s": output.metrics.get("train_runtime"),
         "wall_time_s": time.time() - started,
         "peak_memory_mb": peak_memory_mb(),
+        "data_report": ctx.data.report,
         **(extra or {}),
     }
     return StageResult(artifact=artifact, summary=summary)

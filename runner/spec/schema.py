@@ -45,6 +45,16 @@ class ModelSpec(Strict):
 class DataSource(Strict):
     """One dataset: a local file or a hub dataset name."""
 
+    @model_validator(mode="after")
+    def _convert_matches_format(self) -> DataSource:
+        need = {"ratings_to_pairs": "preference", "pairs_to_unpaired": "unpaired"}
+        if self.convert in need and self.format != need[self.convert]:
+            raise ValueError(
+                f"convert: {self.convert} produces format "
+                f"{need[self.convert]}; set format: {need[self.convert]}"
+            )
+        return self
+
     path: str
     """A .jsonl/.json/.csv/.parquet file (relative to the spec file) or a hub dataset id."""
     format: DataFormat = "messages"
@@ -56,6 +66,13 @@ class DataSource(Strict):
     """Fraction of rows held out for validation, drawn reproducibly from the seed."""
     max_rows: int = Field(0, ge=0)
     """Use at most this many rows (after shuffling with the seed); 0 = all rows."""
+    convert: Literal["none", "ratings_to_pairs", "pairs_to_unpaired"] = "none"
+    """Turn raw feedback into the declared format first: ratings/rankings of several
+    responses per prompt → preference pairs, or preference pairs → unpaired (KTO)."""
+    pairs: Literal["all", "best_vs_worst"] = "all"
+    """ratings_to_pairs: every pair of differently rated responses, or best vs worst only."""
+    min_margin: float = Field(0.0, ge=0)
+    """ratings_to_pairs: keep a pair only when the ratings differ by more than this."""
 
 
 class AdapterSpec(Strict):
