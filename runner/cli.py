@@ -17,7 +17,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     help="ftlab: declarative LLM fine-tuning experiments.",
 )
-console = Console(width=None if sys.stdout.isatty() else 140)
+console = Console(width=None if sys.stdout.isatty() else 170)
 err = Console(stderr=True, soft_wrap=True)
 
 Overrides = Annotated[
@@ -184,6 +184,7 @@ def _print_results(results: list[Any]) -> None:
         "untrained eval loss",
         "train loss",
         "eval loss",
+        "method metric",
         "wall time",
     ):
         table.add_column(
@@ -208,11 +209,30 @@ def _print_results(results: list[Any]) -> None:
             _fmt(f.get("initial_eval_loss")),
             _fmt(s.get("train_loss")),
             _fmt(s.get("eval_loss")),
+            _method_metric(s),
             f"{wall:.1f}s" + (" (cached)" if reused else ""),
         )
     console.print(table)
     for res in results:
         console.print(f"  {res.variant}: {_rel(res.run_dir)}  [{res.state}]")
+
+
+METHOD_METRICS = (  # summary key, label: the headline figure of each method family
+    ("reward_last", "reward"),
+    ("kl_last", "KL"),
+    ("eval_reward_accuracy", "pref acc"),
+    ("eval_reward_margin", "margin"),
+    ("pairwise_accuracy", "pair acc"),
+)
+
+
+def _method_metric(summary: dict[str, Any]) -> str:
+    parts = [
+        f"{label} {summary[key]:.3f}"
+        for key, label in METHOD_METRICS
+        if isinstance(summary.get(key), int | float)
+    ]
+    return ", ".join(parts) or "-"
 
 
 def _rel(path: Path) -> str:

@@ -11,7 +11,9 @@ Peak memory (bytes), the sum of:
   optimizer    = trainable_params × 8 (AdamW: two fp32 moments; sgd 0, adafactor 4)
   activations  = b·s·h·L·(34 + 5·a·s/h) × act_bytes/2   (Korthikanti et al. 2022)
                  with gradient checkpointing: b·s·h·L·2·act_bytes + one layer as above
-  logits       = b·s·V × 8 (fp32 logits and their gradient)
+  logits       = b·s·V × 8 (fp32 logits and their gradient; 0 for a reward model's head)
+  extra        = reward models held by online stages (frozen, same shape) + PPO's value
+                 head; a LoRA policy's reference is the adapter disabled, so it costs 0
 where b = batch size (×2 for preference methods: chosen and rejected), s = longest
 tokenised example (≤ max_length), h = hidden size,
 L = layers, a = attention heads, V = vocabulary. CUDA context and allocator slack are
@@ -28,7 +30,7 @@ from rich.console import Console
 from rich.table import Table
 
 FORMULA = (
-    "peak ≈ weights + gradients + optimizer + activations + logits;  "
+    "peak ≈ weights + gradients + optimizer + activations + logits + extra models;  "
     "activations = b·s·h·L·(34 + 5·a·s/h)·act_bytes/2 (checkpointing: b·s·h·L·2·act_bytes "
     "+ one layer);  logits = b·s·V·8;  AdamW = 8 B per trainable param"
 )
@@ -135,6 +137,22 @@ def estimate(
     }
 
 
+ONLINE = ("grpo", "rloo", "ppo")
+
+
+def _extra_models(stage: Any, config: Any, *, trainable: int, total: int, precision: str) -> float:
+    """Bytes of the models an online stage holds besides its policy: each reward model
+    (a frozen copy of a model of this shape) and PPO's value head. The reference costs
+    nothing: it is the policy with its adapter disabled."""
+    w_bytes = 2.0 if precision in ("bf16", "fp16") else 4.0
+    rewards = stage.params.get("rewards", [])
+    n_reward_models = sum(
+        1 for r in rewards if isinstance(r, dict) and r.get("name") == "reward_model"
+    )
+    value_head = (config.hidden_size + 1) * 16.0 if stage.method == "ppo" else 0.0
+    return n_reward_models * (total - trainable) * w_bytes + value_head
+
+
 def _token_lengths(rows: list[dict[str, Any]], tokenizer: Any, max_length: int) -> list[int]:
     lengths = []
     for row in rows:
@@ -172,6 +190,13 @@ def plan_runs(path: Path, overrides: list[str]) -> list[RunPlan]:
             precision = resolve_precision(stage.train.precision)
             t = stage.train
             seq = max(lengths)
+            extra = 0.0
+            if stage.method in ONLINE:
+                rows = 1  # prompts; each sequence grows by the generated completion
+                seq = min(seq, t.max_length) + int(stage.params.get("max_completion_length", 48))
+                extra = _extra_models(
+                    stage, config, trainable=trainable, total=total, precision=precision
+                )
             memory = estimate(
                 trainable=trainable,
                 total=total,
@@ -184,6 +209,9 @@ def plan_runs(path: Path, overrides: list[str]) -> list[RunPlan]:
                 config=config,
                 checkpointing=t.gradient_checkpointing,
             )
+            if stage.method == "reward_model":
+                memory["logits"] = 0.0  # a scalar head, no vocabulary logits
+            memory["extra models"] = extra
             steps = -(-len(lengths) // (t.batch_size * t.grad_accum))
             stages.append(
                 StagePlan(
@@ -226,6 +254,7 @@ def render(plans: list[RunPlan], console: Console) -> None:
         "optim",
         "activ",
         "logits",
+        "extra",
         "peak",
     )
     for col in cols:
@@ -244,7 +273,14 @@ def render(plans: list[RunPlan], console: Console) -> None:
                 s.precision,
                 *(
                     _mb(m[k])
-                    for k in ("weights", "gradients", "optimizer", "activations", "logits")
+                    for k in (
+                        "weights",
+                        "gradients",
+                        "optimizer",
+                        "activations",
+                        "logits",
+                        "extra models",
+                    )
                 ),
                 _mb(s.peak_bytes),
             )

@@ -62,3 +62,15 @@ def test_plan_cli_prints_formula() -> None:
     assert out.returncode == 0, out.stderr
     assert "peak ≈ weights + gradients + optimizer" in out.stdout
     assert "qlora" in out.stdout
+
+
+def test_rlhf_plan_counts_the_reward_model_ppo_holds() -> None:
+    plans = {
+        p.variant: {s.stage: s for s in p.stages}
+        for p in plan_runs(EXPERIMENTS / "rlhf_ppo.yaml", [])
+    }
+    ppo, rm = plans["base"]["rl"], plans["base"]["rm"]
+    assert rm.memory["logits"] == 0.0  # a scalar head
+    frozen_bytes = (ppo.total - ppo.trainable) * 4
+    assert ppo.memory["extra models"] == pytest.approx(frozen_bytes + (192 + 1) * 16)
+    assert plans["grpo"]["rl"].memory["extra models"] == 0.0  # keyword reward, no model

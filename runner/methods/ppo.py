@@ -337,7 +337,7 @@ def _ppo_step(
                 ("approx_kl", pl.approx_kl),
                 ("entropy", ent),
             ):
-                stats[key].append(float(val))
+                stats[key].append(val.item())
     seq_kl = float((kl * mask).sum(1).mean())
     kl_ctl.update(seq_kl, n)
     return {
