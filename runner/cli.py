@@ -379,6 +379,8 @@ def _quiet_libraries() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     # hub/transformers bars (shard writing, downloads); the training bar is tqdm's own
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    # cpo/simpo/orpo live in trl.experimental, which warns on import; ftlab chose them
+    os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
 
 
 def main() -> None:

@@ -235,3 +235,21 @@ def test_reward_model_learns_pairs_and_scores_as_a_reward_function(
     rejected = fn([r["rejected"] for r in ds.val], prompts=prompts)
     wins = sum(c > r for c, r in zip(chosen, rejected, strict=True))
     assert wins / len(chosen) >= 0.75
+
+
+def test_ppo_needs_a_reward(tmp_path) -> None:
+    from ftlab.runner.spec.errors import SpecError
+    from ftlab.runner.spec.load import load_spec
+
+    (tmp_path / "s.yaml").write_text(
+        "name: a\n"
+        f"data: {{p: {{path: {DATA / 'support_eval.jsonl'}, format: prompts}}}}\n"
+        "stages:\n"
+        "  - {name: rl, method: ppo, data: p, params: {kl_coef: 0.1}}\n"
+        "  - {name: later, method: lora, data: p, from: nope}\n"
+    )
+    with pytest.raises(SpecError) as err:
+        load_spec(tmp_path / "s.yaml")
+    text = err.value.format()
+    assert "stages.0.params.rewards" in text
+    assert "stages.1.from" in text
