@@ -28,19 +28,34 @@ from ftlab.runner.rewards import RewardSpec
 PROMPT_FORMATS = ("prompts", "preference", "unpaired", "prompt_completion")
 
 
-class OnlineParams(BaseModel):
+class RolloutParams(BaseModel):
+    """What every online method (GRPO, RLOO, PPO) shares: rewards and sampling."""
+
     model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
 
     rewards: list[RewardSpec] = Field(min_length=1)
-    """Reward terms, e.g. [{name: keywords}, {name: length, weight: 0.2}]."""
+    """Reward terms, e.g. [{name: keywords}, {name: reward_model, params: {stage: rm}}]."""
     reward_module: str = ""
     """A Python file (relative to the spec) that registers more reward functions."""
-    num_generations: int = Field(4, ge=2)
-    """Completions sampled per prompt (must divide batch_size × grad_accum)."""
     max_completion_length: int = Field(48, ge=1)
     """Tokens generated per completion."""
     temperature: float = Field(1.0, gt=0)
-    """Sampling temperature for the rollouts."""
+    """Sampling temperature for the rollouts (PPO's log-probs use the same)."""
+
+
+def reward_functions(ctx: StageContext, params: RolloutParams) -> tuple[list[Any], list[float]]:
+    """The stage's reward functions and weights, user modules and stage artifacts resolved."""
+    from ftlab.runner import rewards
+
+    if params.reward_module:
+        spec_dir = Path(ctx.spec.data[ctx.stage.data].path).parent
+        rewards.load_module(params.reward_module, spec_dir)
+    return rewards.build(rewards.resolve_stage_refs(params.rewards, ctx.artifacts))
+
+
+class OnlineParams(RolloutParams):
+    num_generations: int = Field(4, ge=2)
+    """Completions sampled per prompt (must divide batch_size × grad_accum)."""
     beta: float = Field(0.0, ge=0)
     """KL coefficient towards the reference (0 = no reference model, trl's GRPO default)."""
 
@@ -78,7 +93,6 @@ def _prompts(rows: list[dict[str, Any]], tokenizer: Any) -> list[dict[str, Any]]
 def train_online(ctx: StageContext, *, method: str) -> StageResult:
     import datasets
 
-    from ftlab.runner import rewards
     from ftlab.runner.models import load_tokenizer
 
     quiet_library_bars()
@@ -90,10 +104,7 @@ def train_online(ctx: StageContext, *, method: str) -> StageResult:
             f"stage {ctx.stage.name}: num_generations ({params.num_generations}) must divide "
             f"batch_size × grad_accum ({t.batch_size} × {t.grad_accum}); change one of them"
         )
-    if params.reward_module:
-        spec_dir = Path(ctx.spec.data[ctx.stage.data].path).parent
-        rewards.load_module(params.reward_module, spec_dir)
-    fns, weights = rewards.build(rewards.resolve_stage_refs(params.rewards, ctx.artifacts))
+    fns, weights = reward_functions(ctx, params)
     model, peft_cfg, base = policy(ctx, method="lora")
     tokenizer = load_tokenizer(str(ctx.upstream.path) if ctx.upstream else ctx.model)
     tokenizer.padding_side = "left"  # generation pads on the left

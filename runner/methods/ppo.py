@@ -22,24 +22,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
 from ftlab.runner.methods.base import Artifact, StageContext, StageResult
 from ftlab.runner.methods.common import count_parameters, peak_memory_mb, policy
-from ftlab.runner.rewards import RewardSpec
+from ftlab.runner.methods.online import RolloutParams, reward_functions
 
 
-class PPOParams(BaseModel):
-    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
-
-    rewards: list[RewardSpec] = Field(min_length=1)
-    """Reward terms, e.g. [{name: reward_model, params: {stage: rm}}] or [{name: keywords}]."""
-    reward_module: str = ""
-    """A Python file (relative to the spec) that registers more reward functions."""
-    max_completion_length: int = Field(32, ge=1)
-    """Tokens generated per rollout."""
-    temperature: float = Field(1.0, gt=0)
-    """Sampling temperature for rollouts (log-probs use the same temperature)."""
+class PPOParams(RolloutParams):
     ppo_epochs: int = Field(4, ge=1)
     """Optimisation passes over each rollout batch."""
     mini_batch_size: int = Field(4, ge=1)
@@ -132,18 +122,13 @@ def train_ppo(ctx: StageContext) -> StageResult:
     from peft import PeftModel, get_peft_model
     from tqdm.auto import tqdm
 
-    from ftlab.runner import rewards as reward_mod
     from ftlab.runner.methods import ppo_math as pm
     from ftlab.runner.models import load_tokenizer
 
     started = time.time()
     params = PPOParams.model_validate(ctx.stage.params)
     t = ctx.stage.train
-    if params.reward_module:
-        reward_mod.load_module(
-            params.reward_module, Path(ctx.spec.data[ctx.stage.data].path).parent
-        )
-    fns, weights = reward_mod.build(reward_mod.resolve_stage_refs(params.rewards, ctx.artifacts))
+    fns, weights = reward_functions(ctx, params)
     torch.manual_seed(ctx.spec.seed)
     random.seed(ctx.spec.seed)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")

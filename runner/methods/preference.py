@@ -192,8 +192,26 @@ def _trainer(method: str, params: Any, ctx: StageContext) -> tuple[Any, Any, dic
     raise KeyError(method)
 
 
-def train_preference(ctx: StageContext, *, method: Preference) -> StageResult:
+def pair_trainer(
+    trainer_cls: Any, args: Any, *, ctx: StageContext, model: Any, tokenizer: Any, peft_config: Any
+) -> Any:
+    """A trl trainer on the stage's rows (as chat turns) with ftlab's callbacks."""
     import datasets
+
+    train = _conversational(ctx.data.train, tokenizer)
+    val = _conversational(ctx.data.val, tokenizer)
+    return trainer_cls(
+        model=model,
+        args=args,
+        train_dataset=datasets.Dataset.from_list(train),
+        eval_dataset=datasets.Dataset.from_list(val) if val else None,
+        processing_class=tokenizer,
+        peft_config=peft_config,
+        callbacks=callbacks(ctx),
+    )
+
+
+def train_preference(ctx: StageContext, *, method: Preference) -> StageResult:
 
     from ftlab.runner.models import load_tokenizer
 
@@ -212,16 +230,13 @@ def train_preference(ctx: StageContext, *, method: Preference) -> StageResult:
     model, peft_cfg, base = policy(ctx, method="lora")
     tokenizer = load_tokenizer(str(ctx.upstream.path) if ctx.upstream else ctx.model)
     config_cls, trainer_cls, kwargs = _trainer(method.name, params, ctx)
-    train = _conversational(ctx.data.train, tokenizer)
-    val = _conversational(ctx.data.val, tokenizer)
-    trainer = trainer_cls(
+    trainer = pair_trainer(
+        trainer_cls,
+        config_cls(**kwargs),
+        ctx=ctx,
         model=model,
-        args=config_cls(**kwargs),
-        train_dataset=datasets.Dataset.from_list(train),
-        eval_dataset=datasets.Dataset.from_list(val) if val else None,
-        processing_class=tokenizer,
+        tokenizer=tokenizer,
         peft_config=peft_cfg,
-        callbacks=callbacks(ctx),
     )
     result = run_trainer(
         ctx,

@@ -17,7 +17,6 @@ from pydantic import BaseModel, ConfigDict, Field
 from ftlab.runner.methods.base import StageContext, StageResult
 from ftlab.runner.methods.common import (
     base_weights,
-    callbacks,
     quiet_library_bars,
     run_trainer,
     training_kwargs,
@@ -57,12 +56,11 @@ def load_classifier(path: str, *, pad_token_id: int, precision: str) -> Any:
 
 
 def train_reward_model(ctx: StageContext) -> StageResult:
-    import datasets
     import torch
     from peft import LoraConfig
     from trl import RewardConfig, RewardTrainer
 
-    from ftlab.runner.methods.preference import _conversational
+    from ftlab.runner.methods.preference import pair_trainer
     from ftlab.runner.models import load_tokenizer
 
     quiet_library_bars()
@@ -92,16 +90,8 @@ def train_reward_model(ctx: StageContext) -> StageResult:
         max_length=ctx.stage.train.max_length,
         center_rewards_coefficient=params.center_rewards_coefficient or None,
     )
-    train = _conversational(ctx.data.train, tokenizer)
-    val = _conversational(ctx.data.val, tokenizer)
-    trainer = RewardTrainer(
-        model=model,
-        args=args,
-        train_dataset=datasets.Dataset.from_list(train),
-        eval_dataset=datasets.Dataset.from_list(val) if val else None,
-        processing_class=tokenizer,
-        peft_config=peft_cfg,
-        callbacks=callbacks(ctx),
+    trainer = pair_trainer(
+        RewardTrainer, args, ctx=ctx, model=model, tokenizer=tokenizer, peft_config=peft_cfg
     )
     result = run_trainer(
         ctx,
