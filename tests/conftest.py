@@ -62,11 +62,10 @@ def sft_model(tmp_path_factory):
     """The tiny model after a short full SFT on the support conversations: it writes
     support-like replies, so rewards differ between its samples (the random tiny model's
     samples are noise, which no reward can be raised from in a few steps)."""
-    from ftlab.runner import data as data_mod
-    from ftlab.runner import models
     from ftlab.runner.methods import METHODS
-    from ftlab.runner.methods.base import StageContext
     from ftlab.runner.spec.schema import Spec
+
+    from .helpers import stage_ctx
 
     spec = Spec.model_validate(
         {
@@ -88,15 +87,5 @@ def sft_model(tmp_path_factory):
             ],
         }
     )
-    ds = data_mod.load(spec.data["sft"], base_dir=ROOT, seed=0)
-    ctx = StageContext(
-        spec=spec,
-        stage=spec.stages[0],
-        model=models.resolve("tiny"),
-        upstream=None,
-        data=ds,
-        work_dir=tmp_path_factory.mktemp("sft_full"),
-        precision="fp32",
-        log=lambda r: None,
-    )
+    ctx = stage_ctx(spec, spec.stages[0], "sft", tmp_path_factory.mktemp("sft_full"))
     return METHODS.get("full").train(ctx).artifact

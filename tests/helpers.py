@@ -57,20 +57,34 @@ def tiny_spec(method: str, *, steps: int = 12, rows: int = 64, **train: Any) -> 
     )
 
 
-def context(spec: Spec, work: Path, **kw: Any) -> StageContext:
-    ds = data_mod.load(spec.data["sft"], base_dir=Path("."), seed=spec.seed)
-    log: list[dict[str, Any]] = []
-    ctx = StageContext(
+def stage_ctx(
+    spec: Spec,
+    stage: Any,
+    data: str,
+    work: Path,
+    *,
+    upstream: Any = None,
+    log: Any = None,
+    seed: int = 0,
+    **kw: Any,
+) -> StageContext:
+    """A StageContext on the tiny model, fp32, with dataset `data` loaded and split."""
+    return StageContext(
         spec=spec,
-        stage=spec.stages[0],
+        stage=stage,
         model=models.resolve("tiny"),
-        upstream=None,
-        data=ds,
+        upstream=upstream,
+        data=data_mod.load(spec.data[data], base_dir=Path("."), seed=seed),
         work_dir=work,
         precision="fp32",
-        log=log.append,
+        log=log if log is not None else (lambda record: None),
         **kw,
     )
+
+
+def context(spec: Spec, work: Path, **kw: Any) -> StageContext:
+    log: list[dict[str, Any]] = []
+    ctx = stage_ctx(spec, spec.stages[0], "sft", work, log=log.append, seed=spec.seed, **kw)
     ctx.records = log  # type: ignore[attr-defined]
     return ctx
 

@@ -7,14 +7,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from ftlab.runner import data as data_mod
 from ftlab.runner import models, rewards
 from ftlab.runner.methods import METHODS
 from ftlab.runner.methods.base import StageContext
 from ftlab.runner.spec.schema import Spec
 
 from .conftest import DATA
-from .helpers import Snapshot
+from .helpers import Snapshot, stage_ctx
 
 
 def test_builtin_rewards_score_as_documented() -> None:
@@ -86,15 +85,12 @@ def _ctx(method: str, tmp_path: Path, records: list, upstream, snap=None) -> Sta
             ],
         }
     )
-    ds = data_mod.load(spec.data["p"], base_dir=Path("."), seed=0)
-    return StageContext(
-        spec=spec,
-        stage=spec.stages[0],
-        model=models.resolve("tiny"),
+    return stage_ctx(
+        spec,
+        spec.stages[0],
+        "p",
+        tmp_path,
         upstream=upstream,
-        data=ds,
-        work_dir=tmp_path,
-        precision="fp32",
         log=records.append,
         extra_callbacks=[snap] if snap else [],
     )

@@ -7,8 +7,6 @@ from pathlib import Path
 import pytest
 import torch
 
-from ftlab.runner import data as data_mod
-from ftlab.runner import models
 from ftlab.runner.artifacts import load_artifact
 from ftlab.runner.methods import METHODS
 from ftlab.runner.methods.base import StageContext
@@ -16,6 +14,7 @@ from ftlab.runner.rundir import latest_checkpoint
 from ftlab.runner.spec.schema import Spec
 
 from .conftest import DATA
+from .helpers import stage_ctx
 
 
 def _ctx(tmp_path: Path, records: list, upstream, *, steps: int = 12, **params) -> StageContext:
@@ -55,17 +54,7 @@ def _ctx(tmp_path: Path, records: list, upstream, *, steps: int = 12, **params) 
             ],
         }
     )
-    ds = data_mod.load(spec.data["p"], base_dir=Path("."), seed=0)
-    return StageContext(
-        spec=spec,
-        stage=spec.stages[0],
-        model=models.resolve("tiny"),
-        upstream=upstream,
-        data=ds,
-        work_dir=tmp_path,
-        precision="fp32",
-        log=records.append,
-    )
+    return stage_ctx(spec, spec.stages[0], "p", tmp_path, upstream=upstream, log=records.append)
 
 
 @pytest.mark.integration

@@ -7,15 +7,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from ftlab.runner import data as data_mod
 from ftlab.runner import models
 from ftlab.runner.artifacts import load_artifact
 from ftlab.runner.methods import METHODS
-from ftlab.runner.methods.base import Artifact, StageContext
+from ftlab.runner.methods.base import Artifact
 from ftlab.runner.spec.schema import Spec
 
 from .conftest import DATA
-from .helpers import Snapshot
+from .helpers import Snapshot, stage_ctx
 
 PREFERENCE = ["dpo", "ipo", "simpo", "cpo", "orpo", "kto"]
 
@@ -82,19 +81,16 @@ def sft_artifact(sft_model) -> Artifact:
 def test_preference_method_after_sft(method: str, sft_artifact: Artifact, tmp_path) -> None:
     spec = _spec(method)
     stage = spec.stages[1]
-    ds = data_mod.load(spec.data["pref"], base_dir=Path("."), seed=0)
     tok = models.load_tokenizer(models.resolve("tiny"))
     probe = tok("My order is late.", return_tensors="pt")["input_ids"]
     snap = Snapshot(probe)
     records: list[dict] = []
-    ctx = StageContext(
-        spec=spec,
-        stage=stage,
-        model=models.resolve("tiny"),
+    ctx = stage_ctx(
+        spec,
+        stage,
+        "pref",
+        tmp_path,
         upstream=sft_artifact,
-        data=ds,
-        work_dir=tmp_path,
-        precision="fp32",
         log=records.append,
         extra_callbacks=[snap],
     )
@@ -124,18 +120,8 @@ def test_preference_method_after_sft(method: str, sft_artifact: Artifact, tmp_pa
 def test_orpo_from_the_base_model_without_sft(tmp_path) -> None:
     spec = _spec("orpo")
     stage = spec.stages[1].model_copy(update={"from_": ""})
-    ds = data_mod.load(spec.data["pref"], base_dir=Path("."), seed=0)
     records: list[dict] = []
-    ctx = StageContext(
-        spec=spec,
-        stage=stage,
-        model=models.resolve("tiny"),
-        upstream=None,
-        data=ds,
-        work_dir=tmp_path,
-        precision="fp32",
-        log=records.append,
-    )
+    ctx = stage_ctx(spec, stage, "pref", tmp_path, log=records.append)
     result = METHODS.get("orpo").train(ctx)
     losses = [r["loss"] for r in records if "loss" in r]
     assert losses[-1] < losses[0]
@@ -182,17 +168,7 @@ def test_kto_with_one_label_is_a_clear_error(tmp_path) -> None:
     )
     spec = _spec("kto")
     spec.data["pref"].path = str(rows)
-    ds = data_mod.load(spec.data["pref"], base_dir=Path("."), seed=0)
-    ctx = StageContext(
-        spec=spec,
-        stage=spec.stages[1],
-        model=models.resolve("tiny"),
-        upstream=None,
-        data=ds,
-        work_dir=tmp_path,
-        precision="fp32",
-        log=lambda r: None,
-    )
+    ctx = stage_ctx(spec, spec.stages[1], "pref", tmp_path)
     with pytest.raises(DataError, match="KTO needs both desirable"):
         METHODS.get("kto").train(ctx)
 
@@ -205,18 +181,8 @@ def test_reward_model_learns_pairs_and_scores_as_a_reward_function(
 
     spec = _spec("dpo")
     stage = spec.stages[1].model_copy(update={"method": "reward_model", "params": {}})
-    ds = data_mod.load(spec.data["pref"], base_dir=Path("."), seed=0)
     records: list[dict] = []
-    ctx = StageContext(
-        spec=spec,
-        stage=stage,
-        model=models.resolve("tiny"),
-        upstream=sft_artifact,
-        data=ds,
-        work_dir=tmp_path,
-        precision="fp32",
-        log=records.append,
-    )
+    ctx = stage_ctx(spec, stage, "pref", tmp_path, upstream=sft_artifact, log=records.append)
     result = METHODS.get("reward_model").train(ctx)
     s = result.summary
     assert s["eval_loss"] < s["initial_eval_loss"]
@@ -230,9 +196,9 @@ def test_reward_model_learns_pairs_and_scores_as_a_reward_function(
             {"rm": result.artifact},
         )
     )
-    prompts = [[{"role": "user", "content": r["prompt"]}] for r in ds.val]
-    chosen = fn([r["chosen"] for r in ds.val], prompts=prompts)
-    rejected = fn([r["rejected"] for r in ds.val], prompts=prompts)
+    prompts = [[{"role": "user", "content": r["prompt"]}] for r in ctx.data.val]
+    chosen = fn([r["chosen"] for r in ctx.data.val], prompts=prompts)
+    rejected = fn([r["rejected"] for r in ctx.data.val], prompts=prompts)
     wins = sum(c > r for c, r in zip(chosen, rejected, strict=True))
     assert wins / len(chosen) >= 0.75
 
