@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 DB_NAME = "ftlab.duckdb"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value VARCHAR);
@@ -37,6 +37,17 @@ CREATE TABLE IF NOT EXISTS stages (
 CREATE TABLE IF NOT EXISTS step_metrics (
     run_id VARCHAR, stage VARCHAR, step BIGINT, epoch DOUBLE, name VARCHAR, value DOUBLE,
     time DOUBLE
+);
+CREATE TABLE IF NOT EXISTS eval_results (
+    run_id VARCHAR, eval VARCHAR, kind VARCHAR, target VARCHAR, is_last BOOLEAN,
+    metric VARCHAR, value DOUBLE, ci_low DOUBLE, ci_high DOUBLE, n BIGINT, headline BOOLEAN,
+    higher_is_better BOOLEAN, cached_from VARCHAR
+);
+CREATE TABLE IF NOT EXISTS eval_samples (
+    run_id VARCHAR, eval VARCHAR, target VARCHAR, item VARCHAR, metric VARCHAR, value DOUBLE
+);
+CREATE TABLE IF NOT EXISTS eval_items (
+    run_id VARCHAR, eval VARCHAR, target VARCHAR, item VARCHAR, record_json VARCHAR
 );
 """
 
@@ -90,6 +101,53 @@ def connect(root: Path, *, write: bool, timeout: float = 120.0) -> Iterator[Any]
             yield con
         finally:
             con.close()
+
+
+Rows = list[dict[str, Any]]
+
+
+def _eval_rows(run_id: str, run_dir: Path) -> tuple[Rows, Rows, Rows]:
+    """(eval_results, eval_samples, eval_items) rows from `evals/*/`."""
+    from ftlab.runner.rundir import read_json, read_metrics
+
+    results: Rows = []
+    scores: Rows = []
+    items: Rows = []
+    for summary_file in sorted((run_dir / "evals").glob("*/summary.json")):
+        summary = read_json(summary_file) or {}
+        name = summary.get("eval", summary_file.parent.name)
+        for target, res in (summary.get("targets") or {}).items():
+            for metric, m in (res.get("metrics") or {}).items():
+                results.append(
+                    {
+                        "run_id": run_id,
+                        "eval": name,
+                        "kind": summary.get("kind"),
+                        "target": target,
+                        "is_last": target == summary.get("last"),
+                        "metric": metric,
+                        "value": m.get("value"),
+                        "ci_low": m.get("low"),
+                        "ci_high": m.get("high"),
+                        "n": m.get("n"),
+                        "headline": metric == summary.get("headline"),
+                        "higher_is_better": summary.get("higher_is_better"),
+                        "cached_from": res.get("cached_from") or "",
+                    }
+                )
+        for sample in read_metrics(summary_file.parent / "samples.jsonl"):
+            key = {
+                "run_id": run_id,
+                "eval": name,
+                "target": sample.get("target"),
+                "item": sample.get("item"),
+            }
+            for metric, value in (sample.get("scores") or {}).items():
+                if isinstance(value, int | float):
+                    scores.append({**key, "metric": metric, "value": float(value)})
+            record = {k: v for k, v in sample.items() if k not in ("target", "item", "scores")}
+            items.append({**key, "record_json": json.dumps(record, ensure_ascii=False)})
+    return results, scores, items
 
 
 def _run_rows(run_dir: Path) -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]:
@@ -171,67 +229,61 @@ def _yaml(text: str) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-_COLUMNS = {
-    "runs": [
-        "run_id",
-        "experiment",
-        "variant",
-        "state",
-        "created",
-        "finished",
-        "wall_time_s",
-        "model",
-        "seed",
-        "spec_file",
-        "run_dir",
-        "spec_json",
-        "error",
-    ],
-    "stages": [
-        "run_id",
-        "stage",
-        "position",
-        "method",
-        "state",
-        "hash",
-        "reused_from",
-        "trainable_params",
-        "total_params",
-        "steps",
-        "train_loss",
-        "eval_loss",
-        "initial_eval_loss",
-        "tokens_per_epoch",
-        "precision",
-        "wall_time_s",
-        "peak_memory_mb",
-        "artifact",
-        "summary_json",
-    ],
-    "step_metrics": ["run_id", "stage", "step", "epoch", "name", "value", "time"],
-}
+TABLES = (
+    "runs",
+    "stages",
+    "step_metrics",
+    "eval_results",
+    "eval_samples",
+    "eval_items",
+)  # every table keyed by run_id, in SCHEMA
 
 
 def ingest_runs(root: Path, run_dirs: list[Path], *, timeout: float = 120.0) -> int:
     """Index (or re-index) the given run directories; returns how many were written."""
     import pyarrow as pa
 
-    rows: dict[str, list[dict[str, Any]]] = {t: [] for t in _COLUMNS}
+    rows: dict[str, list[dict[str, Any]]] = {t: [] for t in TABLES}
     for run_dir in run_dirs:
         run_row, stage_rows, metric_rows = _run_rows(run_dir)
         rows["runs"].append(run_row)
         rows["stages"].extend(stage_rows)
         rows["step_metrics"].extend(metric_rows)
+        for table, eval_rows in zip(
+            ("eval_results", "eval_samples", "eval_items"),
+            _eval_rows(run_row["run_id"], run_dir),
+            strict=True,
+        ):
+            rows[table].extend(eval_rows)
     ids = [r["run_id"] for r in rows["runs"]]
     with connect(root, write=True, timeout=timeout) as con:
         con.execute("BEGIN TRANSACTION")
-        for table, columns in _COLUMNS.items():
+        for table in TABLES:
             con.execute(f"DELETE FROM {table} WHERE run_id IN (SELECT unnest(?))", [ids])
             if rows[table]:
-                arrow = pa.Table.from_pylist(rows[table]).select(columns)  # noqa: F841
+                arrow = pa.Table.from_pylist(rows[table], schema=_arrow_schema(table))  # noqa: F841
                 con.execute(f"INSERT INTO {table} SELECT * FROM arrow")
         con.execute("COMMIT")
     return len(ids)
+
+
+def _arrow_schema(table: str) -> Any:
+    """Column types for an ingest (so an all-null column still has the table's type)."""
+    import pyarrow as pa
+
+    kinds = {
+        "VARCHAR": pa.string(),
+        "DOUBLE": pa.float64(),
+        "BIGINT": pa.int64(),
+        "INTEGER": pa.int32(),
+        "BOOLEAN": pa.bool_(),
+    }
+    body = SCHEMA.split(f"CREATE TABLE IF NOT EXISTS {table} (", 1)[1].split(");", 1)[0]
+    fields = []
+    for part in body.replace("\n", " ").split(","):
+        name, _, sql_type = part.strip().partition(" ")
+        fields.append(pa.field(name, kinds[sql_type.split()[0]]))
+    return pa.schema(fields)
 
 
 def run_dirs(root: Path) -> list[Path]:
@@ -247,7 +299,7 @@ def sync(root: Path, *, timeout: float = 120.0) -> tuple[int, int]:
         stale = [
             r[0] for r in con.execute("SELECT run_id FROM runs").fetchall() if r[0] not in present
         ]
-        for table in _COLUMNS:
+        for table in TABLES:
             con.execute(f"DELETE FROM {table} WHERE run_id IN (SELECT unnest(?))", [stale])
     return n, len(stale)
 

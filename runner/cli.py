@@ -17,7 +17,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     help="ftlab: declarative LLM fine-tuning experiments.",
 )
-console = Console(width=None if sys.stdout.isatty() else 170)
+console = Console(width=None if sys.stdout.isatty() else 200)
 err = Console(stderr=True, soft_wrap=True)
 
 Overrides = Annotated[
@@ -85,6 +85,59 @@ def methods() -> None:
     for name in METHODS.names():
         m = METHODS.get(name)
         console.print(f"{name:15} data: {', '.join(m.data_formats)}")
+
+
+@app.command("evals")
+def evals_cmd() -> None:
+    """List the registered eval kinds."""
+    from ftlab.runner.evaluate import EVALS
+
+    for name in EVALS.names():
+        kind = EVALS.get(name)
+        data = ", ".join(kind.data_formats) or "none"
+        console.print(f"{name:15} data: {data}   headline: {kind.headline}")
+
+
+@app.command("eval")
+def eval_cmd(
+    run_ref: Annotated[str, typer.Argument(metavar="RUN", help="Run id or directory.")],
+    evals_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--evals", help="YAML with an evals: list (and optional data:) to run instead."
+        ),
+    ] = None,
+    runs_dir: RunsDir = Path("runs"),
+) -> None:
+    """Run a finished run's evals again (or those of --evals FILE) without retraining."""
+    from ftlab.runner import execute
+    from ftlab.runner.spec.load import read_yaml, validate, with_evals
+
+    try:
+        rd = execute.find_run(run_ref, runs_dir)
+        spec_file = rd.path / "spec.yaml"
+        spec_obj = (
+            with_evals(spec_file, evals_file) if evals_file else validate(read_yaml(spec_file))
+        )
+        if not spec_obj.evals:
+            err.print(f"error: run {rd.run_id} declares no evals; give --evals FILE")
+            raise typer.Exit(2)
+        spec_obj.output.dir = str(rd.path.parent)
+        execute.evaluate_run(rd, spec_obj)
+    except typer.Exit:
+        raise
+    except Exception as exc:  # noqa: BLE001
+        _fail(exc)
+    _print_results(
+        [
+            execute.RunResult(
+                rd.path,
+                rd.info().get("variant", ""),
+                rd.status().get("state", ""),
+                {d.name: rd.stage(d.name) for d in sorted((rd.path / "stages").glob("*"))},
+            )
+        ]
+    )
 
 
 @app.command()
@@ -176,45 +229,91 @@ def _fmt(value: Any, spec: str = ".3f") -> str:
 
 
 def _print_results(results: list[Any]) -> None:
+    from ftlab.runner.evaluate import read_results
+
+    evals = {res.run_dir: read_results(res.run_dir) for res in results}
+    eval_cols: list[tuple[str, str]] = []  # (eval name, headline metric)
+    for per_run in evals.values():
+        for name, summary in per_run.items():
+            if (name, summary["headline"]) not in eval_cols:
+                eval_cols.append((name, summary["headline"]))
     table = Table(title="Runs", show_lines=False)
-    for col in (
+    columns = [
         "run",
-        "method",
-        "trainable params",
-        "untrained eval loss",
-        "train loss",
+        "methods",
+        "trainable",
         "eval loss",
         "method metric",
-        "wall time",
-    ):
-        table.add_column(
-            col, justify="right" if "loss" in col or "params" in col else "left", no_wrap=True
-        )
+        *(f"{name} {metric}" for name, metric in eval_cols),
+        "time",
+        "recipe",
+        "peak mem",
+    ]
+    for col in columns:
+        right = any(w in col for w in ("loss", "params", "time", "mem"))
+        table.add_column(col, justify="right" if right else "left", no_wrap=True)
     for res in results:
         stages = list(res.stages.values())
         if not stages:
             continue
-        last, first = stages[-1], stages[0]
-        s, f = last.get("summary", {}), first.get("summary", {})
-        wall = sum(
-            (st.get("summary", {}).get("wall_time_s") or 0)
-            for st in stages
-            if not st.get("reused_from")
-        )
+        last = stages[-1].get("summary", {})
+        before, after = last.get("initial_eval_loss"), last.get("eval_loss")
+        recipe = sum((st.get("summary", {}).get("wall_time_s") or 0) for st in stages)
         reused = [st["stage"] for st in stages if st.get("reused_from")]
         table.add_row(
             res.variant,
             " → ".join(st.get("method", "?") for st in stages),
-            f"{s.get('trainable_params', 0):,}",
-            _fmt(f.get("initial_eval_loss")),
-            _fmt(s.get("train_loss")),
-            _fmt(s.get("eval_loss")),
-            _method_metric(s),
-            f"{wall:.1f}s" + (" (cached)" if reused else ""),
+            f"{last.get('trainable_params', 0):,}",
+            f"{_fmt(before)} → {_fmt(after)}" if before is not None else _fmt(after),
+            _method_metric(last),
+            *(_eval_cell(evals[res.run_dir].get(name), metric) for name, metric in eval_cols),
+            f"{last.get('wall_time_s') or 0:.0f}s",
+            f"{recipe:.0f}s" + ("*" if reused else ""),
+            _fmt_mb(last.get("peak_memory_mb")),
         )
     console.print(table)
+    notes = [
+        "eval loss: the last stage's validation loss before → after training;"
+        " time: the last stage; recipe: all stages (* = some reused from the stage cache);"
+        f" peak mem: {'GPU memory allocated' if _cuda() else 'peak RAM (RSS)'} of the last stage"
+    ]
+    if eval_cols:
+        notes.append(
+            "eval cells: the run's final model with its 95% interval, then the baselines the"
+            " eval also ran on (`on:` in its spec)"
+        )
+    for note in notes:
+        console.print(f"  {note}", markup=False, highlight=False)
     for res in results:
         console.print(f"  {res.variant}: {_rel(res.run_dir)}  [{res.state}]")
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def _eval_cell(summary: dict[str, Any] | None, metric: str) -> str:
+    if not summary:
+        return "-"
+    parts: list[str] = []
+    for target, res in summary.get("targets", {}).items():
+        m = res.get("metrics", {}).get(metric)
+        if not m:
+            continue
+        if target == summary.get("last"):
+            ci = f" [{m['low']:.3f}, {m['high']:.3f}]" if m.get("low") is not None else ""
+            parts.insert(0, f"{m['value']:.3f}{ci}")
+        else:
+            parts.append(f"{target} {m['value']:.3f}")
+    return "; ".join(parts) or "-"
+
+
+def _fmt_mb(mb: float | None) -> str:
+    if not mb:
+        return "-"
+    return f"{mb / 1024:.2f} GiB" if mb >= 1024 else f"{mb:.0f} MiB"
 
 
 METHOD_METRICS = (  # summary key, label: the headline figure of each method family

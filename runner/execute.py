@@ -19,10 +19,11 @@ from pathlib import Path
 from typing import Any
 
 from ftlab.runner import data as data_mod
-from ftlab.runner import models
+from ftlab.runner import evaluate, models
 from ftlab.runner.envinfo import snapshot
 from ftlab.runner.methods import METHODS
 from ftlab.runner.methods.base import Artifact, StageContext
+from ftlab.runner.methods.common import reset_peak_memory
 from ftlab.runner.rundir import RunDir, latest_checkpoint, read_json, write_json, write_text
 from ftlab.runner.spec.schema import Spec, StageSpec
 
@@ -64,7 +65,7 @@ def stage_hashes(
 ) -> dict[str, str]:
     """Content hash of every stage's inputs, upstream hashes included."""
     hashes: dict[str, str] = {}
-    for stage in spec.stages:
+    for stage in spec.needed_stages():
         payload = {
             "cache_version": CACHE_VERSION,
             "model": model_identity,
@@ -72,6 +73,7 @@ def stage_hashes(
             "data": datasets[stage.data].content_hash,
             "stage": stage.model_dump(mode="json", by_alias=True, exclude={"name"}),
             "upstream": hashes[stage.from_] if stage.from_ else "",
+            "depends": {d: hashes[d] for d in stage.depends_on() if d != stage.from_},
         }
         blob = json.dumps(payload, sort_keys=True).encode()
         hashes[stage.name] = hashlib.sha256(blob).hexdigest()[:20]
@@ -112,9 +114,10 @@ def preflight(spec: Spec, *, spec_dir: Path) -> tuple[models.ModelRef, dict[str,
     """Resolve the model and load every dataset a run needs: bad input fails here, before
     any run directory is written or any training starts."""
     ref = models.resolve(spec.model.name, revision=spec.model.revision, seed=spec.seed)
+    names = {s.data for s in spec.needed_stages()} | {ev.data for ev in spec.evals if ev.data}
     datasets = {
         name: data_mod.load(spec.data[name], base_dir=spec_dir, seed=spec.seed)
-        for name in sorted({s.data for s in spec.stages})
+        for name in sorted(names)
     }
     return ref, datasets
 
@@ -136,7 +139,12 @@ def execute(
             spec, spec_dir=spec_dir, model_identity=ref.identity, datasets=datasets
         )
         artifacts: dict[str, Artifact] = {}
-        for stage in spec.stages:
+        needed = spec.needed_stages()
+        skipped = [s.name for s in spec.stages if s not in needed]
+        if skipped:
+            why = "no later stage or eval of this run uses them"
+            print(f"skipping stage(s) {', '.join(skipped)}: {why}")
+        for stage in needed:
             run.set_status(stage=stage.name)
             upstream = artifacts.get(stage.from_) if stage.from_ else None
             results[stage.name] = _run_stage(
@@ -152,6 +160,9 @@ def execute(
                 extra_callbacks=extra_callbacks or [],
             )
             artifacts[stage.name] = _artifact_from(results[stage.name])
+        evaluate.run_evals(
+            run, spec, ref=ref, datasets=datasets, hashes=hashes, artifacts=artifacts
+        )
         state = "completed"
         run.set_status(
             state=state, stage="", finished=time.time(), wall_time_s=time.time() - started
@@ -172,6 +183,44 @@ def execute(
         except store.StoreBusy as exc:  # the run directory is the truth; sync later
             print(f"note: DuckDB index busy ({exc}); run `ftlab sync` to index this run")
     return RunResult(run.path, info.get("variant", ""), state, results)
+
+
+def evaluate_run(run: RunDir, spec: Spec) -> dict[str, dict[str, Any]]:
+    """Run `spec.evals` on a finished run's models (`ftlab eval`): nothing retrains."""
+    from ftlab.reports import store
+
+    spec_dir = Path(run.info().get("spec_dir", "."))
+    ref, datasets = preflight(spec, spec_dir=spec_dir)
+    hashes: dict[str, str] = {}
+    artifacts: dict[str, Artifact] = {}
+    for stage in spec.needed_stages():
+        record = run.stage(stage.name)
+        if record.get("state") == "completed":
+            hashes[stage.name] = record["hash"]
+            artifacts[stage.name] = _artifact_from(record)
+    for ev in spec.evals:
+        missing = [t for t in evaluate.targets(spec, ev) if t != "base" and t not in artifacts]
+        if missing:
+            raise FileNotFoundError(
+                f"eval {ev.key}: run {run.run_id} has no completed stage "
+                f"{', '.join(missing)}; finish it first (ftlab run --resume {run.run_id})"
+            )
+    results = evaluate.run_evals(
+        run, spec, ref=ref, datasets=datasets, hashes=hashes, artifacts=artifacts
+    )
+    run.set_status(stage="")
+    write_json(run.path / "summary.json", summarise(run))
+    try:
+        store.ingest_runs(Path(spec.output.dir), [run.path])
+    except store.StoreBusy as exc:
+        print(f"note: DuckDB index busy ({exc}); run `ftlab sync` to index this run")
+    return results
+
+
+def result_of(run: RunDir, spec: Spec) -> RunResult:
+    """A finished run's result, read back from its directory."""
+    stages = {s.name: run.stage(s.name) for s in spec.stages if run.stage(s.name)}
+    return RunResult(run.path, run.info().get("variant", ""), run.status().get("state", ""), stages)
 
 
 def _artifact_from(stage: dict[str, Any]) -> Artifact:
@@ -252,6 +301,7 @@ def _run_stage(
     )
     if resume_from:
         print(f"stage {stage.name}: resuming from {resume_from.name}")
+    reset_peak_memory()
     result = METHODS.get(stage.method).train(ctx)
     if not spec.output.keep_checkpoints:
         shutil.rmtree(work / "checkpoints", ignore_errors=True)
@@ -289,6 +339,13 @@ def summarise(run: RunDir) -> dict[str, Any]:
             "reused_from": st.get("reused_from", ""),
             **{k: v for k, v in st.get("summary", {}).items()},
         }
+    evals = {
+        name: {
+            target: {metric: m.get("value") for metric, m in res.get("metrics", {}).items()}
+            for target, res in summary.get("targets", {}).items()
+        }
+        for name, summary in evaluate.read_results(run.path).items()
+    }
     return {
         "run_id": run.run_id,
         "experiment": info.get("experiment"),
@@ -296,6 +353,7 @@ def summarise(run: RunDir) -> dict[str, Any]:
         "state": status.get("state"),
         "wall_time_s": status.get("wall_time_s"),
         "stages": stages,
+        "evals": evals,
     }
 
 

@@ -178,7 +178,7 @@ def plan_runs(path: Path, overrides: list[str]) -> list[RunPlan]:
     for variant, spec in expand_runs(path, overrides):
         config, tokenizer = _config(spec)
         stages = []
-        for stage in spec.stages:
+        for stage in spec.needed_stages():
             ds = data_mod.load(spec.data[stage.data], base_dir=spec_dir, seed=spec.seed)
             lengths = _token_lengths(ds.train, tokenizer, stage.train.max_length)
             # alignment methods train a LoRA policy; each example is a pair (chosen and

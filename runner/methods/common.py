@@ -5,6 +5,7 @@ artifact and a summary. Heavy imports stay inside functions.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import time
@@ -289,13 +290,32 @@ def count_parameters(model: Any) -> tuple[int, int]:
     return trainable, total
 
 
+def reset_peak_memory() -> None:
+    """Start a new peak-memory window (one per stage), so a stage's peak is its own and
+    not the highest of everything this process ran before it."""
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+    with contextlib.suppress(OSError):  # Linux: "5" resets the RSS high-water mark (VmHWM)
+        Path("/proc/self/clear_refs").write_text("5")
+
+
 def peak_memory_mb() -> float:
+    """Peak GPU memory allocated on CUDA; else the peak resident set (RAM) since the last
+    `reset_peak_memory`."""
     import resource
 
     import torch
 
     if torch.cuda.is_available():
         return torch.cuda.max_memory_allocated() / 2**20
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 

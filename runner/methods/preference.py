@@ -174,11 +174,13 @@ def _trainer(method: str, params: Any, ctx: StageContext) -> tuple[Any, Any, dic
             }
         else:
             kw = {"loss_type": params.loss_type, "cpo_alpha": params.cpo_alpha, "beta": params.beta}
-        return CPOConfig, CPOTrainer, {**common, **kw}
+        # its collator needs the raw columns (it sets this itself, with a warning)
+        return CPOConfig, CPOTrainer, {**common, **kw, "remove_unused_columns": False}
     if method == "orpo":
         from trl.experimental.orpo import ORPOConfig, ORPOTrainer
 
-        return ORPOConfig, ORPOTrainer, {**common, "beta": params.beta}
+        kw = {"beta": params.beta, "remove_unused_columns": False}
+        return ORPOConfig, ORPOTrainer, {**common, **kw}
     if method == "kto":
         from trl import KTOConfig, KTOTrainer
 

@@ -46,13 +46,24 @@ REWARD_MODEL = RewardModel()
 
 
 def load_classifier(path: str, *, pad_token_id: int, precision: str) -> Any:
+    """A causal LM checkpoint as a one-score sequence classifier (new `score` head)."""
+    import logging
+
     import torch
     from transformers import AutoModelForSequenceClassification
 
     half = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision, torch.float32)
-    return AutoModelForSequenceClassification.from_pretrained(
-        path, num_labels=1, pad_token_id=pad_token_id, dtype=half
-    )
+    # transformers reports lm_head as unused and score as new: expected here, so the
+    # report is kept out of the terminal while this one checkpoint loads.
+    log = logging.getLogger("transformers.modeling_utils")
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        return AutoModelForSequenceClassification.from_pretrained(
+            path, num_labels=1, pad_token_id=pad_token_id, dtype=half
+        )
+    finally:
+        log.setLevel(level)
 
 
 def train_reward_model(ctx: StageContext) -> StageResult:

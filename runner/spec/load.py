@@ -425,6 +425,14 @@ def _cross_check(raw: Raw, spec: Spec, prefix: str) -> list[Problem]:
                     stage.method,
                     f"set method: {up.method}, or adapter_mode: merge",
                 )
+        for ref in stage.depends_on():
+            if ref != stage.from_ and ref not in seen:
+                add(
+                    ("stages", i, "params", "rewards"),
+                    f"a reward stage that comes earlier ({', '.join(seen) or 'none'})",
+                    ref,
+                    did_you_mean(ref, seen).strip(),
+                )
         seen.append(stage.name)
         if stage.data not in spec.data:
             add(
@@ -456,14 +464,86 @@ def _cross_check(raw: Raw, spec: Spec, prefix: str) -> list[Problem]:
             spec.tracking.wandb.mode,
             "set tracking.wandb.mode: disabled, or remove the tracking: block",
         )
-    for i, ev in enumerate(spec.evals):
-        add(
-            ("evals", i, "kind"),
-            "a registered eval kind (none yet: eval kinds arrive with the evals issue)",
-            ev.kind,
-            "remove the evals: entries for now",
-        )
+    _check_evals(spec, add)
     return problems
+
+
+def _check_evals(spec: Spec, add: Any) -> None:
+    """Eval kinds, names, targets (`on:`), datasets and params."""
+    from ftlab.runner.evaluate import EVALS
+
+    policy = [s.name for s in spec.stages if s.method != "reward_model"]
+    reward_stages = [s.name for s in spec.stages if s.method == "reward_model"]
+    keys: list[str] = []
+    for i, ev in enumerate(spec.evals):
+        if ev.kind not in EVALS:
+            add(
+                ("evals", i, "kind"),
+                f"an eval kind ({', '.join(EVALS.names())})",
+                ev.kind,
+                did_you_mean(ev.kind, EVALS.names()).strip(),
+            )
+            continue
+        if ev.key in keys:
+            add(
+                ("evals", i, "name"),
+                "a name no other eval uses (results go to evals/<name>/)",
+                ev.key,
+                "give one of them a name: key",
+            )
+        keys.append(ev.key)
+        options = ["last", "base", "all", *policy]
+        for j, target in enumerate(ev.on):
+            if target in reward_stages:
+                add(
+                    ("evals", i, "on", j),
+                    "a model that generates text (last, base, all, or a policy stage)",
+                    f"'{target}' (a reward_model stage)",
+                    "reward models are scored by their stage's pairwise accuracy",
+                )
+            elif target not in options:
+                add(
+                    ("evals", i, "on", j),
+                    f"one of {', '.join(options)}",
+                    target,
+                    did_you_mean(target, options).strip(),
+                )
+        kind = EVALS.get(ev.kind)
+        if kind.data_formats and not ev.data:
+            add(
+                ("evals", i, "data"),
+                f"a dataset under data: in one of the formats {', '.join(kind.data_formats)}",
+                "nothing",
+                "add data: <name of a dataset>",
+            )
+        elif ev.data and ev.data not in spec.data:
+            add(
+                ("evals", i, "data"),
+                f"a dataset declared under data: ({', '.join(spec.data) or 'none declared'})",
+                ev.data,
+                did_you_mean(ev.data, list(spec.data)).strip(),
+            )
+        elif ev.data and spec.data[ev.data].format not in kind.data_formats:
+            add(
+                ("evals", i, "data"),
+                f"a dataset in one of the formats {', '.join(kind.data_formats)} "
+                f"for eval kind {ev.kind}",
+                f"'{ev.data}' ({spec.data[ev.data].format})",
+            )
+        elif ev.data and ev.split == "val" and not spec.data[ev.data].val_fraction:
+            add(
+                ("evals", i, "split"),
+                f"a split that has rows: dataset '{ev.data}' has val_fraction 0, so no "
+                "held-out rows",
+                "val",
+                f"set data.{ev.data}.val_fraction (e.g. 0.1), or split: all for a dataset "
+                "kept only for evaluation",
+            )
+        try:
+            kind.params_model.model_validate(ev.params)
+        except ValidationError as exc:
+            for err in exc.errors():
+                add(("evals", i, "params", *err["loc"]), err["msg"], _short(err.get("input")))
 
 
 LOCAL_DATA_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
@@ -543,6 +623,25 @@ def load_spec(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> 
     if problems or spec is None:
         raise SpecError(problems)
     return spec
+
+
+def with_evals(spec_path: Path, evals_path: Path) -> Spec:
+    """A run's spec with the `evals:` list (and any extra `data:` entries) of another
+    file, for `ftlab eval RUN --evals FILE`."""
+    raw = read_yaml(spec_path)
+    extra = read_yaml(evals_path)
+    file = str(evals_path)
+    problems = [
+        Problem(file, extra.loc((key,)).line, key, "only evals: and data: keys", key)
+        for key in extra.data
+        if key not in ("evals", "data")
+    ]
+    if not isinstance(extra.data.get("evals"), list):
+        problems.append(Problem(file, 1, "evals", "an evals: list", "no evals: list"))
+    if problems:
+        raise SpecError(problems)
+    _merge(raw, Raw({k: v for k, v in extra.data.items()}, extra.locs))
+    return validate(raw)
 
 
 def variant_raw(raw: Raw, name: str) -> Spec:

@@ -181,6 +181,16 @@ class StageSpec(Strict):
 
     model_config = ConfigDict(populate_by_name=True)
 
+    def depends_on(self) -> list[str]:
+        """Earlier stages this one needs: `from:` and reward-model stages named in
+        `params.rewards` (ppo, grpo, rloo)."""
+        deps = [self.from_] if self.from_ else []
+        for reward in self.params.get("rewards") or []:
+            ref = reward.get("params", {}).get("stage") if isinstance(reward, dict) else None
+            if isinstance(ref, str) and ref not in deps:
+                deps.append(ref)
+        return deps
+
     @field_validator("method")
     @classmethod
     def _known_method(cls, value: str) -> str:
@@ -195,12 +205,29 @@ class StageSpec(Strict):
 
 
 class EvalSpec(Strict):
-    """An evaluation to run after training (eval kinds arrive with the evals issue)."""
+    """An evaluation, run after training on the final model and on the baselines named in
+    `on:` (see `ftlab evals` for the kinds and their params)."""
 
     kind: str
-    """Eval kind by registry name."""
-    name: str = ""
-    """Name under which results are stored; defaults to the kind."""
+    """Eval kind by registry name: preference, perplexity (see `ftlab evals`)."""
+    name: str = Field("", pattern=r"^([A-Za-z0-9_][A-Za-z0-9_.-]*)?$")
+    """Name under which results are stored (`evals/<name>/`); defaults to the kind."""
+    on: list[str] = ["last"]
+    """Models to evaluate: `last` (the run's final model), `base` (the base model before
+    any stage), stage names, or `all` (base and every policy stage). Baselines make the
+    gain visible: `on: [sft, last]` shows what alignment added to the SFT model."""
+    data: str = ""
+    """Dataset under `data:` to evaluate on (the eval kind says which formats it reads)."""
+    split: Literal["val", "train", "all"] = "val"
+    """Which rows of that dataset: its held-out `val` split (default), `train`, or `all`."""
+    limit: int | None = Field(None, ge=1)
+    """Evaluate at most this many items (the first ones, in a fixed order)."""
+    params: dict[str, Any] = {}
+    """Kind-specific parameters, checked against the kind's own params model."""
+
+    @property
+    def key(self) -> str:
+        return self.name or self.kind
 
 
 class SearchSpec(Strict):
@@ -276,6 +303,21 @@ class Spec(Strict):
     @classmethod
     def _one_or_many(cls, value: Any) -> Any:
         return [value] if isinstance(value, str) else value
+
+    def needed_stages(self) -> list[StageSpec]:
+        """The stages a run trains, in order: the last stage, the stages evals name, and
+        everything those depend on. A stage nothing needs (e.g. a reward model that only
+        the `ppo` variant uses) is skipped in runs that do not use it."""
+        names = {s.name for s in self.stages}
+        wanted = {self.stages[-1].name}
+        for ev in self.evals:
+            wanted |= {t for t in ev.on if t in names}
+            if "all" in ev.on:
+                wanted |= {s.name for s in self.stages if s.method != "reward_model"}
+        for stage in reversed(self.stages):
+            if stage.name in wanted:
+                wanted |= {d for d in stage.depends_on() if d in names}
+        return [s for s in self.stages if s.name in wanted]
 
     def stage(self, name: str) -> StageSpec:
         for stage in self.stages:

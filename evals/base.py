@@ -1,0 +1,61 @@
+"""What an eval kind is, and what it is handed.
+
+An eval kind reads a loaded model (or, for judges, an endpoint) and the rows of one
+dataset, and returns metrics (each with an interval) plus one record per item. It never
+sees the spec loader: the runner resolves datasets and models and calls `run`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from pydantic import BaseModel
+
+
+@dataclass(frozen=True)
+class Metric:
+    value: float
+    low: float | None = None  # 95% interval, when the metric has one
+    high: float | None = None
+    n: int = 0  # items behind it
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"value": self.value, "low": self.low, "high": self.high, "n": self.n}
+
+
+@dataclass
+class EvalInput:
+    model: Any  # a causal LM in eval mode, on its device
+    tokenizer: Any
+    rows: list[dict[str, Any]]  # normalised rows of the eval's dataset (see runner.data)
+    params: Any  # the kind's params model, validated
+    seed: int = 42
+    target: str = "last"  # which model this is (for progress bars and messages)
+
+
+@dataclass
+class EvalOutput:
+    metrics: dict[str, Metric]
+    samples: list[dict[str, Any]] = field(default_factory=list)
+    # every sample: {"item": stable id, "scores": {metric: value}, ...fields to show}
+
+
+class EvalKind(Protocol):
+    """One eval kind, registered by name in `ftlab.runner.evaluate.EVALS`."""
+
+    data_formats: tuple[str, ...]  # dataset formats it reads
+    params_model: type[BaseModel]
+    headline: str  # the metric shown in run tables
+    higher_is_better: bool
+
+    def run(self, inp: EvalInput) -> EvalOutput: ...
+
+
+def item_id(row: dict[str, Any]) -> str:
+    """A stable id from an item's content, so runs pair up item by item whatever the
+    order or subset they evaluated."""
+    blob = json.dumps(row, sort_keys=True, ensure_ascii=False).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]

@@ -1,0 +1,289 @@
+"""Evals: the log-prob scorer against the model's own loss, interval maths against
+hand-computed values, and the eval pipeline end to end (run directory, eval cache,
+DuckDB rows, `ftlab eval`, spec errors)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from ftlab.reports import store
+from ftlab.reports.stats import bootstrap_mean, wilson
+from ftlab.runner import execute, models
+from ftlab.runner.spec.errors import SpecError
+from ftlab.runner.spec.load import expand_runs, load_spec
+
+from .conftest import DATA
+
+
+def test_wilson_matches_hand_computed_intervals() -> None:
+    # p = 0.8, n = 10, z = 1.96: centre 0.7167, half-width 0.2266 (Wilson 1927)
+    lo, hi = wilson(8, 10)
+    assert lo == pytest.approx(0.4902, abs=1e-4) and hi == pytest.approx(0.9433, abs=1e-4)
+    lo, hi = wilson(0, 10)  # never below 0, and not a zero-width interval at 0
+    assert lo == 0.0 and hi == pytest.approx(0.2775, abs=1e-4)
+    assert wilson(10, 10)[1] == 1.0
+    assert all(math.isnan(v) for v in wilson(0, 0))
+
+
+def test_bootstrap_mean_is_seeded_and_brackets_the_mean() -> None:
+    values = [0.0, 1.0, 2.0, 3.0, 10.0, -4.0, 5.5, 2.5]
+    a, b = bootstrap_mean(values, seed=3), bootstrap_mean(values, seed=3)
+    assert a == b
+    mean = sum(values) / len(values)
+    assert a[0] < mean < a[1]
+    assert bootstrap_mean([2.0, 2.0, 2.0]) == (2.0, 2.0)
+    assert bootstrap_mean([5.0]) == (5.0, 5.0)
+
+
+def test_response_logprobs_equal_the_models_own_loss() -> None:
+    """Batched, padded scoring of response tokens = the causal-LM loss with the prompt
+    masked out, computed one sequence at a time."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from ftlab.evals.scoring import prompt_response, response_logprobs
+
+    ref = models.resolve("tiny")
+    model = AutoModelForCausalLM.from_pretrained(ref.path, dtype=torch.float32).eval()
+    tok = models.load_tokenizer(ref)
+    rows = [
+        {"prompt": "My parcel is late. - Ana", "completion": "Hi Ana, I am sorry."},
+        {"prompt": "Refund?", "completion": "Hello, I have issued the refund today, " * 3},
+        {"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hey"}]},
+    ]
+    pairs = [prompt_response(tok, row) for row in rows]
+    assert pairs[0][0].endswith("<|im_start|>assistant\n")  # the chat template's prompt
+    got = response_logprobs(model, tok, pairs, batch_size=3)
+    for (prompt, response), (logp, n) in zip(pairs, got, strict=True):
+        p = tok(prompt, add_special_tokens=False)["input_ids"]
+        r = tok(response, add_special_tokens=False)["input_ids"]
+        ids = torch.tensor([p + r])
+        labels = torch.tensor([[-100] * len(p) + r])
+        with torch.no_grad():
+            loss = model(input_ids=ids, labels=labels).loss
+        assert n == len(r)
+        assert logp == pytest.approx(-float(loss) * len(r), rel=1e-4)
+
+
+SPEC = """\
+name: evaltest
+seed: 7
+model: tiny
+data:
+  sft: {{path: {data}/support_sft.jsonl, val_fraction: 0.1}}
+  prefs: {{path: {data}/support_prefs.jsonl, format: preference, max_rows: 120,
+           val_fraction: 0.25}}
+stages:
+  - name: sft
+    method: full
+    train: {{learning_rate: 2.0e-3, epochs: 2, batch_size: 8, max_length: 128,
+             precision: fp32}}
+  - name: rm
+    method: reward_model
+    from: sft
+    data: prefs
+    train: {{max_steps: 2, batch_size: 4, max_length: 96, precision: fp32}}
+  - name: align
+    method: dpo
+    from: sft
+    data: prefs
+    adapter: {{r: 8, alpha: 16, dropout: 0.0}}
+    train: {{learning_rate: 5.0e-3, max_steps: 16, batch_size: 8, max_length: 96,
+             precision: fp32}}
+variants:
+  ipo: {{stages.align.method: ipo}}
+evals:
+  - {{name: heldout, kind: preference, data: prefs, on: [sft, last]}}
+output: {{dir: {runs}}}
+"""
+
+
+@pytest.fixture(scope="module")
+def eval_runs(tmp_path_factory):
+    """Two runs (dpo, ipo) of one spec: the SFT stage and its eval are shared."""
+    tmp = tmp_path_factory.mktemp("evals")
+    spec_file = tmp / "spec.yaml"
+    spec_file.write_text(SPEC.format(data=DATA, runs=tmp / "runs"))
+    results = []
+    for name, spec in expand_runs(spec_file):
+        rd = execute.create_run(spec, variant=name, spec_file=spec_file, overrides=[])
+        results.append(execute.execute(rd, spec))
+    return spec_file, results
+
+
+@pytest.mark.integration
+def test_preference_eval_shows_what_dpo_changed(eval_runs) -> None:
+    _, (dpo, ipo) = eval_runs
+    assert "rm" not in dpo.stages  # no stage or eval of this run needs the reward model
+    summary = json.loads((dpo.run_dir / "evals/heldout/summary.json").read_text())
+    sft, last = summary["targets"]["sft"]["metrics"], summary["targets"]["align"]["metrics"]
+    assert sft["accuracy"]["n"] == last["accuracy"]["n"] == 30  # the held-out pairs
+    # DPO pushes log p(chosen) − log p(rejected) up on pairs it never saw
+    assert last["margin"]["value"] > sft["margin"]["value"] + 1.0
+    assert last["accuracy"]["value"] > sft["accuracy"]["value"]
+    lo, hi = last["accuracy"]["low"], last["accuracy"]["high"]
+    assert lo <= last["accuracy"]["value"] <= hi
+    lines = (dpo.run_dir / "evals/heldout/samples.jsonl").read_text().splitlines()
+    samples = [json.loads(line) for line in lines]
+    assert len(samples) == 60 and {s["target"] for s in samples} == {"sft", "align"}
+    mine = [s for s in samples if s["target"] == "align"]
+    correct = sum(s["scores"]["correct"] for s in mine)
+    assert correct / len(mine) == pytest.approx(last["accuracy"]["value"])
+    # the second run reuses the SFT stage and the SFT model's eval result
+    ipo_summary = json.loads((ipo.run_dir / "evals/heldout/summary.json").read_text())
+    assert ipo_summary["targets"]["sft"]["cached_from"] == dpo.run_dir.name
+    assert ipo_summary["targets"]["sft"]["metrics"] == summary["targets"]["sft"]["metrics"]
+    assert ipo_summary["targets"]["align"]["cached_from"] == ""
+    run_summary = json.loads((dpo.run_dir / "summary.json").read_text())
+    assert run_summary["evals"]["heldout"]["align"]["accuracy"] == last["accuracy"]["value"]
+
+
+@pytest.mark.integration
+def test_eval_results_and_samples_are_indexed(eval_runs) -> None:
+    spec_file, (dpo, _) = eval_runs
+    root = spec_file.parent / "runs"
+    rows = store.query(
+        root,
+        "SELECT target, metric, value, ci_low, n, headline, is_last FROM eval_results "
+        "WHERE run_id = ? ORDER BY target, metric",
+        [dpo.run_dir.name],
+    )
+    by_key = {(r["target"], r["metric"]): r for r in rows}
+    assert by_key[("align", "accuracy")]["headline"] and by_key[("align", "accuracy")]["is_last"]
+    assert not by_key[("sft", "accuracy")]["is_last"]
+    (paired,) = store.query(
+        root,
+        """SELECT count(*) AS items, avg(a.value) AS acc_align, avg(s.value) AS acc_sft
+           FROM eval_samples a JOIN eval_samples s USING (run_id, eval, item, metric)
+           WHERE a.run_id = ? AND a.metric = 'correct' AND a.target = 'align'
+             AND s.target = 'sft'""",
+        [dpo.run_dir.name],
+    )
+    assert paired["items"] == 30  # the same items, paired by content id
+    assert paired["acc_align"] == pytest.approx(by_key[("align", "accuracy")]["value"])
+    assert paired["acc_sft"] == pytest.approx(by_key[("sft", "accuracy")]["value"])
+    (item,) = store.query(
+        root, "SELECT record_json FROM eval_items WHERE run_id = ? LIMIT 1", [dpo.run_dir.name]
+    )
+    assert set(json.loads(item["record_json"])) == {"prompt", "chosen", "rejected"}
+
+
+@pytest.mark.integration
+def test_ftlab_eval_adds_evals_to_a_finished_run_without_training(eval_runs, tmp_path) -> None:
+    from typer.testing import CliRunner
+
+    from ftlab.runner.cli import app
+
+    spec_file, (dpo, _) = eval_runs
+    stage_json = (dpo.run_dir / "stages/align/stage.json").read_text()
+    extra = tmp_path / "more_evals.yaml"
+    extra.write_text(
+        f"data:\n  held: {{path: {DATA}/support_sft.jsonl, max_rows: 40, val_fraction: 0.25}}\n"
+        "evals:\n  - {kind: perplexity, data: held, on: [base, last], limit: 6}\n"
+    )
+    result = CliRunner().invoke(
+        app, ["eval", dpo.run_dir.name, "--evals", str(extra), "--dir", str(dpo.run_dir.parent)]
+    )
+    assert result.exit_code == 0, result.output
+    assert "perplexity loss" in result.output
+    summary = json.loads((dpo.run_dir / "evals/perplexity/summary.json").read_text())
+    base, last = summary["targets"]["base"]["metrics"], summary["targets"]["align"]["metrics"]
+    assert base["loss"]["n"] == 6
+    assert last["loss"]["value"] < base["loss"]["value"]  # trained beats the random init
+    assert last["perplexity"]["value"] == pytest.approx(math.exp(last["loss"]["value"]))
+    assert (dpo.run_dir / "stages/align/stage.json").read_text() == stage_json  # no retraining
+    (row,) = store.query(
+        spec_file.parent / "runs",
+        "SELECT count(*) AS n FROM eval_results WHERE run_id = ? AND eval = 'perplexity'",
+        [dpo.run_dir.name],
+    )
+    assert row["n"] == 4  # loss and perplexity, on base and last
+
+
+def _errors(write, body: str) -> str:
+    path = write("bad.yaml", body)
+    with pytest.raises(SpecError) as err:
+        load_spec(path)
+    return err.value.format()
+
+
+BAD_BASE = f"""\
+name: bad
+data:
+  sft: {{path: {DATA}/support_sft.jsonl}}
+  prefs: {{path: {DATA}/support_prefs.jsonl, format: preference}}
+  prompts: {{path: {DATA}/support_eval.jsonl, format: prompts, val_fraction: 0.0}}
+stages:
+  - {{name: sft, method: full}}
+  - {{name: rm, method: reward_model, from: sft, data: prefs}}
+"""
+
+
+@pytest.mark.parametrize(
+    ("evals", "expected"),
+    [
+        ("- {kind: preferense, data: prefs}", "Did you mean 'preference'"),
+        ("- {kind: preference}", "a dataset under data: in one of the formats preference"),
+        ("- {kind: preference, data: sft}", "'sft' (messages)"),
+        ("- {kind: preference, data: prefz}", "Did you mean 'prefs'"),
+        ("- {kind: preference, data: prefs, on: [rm]}", "a reward_model stage"),
+        ("- {kind: preference, data: prefs, on: [sfd]}", "Did you mean 'sft'"),
+        ("- {kind: perplexity, data: prompts}", "'prompts' (prompts)"),
+        ("- {kind: perplexity, data: sft, params: {batch_sise: 2}}", "evals.0.params.batch_sise"),
+        (
+            "- {kind: perplexity, data: sft}\n  - {kind: perplexity, data: sft}",
+            "a name no other eval uses",
+        ),
+    ],
+)
+def test_eval_spec_errors_name_the_line_and_the_fix(write, evals, expected) -> None:
+    text = _errors(write, BAD_BASE + "evals:\n  " + evals + "\n")
+    assert expected in text
+    assert "bad.yaml:" in text
+
+
+def test_eval_on_a_split_without_rows_is_an_error(write) -> None:
+    body = BAD_BASE.replace("val_fraction: 0.0", "val_fraction: 0.0, max_rows: 5")
+    body = body.replace("format: prompts", "format: prompt_completion")
+    text = _errors(write, body + "evals:\n  - {kind: perplexity, data: prompts}\n")
+    assert "val_fraction 0" in text and "split: all" in text
+
+
+def test_reward_stage_must_exist_and_come_first(write) -> None:
+    body = BAD_BASE + (
+        "  - name: rl\n    method: ppo\n    from: sft\n    data: prompts\n"
+        "    params: {rewards: [{name: reward_model, params: {stage: rmm}}]}\n"
+    )
+    text = _errors(write, body)
+    assert "stages.2.params.rewards" in text and "Did you mean 'rm'" in text
+
+
+def test_runs_train_only_the_stages_they_need(write) -> None:
+    body = BAD_BASE + (
+        "  - name: align\n    method: dpo\n    from: sft\n    data: prefs\n"
+        "variants:\n  ppo:\n    stages.align.method: ppo\n    stages.align.data: prompts\n"
+        "    stages.align.params: {rewards: [{name: reward_model, params: {stage: rm}}]}\n"
+    )
+    runs = dict(expand_runs(write("ok.yaml", body)))
+    assert [s.name for s in runs["base"].needed_stages()] == ["sft", "align"]
+    assert [s.name for s in runs["ppo"].needed_stages()] == ["sft", "rm", "align"]
+    assert runs["ppo"].stage("align").depends_on() == ["sft", "rm"]
+
+
+def test_eval_kinds_are_listed() -> None:
+    from typer.testing import CliRunner
+
+    from ftlab.runner.cli import app
+
+    out = CliRunner().invoke(app, ["evals"]).output
+    assert "preference" in out and "perplexity" in out
+
+
+def test_shipped_align_compare_spec_is_valid() -> None:
+    runs = dict(expand_runs(DATA.parent / "align_compare.yaml"))
+    assert set(runs) == {"base", "ipo", "simpo", "orpo", "kto", "ppo", "grpo"}
+    assert [s.method for s in runs["ppo"].needed_stages()] == ["full", "reward_model", "ppo"]
+    assert runs["kto"].stage("align").data == "feedback"
