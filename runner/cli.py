@@ -249,9 +249,7 @@ def _print_results(results: list[Any]) -> None:
         "recipe",
         "peak mem",
     ]
-    for col in columns:
-        right = any(w in col for w in ("loss", "params", "time", "mem"))
-        table.add_column(col, justify="right" if right else "left", no_wrap=True)
+    rows: list[list[str]] = []
     for res in results:
         stages = list(res.stages.values())
         if not stages:
@@ -260,17 +258,25 @@ def _print_results(results: list[Any]) -> None:
         before, after = last.get("initial_eval_loss"), last.get("eval_loss")
         recipe = sum((st.get("summary", {}).get("wall_time_s") or 0) for st in stages)
         reused = [st["stage"] for st in stages if st.get("reused_from")]
-        table.add_row(
-            res.variant,
-            " → ".join(st.get("method", "?") for st in stages),
-            f"{last.get('trainable_params', 0):,}",
-            f"{_fmt(before)} → {_fmt(after)}" if before is not None else _fmt(after),
-            _method_metric(last),
-            *(_eval_cell(evals[res.run_dir].get(name), metric) for name, metric in eval_cols),
-            f"{last.get('wall_time_s') or 0:.0f}s",
-            f"{recipe:.0f}s" + ("*" if reused else ""),
-            _fmt_mb(last.get("peak_memory_mb")),
+        rows.append(
+            [
+                res.variant,
+                " → ".join(st.get("method", "?") for st in stages),
+                f"{last.get('trainable_params', 0):,}",
+                f"{_fmt(before)} → {_fmt(after)}" if before is not None else _fmt(after),
+                _method_metric(last),
+                *(_eval_cell(evals[res.run_dir].get(name), metric) for name, metric in eval_cols),
+                f"{last.get('wall_time_s') or 0:.0f}s",
+                f"{recipe:.0f}s" + ("*" if reused else ""),
+                _fmt_mb(last.get("peak_memory_mb")),
+            ]
         )
+    keep = [i for i in range(len(columns)) if any(r[i] != "-" for r in rows)]  # no empty columns
+    for i in keep:
+        right = columns[i] in ("trainable", "eval loss", "time", "recipe", "peak mem")
+        table.add_column(columns[i], justify="right" if right else "left", no_wrap=True)
+    for row in rows:
+        table.add_row(*(row[i] for i in keep))
     console.print(table)
     notes = [
         "eval loss: the last stage's validation loss before → after training;"
@@ -316,17 +322,21 @@ def _fmt_mb(mb: float | None) -> str:
     return f"{mb / 1024:.2f} GiB" if mb >= 1024 else f"{mb:.0f} MiB"
 
 
-METHOD_METRICS = (  # summary key, label: the headline figure of each method family
-    ("reward_last", "reward"),
+METHOD_METRICS = (  # summary key, label: the headline figures of each method family
     ("kl_last", "KL"),
-    ("eval_reward_accuracy", "pref acc"),
+    ("eval_reward_accuracy", "reward acc"),  # DPO-family implicit reward, held-out pairs
     ("eval_reward_margin", "margin"),
-    ("pairwise_accuracy", "pair acc"),
+    ("pairwise_accuracy", "pair acc"),  # reward model, held-out pairs
 )
 
 
 def _method_metric(summary: dict[str, Any]) -> str:
-    parts = [
+    parts = []
+    if isinstance(summary.get("reward_last"), int | float):  # online RL: mean reward moved
+        first = summary.get("reward_first")
+        start = f"{first:.2f} → " if isinstance(first, int | float) else ""
+        parts.append(f"reward {start}{summary['reward_last']:.2f}")
+    parts += [
         f"{label} {summary[key]:.3f}"
         for key, label in METHOD_METRICS
         if isinstance(summary.get(key), int | float)

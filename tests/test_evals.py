@@ -287,3 +287,45 @@ def test_shipped_align_compare_spec_is_valid() -> None:
     assert set(runs) == {"base", "ipo", "simpo", "orpo", "kto", "ppo", "grpo"}
     assert [s.method for s in runs["ppo"].needed_stages()] == ["full", "reward_model", "ppo"]
     assert runs["kto"].stage("align").data == "feedback"
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_align_compare_end_to_end(tmp_path) -> None:
+    """The shipped comparison: seven alignment methods after one SFT stage, each with the
+    held-out preference eval on its policy and on the SFT model (about 2 min on 2 cores)."""
+    from typer.testing import CliRunner
+
+    from ftlab.runner.cli import app
+
+    runs = tmp_path / "runs"
+    spec = DATA.parent / "align_compare.yaml"
+    result = CliRunner().invoke(app, ["run", str(spec), f"output.dir={runs}"])
+    assert result.exit_code == 0, result.output
+    out = result.output
+    table = out[out.index("Runs") :]
+    for variant, chain in [
+        ("base", "full → dpo"),
+        ("kto", "full → kto"),
+        ("ppo", "full → reward_model → ppo"),
+        ("grpo", "full → grpo"),
+    ]:
+        assert any(
+            line.split("│")[1].strip() == variant and chain in line
+            for line in table.splitlines()
+            if line.count("│") > 5
+        ), variant
+    assert "heldout_prefs accuracy" in table and "peak mem" in table
+    assert out.count("skipping stage(s) rm") == 6  # only the ppo run trains the reward model
+    rows = store.query(
+        runs,
+        """SELECT r.variant, e.target, e.value FROM eval_results e JOIN runs r USING (run_id)
+           WHERE e.metric = 'accuracy'""",
+    )
+    acc = {(r["variant"], r["target"]): r["value"] for r in rows}
+    assert len({v for (_, t), v in acc.items() if t == "sft"}) == 1  # one SFT model, scored once
+    assert acc[("base", "align")] > acc[("base", "sft")]  # DPO prefers chosen more than SFT
+    cached = store.query(
+        runs, "SELECT count(*) AS n FROM eval_results WHERE target = 'sft' AND cached_from <> ''"
+    )
+    assert cached[0]["n"] > 0
