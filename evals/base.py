@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 from pydantic import BaseModel
@@ -34,6 +36,15 @@ class EvalInput:
     params: Any  # the kind's params model, validated
     seed: int = 42
     target: str = "last"  # which model this is (for progress bars and messages)
+    base_dir: Path = Path(".")  # the spec's folder: relative paths in params resolve here
+    cache_dir: Path = Path(".")  # where a kind may keep its own cache (judge calls)
+    limit: int | None = None  # the eval's `limit:` (kinds without rows apply it themselves)
+    # kinds that judge generated text get this model's replies to `rows`, and those of
+    # the model it is compared with (`against:`), generated and cached by the runner
+    responses: list[str] | None = None
+    other_responses: list[str] | None = None
+    calibration_rows: list[dict[str, Any]] | None = None  # held-out human preference pairs
+    resolve_model: Callable[[str], str] | None = None  # a model name (e.g. tiny) → folder
 
 
 @dataclass
@@ -41,6 +52,12 @@ class EvalOutput:
     metrics: dict[str, Metric]
     samples: list[dict[str, Any]] = field(default_factory=list)
     # every sample: {"item": stable id, "scores": {metric: value}, ...fields to show}
+    headline: str = ""  # overrides the kind's headline metric (e.g. an lm-eval task's)
+    notes: list[str] = field(default_factory=list)  # shown with the results (stand-in judge)
+
+
+class EvalError(RuntimeError):
+    """An eval that cannot run as configured; the message says what to change."""
 
 
 class EvalKind(Protocol):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -34,6 +35,7 @@ Format = Annotated[str, typer.Option("--format", help="table | json")]
 
 def _fail(exc: BaseException) -> None:
     """Print a user-facing error and exit with its code (2 = bad input)."""
+    from ftlab.evals.base import EvalError
     from ftlab.runner.data import DataError
     from ftlab.runner.models import ModelError
     from ftlab.runner.registry import UnknownNameError
@@ -42,7 +44,7 @@ def _fail(exc: BaseException) -> None:
     if isinstance(exc, SpecError):
         err.print(exc.format(), markup=False, highlight=False)
         raise typer.Exit(2)
-    if isinstance(exc, DataError | ModelError | UnknownNameError | FileNotFoundError):
+    if isinstance(exc, DataError | ModelError | UnknownNameError | FileNotFoundError | EvalError):
         err.print(f"error: {exc}", markup=False, highlight=False)
         raise typer.Exit(2)
     raise exc
@@ -288,10 +290,41 @@ def _print_results(results: list[Any]) -> None:
             "eval cells: the run's final model with its 95% interval, then the baselines the"
             " eval also ran on (`on:` in its spec)"
         )
+    notes += _eval_details([(res.variant, evals[res.run_dir]) for res in results])
     for note in notes:
         console.print(f"  {note}", markup=False, highlight=False)
     for res in results:
         console.print(f"  {res.variant}: {_rel(res.run_dir)}  [{res.state}]")
+
+
+DETAIL_METRICS = (  # shown under the table: what makes a judge's verdicts trustworthy
+    ("position_consistency", "position consistency"),
+    ("calibration_agreement", "agreement with held-out human preferences"),
+    ("lc_win_rate", "length-controlled win rate"),
+    ("unparsable_rate", "unparsable"),
+)
+
+
+def _eval_details(evals: list[tuple[str, dict[str, dict[str, Any]]]]) -> list[str]:
+    lines: list[str] = []
+    names = sorted({name for _, per_run in evals for name in per_run})
+    for name in names:
+        parts, notes = [], set()
+        for key, label in DETAIL_METRICS:
+            values = []
+            for variant, per_run in evals:
+                summary = per_run.get(name) or {}
+                notes |= set(summary.get("notes") or [])
+                last = (summary.get("targets") or {}).get(summary.get("last"), {})
+                m = (last.get("metrics") or {}).get(key)
+                if m and m.get("value") is not None and not math.isnan(m["value"]):
+                    values.append(f"{variant} {m['value']:.2f}")
+            if values:
+                parts.append(f"{label}: " + ", ".join(values))
+        if parts:
+            lines.append(f"{name}: " + "; ".join(parts))
+        lines += [f"{name}: {n}" for n in sorted(notes)]
+    return lines
 
 
 def _cuda() -> bool:

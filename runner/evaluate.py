@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ftlab.evals.base import EvalInput
 from ftlab.runner.registry import Registry
 from ftlab.runner.rundir import RunDir, read_json, write_json, write_text
 
@@ -32,6 +33,8 @@ EVAL_CACHE_VERSION = 1  # bump when an eval kind's scoring changes
 EVALS: Registry[EvalKind] = Registry("eval kind")
 EVALS.register("preference", "ftlab.evals.preference:PREFERENCE")
 EVALS.register("perplexity", "ftlab.evals.perplexity:PERPLEXITY")
+EVALS.register("lm_eval", "ftlab.evals.harness:LM_EVAL")
+EVALS.register("judge", "ftlab.evals.judge:JUDGE")
 
 
 def targets(spec: Spec, ev: EvalSpec) -> list[str]:
@@ -50,7 +53,10 @@ def targets(spec: Spec, ev: EvalSpec) -> list[str]:
     return out
 
 
-def eval_rows(ev: EvalSpec, data: Dataset) -> list[dict[str, Any]]:
+def eval_rows(ev: EvalSpec, datasets: dict[str, Dataset]) -> list[dict[str, Any]]:
+    if not ev.data:
+        return []
+    data = datasets[ev.data]
     rows = {"val": data.val, "train": data.train, "all": data.train + data.val}[ev.split]
     return rows[: ev.limit] if ev.limit else rows
 
@@ -63,6 +69,7 @@ def run_evals(
     datasets: dict[str, Dataset],
     hashes: dict[str, str],
     artifacts: dict[str, Artifact],
+    spec_dir: Path,
     only: list[str] | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Evaluate; returns {eval name: summary}. `only` limits to some eval names."""
@@ -86,24 +93,65 @@ def run_evals(
             "targets": {},
         }
         samples[ev.key] = []
+    cache = Path(spec.output.dir) / "cache"
+    against = {ev.key: _against(ev) for ev in evals}
     order: list[str] = []
+    for ev in evals:  # models others are compared with go first: their replies are needed
+        if against[ev.key] and against[ev.key] not in order:
+            order.append(str(against[ev.key]))
     for ev in evals:
         order += [t for t in targets(spec, ev) if t not in order]
+    replies: dict[tuple[str, str], list[str]] = {}  # (model, eval) → generated replies
     for target in order:
-        wanted = [ev for ev in evals if target in targets(spec, ev)]
-        loaded: tuple[Any, Any] | None = None
-        for ev in wanted:
+        model = _Lazy(target, ref, artifacts)
+        for ev in evals:
+            if _needs_replies(ev) and target in (*targets(spec, ev), against[ev.key]):
+                replies[(target, ev.key)] = _replies(
+                    ev, model, eval_rows(ev, datasets), identity[target], cache
+                )
+        for ev in evals:
+            if target not in targets(spec, ev) or target == against[ev.key]:
+                continue  # a model is not judged against itself
             run.set_status(stage=f"eval {ev.key} ({target})")
-            rows = eval_rows(ev, datasets[ev.data])
-            key = _cache_key(ev, identity[target], datasets[ev.data].content_hash, spec.seed)
-            cache_file = Path(spec.output.dir) / "cache" / "evals" / f"{key}.json"
+            rows = eval_rows(ev, datasets)
+            kind = EVALS.get(ev.kind)
+            params = kind.params_model.model_validate(ev.params)
+            data_hash = datasets[ev.data].content_hash if ev.data else ""
+            if hasattr(kind, "fingerprint"):  # files the kind reads itself (task YAMLs)
+                data_hash += kind.fingerprint(params, spec_dir)
+            if against[ev.key]:
+                data_hash += identity[str(against[ev.key])]
+            key = _cache_key(ev, identity[target], data_hash, spec.seed)
+            cache_file = cache / "evals" / f"{key}.json"
             hit = read_json(cache_file)
             started = time.time()
             if hit is None:
-                if loaded is None:
-                    loaded = load_target(target, ref=ref, artifacts=artifacts)
-                hit = _evaluate(ev, loaded, rows, seed=spec.seed, target=target)
-                hit["run_id"] = run.run_id
+                calibration = params_calibration(ev, datasets)
+                inp = EvalInput(
+                    model=None,
+                    tokenizer=None,
+                    rows=rows,
+                    params=params,
+                    seed=spec.seed,
+                    target=target,
+                    base_dir=spec_dir,
+                    cache_dir=cache,
+                    limit=ev.limit,
+                    responses=replies.get((target, ev.key)),
+                    other_responses=replies.get((str(against[ev.key]), ev.key)),
+                    calibration_rows=calibration,
+                    resolve_model=_resolve_model,
+                )
+                if not getattr(kind, "needs_responses", False):
+                    inp.model, inp.tokenizer = model.get()
+                out = kind.run(inp)
+                hit = {
+                    "metrics": {name: m.as_dict() for name, m in out.metrics.items()},
+                    "samples": out.samples,
+                    "headline": out.headline,
+                    "notes": out.notes,
+                    "run_id": run.run_id,
+                }
                 write_json(cache_file, hit)
                 cached = ""
             else:
@@ -112,6 +160,9 @@ def run_evals(
                     f"eval {ev.key} on {target}: reusing the result of run {cached} "
                     "(same model, data and settings)"
                 )
+            summaries[ev.key]["headline"] = hit.get("headline") or summaries[ev.key]["headline"]
+            summaries[ev.key]["notes"] = hit.get("notes", [])
+            summaries[ev.key]["against"] = against[ev.key] or ""
             summaries[ev.key]["targets"][target] = {
                 "metrics": hit["metrics"],
                 "model": identity[target],
@@ -120,9 +171,66 @@ def run_evals(
             }
             samples[ev.key] += [{"target": target, **s} for s in hit["samples"]]
             _write(run, ev.key, summaries[ev.key], samples[ev.key])
-        loaded = None
-        gc.collect()
+        model.release()
     return summaries
+
+
+class _Lazy:
+    """A target's model, loaded on first use (cached results need none), freed after."""
+
+    def __init__(self, target: str, ref: ModelRef, artifacts: dict[str, Artifact]) -> None:
+        self.target, self.ref, self.artifacts = target, ref, artifacts
+        self.loaded: tuple[Any, Any] | None = None
+
+    def get(self) -> tuple[Any, Any]:
+        if self.loaded is None:
+            self.loaded = load_target(self.target, ref=self.ref, artifacts=self.artifacts)
+        return self.loaded
+
+    def release(self) -> None:
+        self.loaded = None
+        gc.collect()
+
+
+def _against(ev: EvalSpec) -> str | None:
+    kind = EVALS.get(ev.kind)
+    if not hasattr(kind, "against"):
+        return None
+    result: str | None = kind.against(kind.params_model.model_validate(ev.params))
+    return result
+
+
+def _needs_replies(ev: EvalSpec) -> bool:
+    return bool(getattr(EVALS.get(ev.kind), "needs_responses", False))
+
+
+def params_calibration(ev: EvalSpec, datasets: dict[str, Dataset]) -> list[dict[str, Any]] | None:
+    name = ev.params.get("calibration")
+    return datasets[name].val if name else None
+
+
+def _resolve_model(name: str) -> str:
+    from ftlab.runner.models import resolve
+
+    return resolve(name).path
+
+
+def _replies(
+    ev: EvalSpec, model: _Lazy, rows: list[dict[str, Any]], identity: str, cache: Path
+) -> list[str]:
+    """The model's replies to the eval's prompts, from the generation cache if known."""
+    from ftlab.evals.generate import GenerationParams, generate
+
+    gen = GenerationParams.model_validate(ev.params.get("generation") or {})
+    blob = json.dumps([identity, rows, gen.model_dump()], sort_keys=True, default=str)
+    path = cache / "generations" / f"{hashlib.sha256(blob.encode()).hexdigest()[:20]}.json"
+    known = read_json(path)
+    if known is not None:
+        return list(known)
+    model_obj, tokenizer = model.get()
+    out = generate(model_obj, tokenizer, rows, gen, desc=f"generating ({model.target})")
+    write_json(path, out)
+    return out
 
 
 def _cache_key(ev: EvalSpec, model_identity: str, data_hash: str, seed: int) -> str:
@@ -134,29 +242,6 @@ def _cache_key(ev: EvalSpec, model_identity: str, data_hash: str, seed: int) -> 
         "eval": ev.model_dump(mode="json", exclude={"name", "on"}),
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:20]
-
-
-def _evaluate(
-    ev: EvalSpec, loaded: tuple[Any, Any], rows: list[dict[str, Any]], *, seed: int, target: str
-) -> dict[str, Any]:
-    from ftlab.evals.base import EvalInput
-
-    kind = EVALS.get(ev.kind)
-    model, tokenizer = loaded
-    out = kind.run(
-        EvalInput(
-            model=model,
-            tokenizer=tokenizer,
-            rows=rows,
-            params=kind.params_model.model_validate(ev.params),
-            seed=seed,
-            target=target,
-        )
-    )
-    return {
-        "metrics": {name: m.as_dict() for name, m in out.metrics.items()},
-        "samples": out.samples,
-    }
 
 
 def _write(run: RunDir, name: str, summary: dict[str, Any], samples: list[dict[str, Any]]) -> None:

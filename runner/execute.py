@@ -115,6 +115,7 @@ def preflight(spec: Spec, *, spec_dir: Path) -> tuple[models.ModelRef, dict[str,
     any run directory is written or any training starts."""
     ref = models.resolve(spec.model.name, revision=spec.model.revision, seed=spec.seed)
     names = {s.data for s in spec.needed_stages()} | {ev.data for ev in spec.evals if ev.data}
+    names |= {ev.params["calibration"] for ev in spec.evals if ev.params.get("calibration")}
     datasets = {
         name: data_mod.load(spec.data[name], base_dir=spec_dir, seed=spec.seed)
         for name in sorted(names)
@@ -161,7 +162,13 @@ def execute(
             )
             artifacts[stage.name] = _artifact_from(results[stage.name])
         evaluate.run_evals(
-            run, spec, ref=ref, datasets=datasets, hashes=hashes, artifacts=artifacts
+            run,
+            spec,
+            ref=ref,
+            datasets=datasets,
+            hashes=hashes,
+            artifacts=artifacts,
+            spec_dir=spec_dir,
         )
         state = "completed"
         run.set_status(
@@ -206,7 +213,13 @@ def evaluate_run(run: RunDir, spec: Spec) -> dict[str, dict[str, Any]]:
                 f"{', '.join(missing)}; finish it first (ftlab run --resume {run.run_id})"
             )
     results = evaluate.run_evals(
-        run, spec, ref=ref, datasets=datasets, hashes=hashes, artifacts=artifacts
+        run,
+        spec,
+        ref=ref,
+        datasets=datasets,
+        hashes=hashes,
+        artifacts=artifacts,
+        spec_dir=spec_dir,
     )
     run.set_status(stage="")
     write_json(run.path / "summary.json", summarise(run))

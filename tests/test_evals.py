@@ -329,3 +329,71 @@ def test_align_compare_end_to_end(tmp_path) -> None:
         runs, "SELECT count(*) AS n FROM eval_results WHERE target = 'sft' AND cached_from <> ''"
     )
     assert cached[0]["n"] > 0
+
+
+def _tiny() -> tuple:
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    ref = models.resolve("tiny")
+    model = AutoModelForCausalLM.from_pretrained(ref.path, dtype=torch.float32).eval()
+    return model, models.load_tokenizer(ref)
+
+
+@pytest.mark.integration
+def test_lm_eval_in_process_rows_match_the_aggregate() -> None:
+    """The shipped local tasks run in-process on a loaded model; every metric equals the
+    mean of its per-sample rows (the kind refuses to report otherwise)."""
+    from ftlab.evals.base import EvalInput
+    from ftlab.evals.harness import LM_EVAL, HarnessParams
+
+    model, tok = _tiny()
+    params = HarnessParams(tasks=["support_intent_mc", "support_intent_gen"])
+    out = LM_EVAL.run(
+        EvalInput(model, tok, [], params, base_dir=DATA.parent, limit=12, target="base")
+    )
+    assert out.headline == "support_intent_mc.acc"
+    acc = out.metrics["support_intent_mc.acc"]
+    mc = [s for s in out.samples if s["task"] == "support_intent_mc"]
+    gen = [s for s in out.samples if s["task"] == "support_intent_gen"]
+    assert len(mc) == len(gen) == 12 == acc.n
+    assert acc.value == pytest.approx(sum(s["scores"]["acc"] for s in mc) / 12)
+    assert acc.low <= acc.value <= acc.high
+    # a multiple-choice row keeps every choice's log-likelihood and the model's pick
+    assert len(mc[0]["choice_logliks"]) == 8
+    assert mc[0]["response"] == max(range(8), key=mc[0]["choice_logliks"].__getitem__)
+    assert mc[0]["prompt"].startswith("Customer message:")
+    assert "support_intent_gen.exact_match" in out.metrics
+    assert len({s["item"] for s in mc}) == 12
+
+
+def test_lm_eval_unknown_task_names_the_local_ones() -> None:
+    from ftlab.evals.base import EvalError, EvalInput
+    from ftlab.evals.harness import LM_EVAL, HarnessParams
+
+    model, tok = _tiny()
+    with pytest.raises(EvalError, match="support_intent_mc"):
+        LM_EVAL.run(
+            EvalInput(
+                model,
+                tok,
+                [],
+                HarnessParams(tasks=["support_intnet_mc"]),
+                base_dir=DATA.parent,
+                limit=2,
+            )
+        )
+
+
+def test_lm_eval_task_that_needs_a_download_says_so() -> None:
+    from ftlab.evals.base import EvalError, EvalInput
+    from ftlab.evals.harness import LM_EVAL, HarnessParams
+
+    model, tok = _tiny()
+    with pytest.raises(EvalError, match="Offline alternative") as err:
+        LM_EVAL.run(
+            EvalInput(
+                model, tok, [], HarnessParams(tasks=["arc_easy"]), base_dir=DATA.parent, limit=2
+            )
+        )
+    assert "support_intent_mc.yaml" in str(err.value)

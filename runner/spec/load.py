@@ -544,6 +544,28 @@ def _check_evals(spec: Spec, add: Any) -> None:
         except ValidationError as exc:
             for err in exc.errors():
                 add(("evals", i, "params", *err["loc"]), err["msg"], _short(err.get("input")))
+        against = ev.params.get("against")
+        options = ["base", "reference", *policy]
+        if ev.kind == "judge" and isinstance(against, str) and against not in options:
+            add(
+                ("evals", i, "params", "against"),
+                f"base, reference, or a policy stage ({', '.join(policy)})",
+                against,
+                did_you_mean(against, options).strip(),
+            )
+        calibration = ev.params.get("calibration")
+        if isinstance(calibration, str) and calibration:
+            source = spec.data.get(calibration)
+            if source is None or source.format != "preference" or not source.val_fraction:
+                add(
+                    ("evals", i, "params", "calibration"),
+                    "a preference dataset under data: with val_fraction > 0 (its held-out "
+                    "pairs are the human judgements)",
+                    calibration
+                    if source is None
+                    else f"'{calibration}' ({source.format}, val_fraction {source.val_fraction})",
+                    did_you_mean(calibration, list(spec.data)).strip(),
+                )
 
 
 LOCAL_DATA_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")

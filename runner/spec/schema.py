@@ -312,6 +312,8 @@ class Spec(Strict):
         wanted = {self.stages[-1].name}
         for ev in self.evals:
             wanted |= {t for t in ev.on if t in names}
+            if ev.params.get("against") in names:  # a judge compares with that stage
+                wanted.add(ev.params["against"])
             if "all" in ev.on:
                 wanted |= {s.name for s in self.stages if s.method != "reward_model"}
         for stage in reversed(self.stages):

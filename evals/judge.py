@@ -1,0 +1,487 @@
+"""`judge`: LLM-as-judge on the replies a model generates.
+
+Modes: `pairwise` (this model's reply against another model's — `against: base` or a
+stage — or against the data's reference replies), `single` (a 1–10 rubric score) and
+`reference` (a 1–10 grade against the reference reply). Pairwise verdicts are taken in
+both orders; a verdict that flips with the order counts as a tie, and the share of items
+whose verdict survives the swap is reported as `position_consistency`. Verdicts must
+follow a strict format: one retry with a reminder, then `unparsable`, never a guess. Local
+judges can instead compare P(A) and P(B) (`verdicts: logprob`). Every call is cached by
+(judge, template, rubric, conversation), so judging the same replies again costs nothing.
+Given held-out human preference pairs (`calibration: <preference dataset>`), the judge's
+agreement with them is measured and stored with its results.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from ftlab.evals.backends import Backend, BackendError, Conversation, LocalBackend, OpenAIBackend
+from ftlab.evals.base import EvalError, EvalInput, EvalOutput, Metric, item_id
+from ftlab.evals.generate import GenerationParams, reference, user_prompt
+from ftlab.reports.stats import (
+    bootstrap_mean,
+    length_controlled_win_rate,
+    length_feature,
+    wilson,
+)
+
+TEMPLATE_VERSION = 1  # part of the cache key: bump when a template below changes
+
+PAIRWISE = """You are an impartial judge comparing two replies to the same customer message.
+{rubric}
+
+Customer message:
+{prompt}
+
+Reply A:
+{a}
+
+Reply B:
+{b}
+
+Which reply meets the criteria better? Answer with exactly one line and nothing else:
+Verdict: A
+Verdict: B
+Verdict: tie"""
+
+SINGLE = """You are an impartial judge scoring a reply to a customer message.
+{rubric}
+
+Customer message:
+{prompt}
+
+Reply:
+{a}
+{reference}
+Score the reply from 1 to 10. Answer with exactly one line and nothing else:
+Score: <1-10>"""
+
+REMINDER = {
+    "pairwise": "Your answer did not follow the format. Reply with exactly one line: "
+    "Verdict: A, Verdict: B or Verdict: tie.",
+    "single": "Your answer did not follow the format. Reply with exactly one line: "
+    "Score: followed by a whole number from 1 to 10.",
+}
+VERDICT = re.compile(r"^\s*verdict:\s*(a|b|tie)\s*\.?\s*$", re.IGNORECASE | re.MULTILINE)
+SCORE = re.compile(r"^\s*score:\s*(10|[1-9])\s*(/\s*10)?\s*\.?\s*$", re.IGNORECASE | re.MULTILINE)
+STAND_IN = (
+    "judge: the embedded `tiny` model stands in for a real judge (it is randomly "
+    "initialised): these verdicts show the machinery, not the replies' quality"
+)
+
+
+class JudgeParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    mode: Literal["pairwise", "single", "reference"] = "pairwise"
+    """pairwise: against another model or the references; single: 1–10 rubric score;
+    reference: 1–10 grade against the data's reference reply."""
+    against: str = "base"
+    """pairwise: `base`, a stage name, or `reference` (the data's reference replies)."""
+    backend: Literal["local", "openai"] = "local"
+    """local: a transformers model (hub id, local dir or `tiny`); openai: any
+    OpenAI-compatible endpoint (vLLM, TGI, a hosted API) at base_url."""
+    judge_model: str = "tiny"
+    """The judge: a model name or folder (local), or the endpoint's model name."""
+    base_url: str = ""
+    """openai backend: e.g. http://127.0.0.1:8000/v1."""
+    api_key_env: str = ""
+    """openai backend: name of the environment variable holding the API key (the key itself
+    is read at call time and never stored)."""
+    rubric: str = "support_reply"
+    """A rubric name (`rubrics/<name>.yaml` next to the spec) or a path to a rubric file."""
+    swap: bool = True
+    """pairwise: judge both orders (A/B and B/A); a flipped verdict counts as a tie."""
+    verdicts: Literal["text", "logprob"] = "text"
+    """text: parse the judge's answer; logprob: compare P(A) and P(B) (local judges)."""
+    calibration: str = ""
+    """A preference dataset: the judge's agreement with its held-out pairs is measured."""
+    calibration_limit: int = Field(50, ge=1)
+    """At most this many calibration pairs."""
+    concurrency: int = Field(4, ge=1)
+    """openai backend: requests in flight."""
+    timeout_s: float = Field(60.0, gt=0)
+    """openai backend: seconds per request."""
+    max_retries: int = Field(3, ge=0)
+    """openai backend: retries on 429/5xx/timeout/malformed replies (with backoff)."""
+    backoff_s: float = Field(1.0, ge=0)
+    """openai backend: first retry wait; doubles each retry (Retry-After wins)."""
+    max_judge_tokens: int = Field(32, ge=1)
+    """Longest judge answer."""
+    generation: GenerationParams = GenerationParams()
+    """How the judged model writes its replies."""
+
+    @model_validator(mode="after")
+    def _consistent(self) -> JudgeParams:
+        if self.backend == "openai" and not self.base_url:
+            raise ValueError("the openai backend needs base_url (e.g. http://127.0.0.1:8000/v1)")
+        if self.verdicts == "logprob" and self.backend != "local":
+            raise ValueError("verdicts: logprob needs a local judge (backend: local)")
+        if self.verdicts == "logprob" and self.mode != "pairwise":
+            raise ValueError("verdicts: logprob compares A and B: use it with mode: pairwise")
+        return self
+
+
+@dataclass(frozen=True)
+class JudgeEval:
+    data_formats: tuple[str, ...] = (
+        "prompts",
+        "messages",
+        "sharegpt",
+        "alpaca",
+        "prompt_completion",
+        "preference",
+    )
+    params_model: type[BaseModel] = JudgeParams
+    headline: str = "win_rate"
+    higher_is_better: bool = True
+    needs_responses: bool = True
+
+    def against(self, params: JudgeParams) -> str | None:
+        """The model whose replies this one is compared with (None: none or references)."""
+        if params.mode == "pairwise" and params.against != "reference":
+            return params.against
+        return None
+
+    def fingerprint(self, params: JudgeParams, base_dir: Path) -> str:
+        return hashlib.sha256(rubric_text(params.rubric, base_dir).encode()).hexdigest()[:16]
+
+    def run(self, inp: EvalInput) -> EvalOutput:
+        p: JudgeParams = inp.params
+        judge = Judge(p, backend_for(p, inp), rubric_text(p.rubric, inp.base_dir), inp.cache_dir)
+        prompts = [user_prompt(r) for r in inp.rows]
+        replies = inp.responses or []
+        notes = [STAND_IN] if p.judge_model == "tiny" else []
+        if p.mode == "pairwise":
+            if p.against == "reference":
+                others = [reference(r) for r in inp.rows]
+                if any(o is None for o in others):
+                    raise EvalError("against: reference needs rows with a reference reply")
+            else:
+                others = list(inp.other_responses or [])
+            out = judge.pairwise(prompts, replies, [str(o) for o in others], inp.rows, inp.seed)
+        else:
+            refs = [reference(r) for r in inp.rows] if p.mode == "reference" else None
+            if refs is not None and any(r is None for r in refs):
+                raise EvalError("mode: reference needs rows with a reference reply")
+            out = judge.single(prompts, replies, refs, inp.rows, inp.seed)
+        if inp.calibration_rows:
+            out.metrics["calibration_agreement"] = judge.calibrate(inp.calibration_rows)
+        out.metrics["judge_calls"] = Metric(float(judge.backend.calls), n=len(prompts))
+        out.notes += notes
+        return out
+
+
+JUDGE = JudgeEval()
+
+
+def rubric_text(name: str, base_dir: Path) -> str:
+    """The rubric as text for the judge prompt, from `rubrics/<name>.yaml` or a path."""
+    from ruamel.yaml import YAML
+
+    path = Path(name)
+    candidates = [base_dir / path, base_dir / "rubrics" / f"{name}.yaml", path]
+    found = next((c for c in candidates if c.is_file()), None)
+    if found is None:
+        raise EvalError(
+            f"no rubric '{name}': looked for {', '.join(str(c) for c in candidates[:2])}; "
+            "write one (see experiments/rubrics/support_reply.yaml)"
+        )
+    data = YAML(typ="safe", pure=True).load(found.read_text())
+    if not isinstance(data, dict) or not isinstance(data.get("criteria"), list):
+        raise EvalError(f"{found}: a rubric needs a criteria: list (and description, scale)")
+    lines = [f"Context: {data.get('description', '')}", "Criteria:"]
+    lines += [f"- {c}" if isinstance(c, str) else f"- {json.dumps(c)}" for c in data["criteria"]]
+    if data.get("scale"):
+        lines.append(f"Scale: {data['scale']}")
+    return "\n".join(lines)
+
+
+def backend_for(p: JudgeParams, inp: EvalInput) -> Backend:
+    if p.backend == "openai":
+        return OpenAIBackend(
+            base_url=p.base_url,
+            model=p.judge_model,
+            api_key_env=p.api_key_env,
+            concurrency=p.concurrency,
+            timeout_s=p.timeout_s,
+            max_retries=p.max_retries,
+            backoff_s=p.backoff_s,
+            max_tokens=p.max_judge_tokens,
+        )
+    path = inp.resolve_model(p.judge_model) if inp.resolve_model else p.judge_model
+    return LocalBackend(path, max_new_tokens=p.max_judge_tokens)
+
+
+class Judge:
+    """Verdicts with caching, strict parsing and one reminder retry."""
+
+    def __init__(self, p: JudgeParams, backend: Backend, rubric: str, cache_dir: Path) -> None:
+        self.p, self.backend, self.rubric = p, backend, rubric
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        self.db = sqlite3.connect(cache_dir / "judge.sqlite", timeout=60)
+        self.db.execute("CREATE TABLE IF NOT EXISTS calls (key TEXT PRIMARY KEY, value TEXT)")
+
+    # -- cache
+    def _key(self, conversation: Conversation, method: str) -> str:
+        blob = json.dumps(
+            [
+                self.backend.identity,
+                TEMPLATE_VERSION,
+                method,
+                self.p.max_judge_tokens,
+                conversation,
+            ],
+            sort_keys=True,
+        )
+        return hashlib.sha256(blob.encode()).hexdigest()
+
+    def _cached(self, keys: list[str]) -> dict[str, Any]:
+        out = {}
+        for key in keys:
+            row = self.db.execute("SELECT value FROM calls WHERE key = ?", [key]).fetchone()
+            if row:
+                out[key] = json.loads(row[0])
+        return out
+
+    def _store(self, items: dict[str, Any]) -> None:
+        self.db.executemany(
+            "INSERT OR REPLACE INTO calls VALUES (?, ?)",
+            [(k, json.dumps(v)) for k, v in items.items()],
+        )
+        self.db.commit()
+
+    # -- asking
+    def ask(self, conversations: list[Conversation], kind: str) -> list[dict[str, Any]]:
+        """{"verdict": "A"|"B"|"tie"|<score>|"unparsable"|"error", "raw": text} each."""
+        method = self.p.verdicts if kind == "pairwise" else "text"
+        keys = [self._key(c, f"{kind}:{method}") for c in conversations]
+        known = self._cached(keys)
+        todo = [i for i, k in enumerate(keys) if k not in known]
+        if todo:
+            fresh = (
+                self._logprob([conversations[i] for i in todo])
+                if method == "logprob"
+                else self._text([conversations[i] for i in todo], kind)
+            )
+            new = {keys[i]: v for i, v in zip(todo, fresh, strict=True)}
+            self._store({k: v for k, v in new.items() if v["verdict"] != "error"})
+            known.update(new)
+        return [known[k] for k in keys]
+
+    def _text(self, conversations: list[Conversation], kind: str) -> list[dict[str, Any]]:
+        pattern = VERDICT if kind == "pairwise" else SCORE
+        answers = self.backend.complete(conversations)
+        results: list[dict[str, Any]] = [{} for _ in conversations]
+        retry = []
+        for i, ans in enumerate(answers):
+            parsed = _parse(ans, pattern)
+            results[i] = {"verdict": parsed, "raw": str(ans)}
+            if parsed == "unparsable":
+                retry.append(i)
+        if retry:  # one reminder, then "unparsable" is the answer
+            followups = [
+                [
+                    *conversations[i],
+                    {"role": "assistant", "content": str(answers[i])},
+                    {
+                        "role": "user",
+                        "content": REMINDER["pairwise" if kind == "pairwise" else "single"],
+                    },
+                ]
+                for i in retry
+            ]
+            for i, ans in zip(retry, self.backend.complete(followups), strict=True):
+                results[i] = {"verdict": _parse(ans, pattern), "raw": str(ans), "retried": True}
+        return results
+
+    def _logprob(self, conversations: list[Conversation]) -> list[dict[str, Any]]:
+        backend = self.backend
+        if not isinstance(backend, LocalBackend):
+            raise EvalError("verdicts: logprob needs a local judge")
+        scores = backend.option_logprobs(conversations, "Verdict:", ["A", "B"])
+        return [
+            {"verdict": "A" if a > b else "B", "raw": f"logP(A)={a:.3f} logP(B)={b:.3f}"}
+            for a, b in scores
+        ]
+
+    # -- modes
+    def _pair(self, prompt: str, a: str, b: str) -> Conversation:
+        text = PAIRWISE.format(rubric=self.rubric, prompt=prompt, a=a, b=b)
+        return [{"role": "user", "content": text}]
+
+    def compare(
+        self, prompts: list[str], first: list[str], second: list[str]
+    ) -> list[dict[str, Any]]:
+        """Per item: outcome for `first` (1 win, 0.5 tie, 0 loss, None unparsable/error),
+        whether the verdict survived the position swap, and both raw verdicts."""
+        ab = self.ask(
+            [self._pair(q, a, b) for q, a, b in zip(prompts, first, second, strict=True)],
+            "pairwise",
+        )
+        ba = (
+            self.ask(
+                [self._pair(q, b, a) for q, a, b in zip(prompts, first, second, strict=True)],
+                "pairwise",
+            )
+            if self.p.swap
+            else [None] * len(prompts)
+        )
+        out = []
+        for v1, v2 in zip(ab, ba, strict=True):
+            r1 = {"A": 1.0, "B": 0.0, "tie": 0.5}.get(v1["verdict"])
+            r2 = None if v2 is None else {"A": 0.0, "B": 1.0, "tie": 0.5}.get(v2["verdict"])
+            if r1 is None or (v2 is not None and r2 is None):
+                outcome, consistent = None, None
+            elif v2 is None:
+                outcome, consistent = r1, None
+            elif r1 == r2:
+                outcome, consistent = r1, True
+            else:  # the verdict flipped with the order: a tie
+                outcome, consistent = 0.5, False
+            out.append(
+                {
+                    "outcome": outcome,
+                    "consistent": consistent,
+                    "verdict_ab": v1,
+                    "verdict_ba": v2,
+                }
+            )
+        return out
+
+    def pairwise(
+        self,
+        prompts: list[str],
+        replies: list[str],
+        others: list[str],
+        rows: list[dict[str, Any]],
+        seed: int,
+    ) -> EvalOutput:
+        results = self.compare(prompts, replies, others)
+        samples = []
+        for row, q, a, b, r in zip(rows, prompts, replies, others, results, strict=True):
+            scores = {"len_diff": float(len(a) - len(b))}
+            if r["outcome"] is not None:
+                scores["win"] = r["outcome"]
+            if r["consistent"] is not None:
+                scores["consistent"] = float(r["consistent"])
+            samples.append(
+                {
+                    "item": item_id(row),
+                    "prompt": q,
+                    "response": a,
+                    "other": b,
+                    "verdict_ab": r["verdict_ab"],
+                    "verdict_ba": r["verdict_ba"],
+                    "scores": scores,
+                }
+            )
+        valid = [(s, r) for s, r in zip(samples, results, strict=True) if r["outcome"] is not None]
+        n, total = len(valid), len(samples)
+        wins = sum(r["outcome"] for _, r in valid)
+        metrics = {
+            "win_rate": Metric(wins / n if n else float("nan"), *wilson(wins, n), n=n),
+            "unparsable_rate": Metric((total - n) / total if total else 0.0, n=total),
+        }
+        if n:
+            ties = sum(1 for _, r in valid if r["outcome"] == 0.5)
+            metrics["tie_rate"] = Metric(ties / n, *wilson(ties, n), n=n)
+            outcomes = [r["outcome"] for _, r in valid]
+            x = length_feature(
+                [len(s["response"]) for s, _ in valid], [len(s["other"]) for s, _ in valid]
+            )
+            lc = length_controlled_win_rate(outcomes, x)
+            lo, hi = _bootstrap_lc(outcomes, x, seed)
+            metrics["lc_win_rate"] = Metric(lc, lo, hi, n=n)
+            swapped = [r["consistent"] for _, r in valid if r["consistent"] is not None]
+            if swapped:
+                k = sum(swapped)
+                metrics["position_consistency"] = Metric(
+                    k / len(swapped), *wilson(k, len(swapped)), n=len(swapped)
+                )
+        return EvalOutput(metrics=metrics, samples=samples)
+
+    def single(
+        self,
+        prompts: list[str],
+        replies: list[str],
+        refs: list[str | None] | None,
+        rows: list[dict[str, Any]],
+        seed: int,
+    ) -> EvalOutput:
+        convs = []
+        for i, (q, a) in enumerate(zip(prompts, replies, strict=True)):
+            ref = f"\nReference reply (what a good reply contains):\n{refs[i]}\n" if refs else ""
+            text = SINGLE.format(rubric=self.rubric, prompt=q, a=a, reference=ref)
+            convs.append([{"role": "user", "content": text}])
+        verdicts = self.ask(convs, "single")
+        samples, values = [], []
+        for row, q, a, v in zip(rows, prompts, replies, verdicts, strict=True):
+            scores = {}
+            if v["verdict"] not in ("unparsable", "error"):
+                scores["score"] = float(v["verdict"])
+                values.append(float(v["verdict"]))
+            samples.append(
+                {"item": item_id(row), "prompt": q, "response": a, "verdict": v, "scores": scores}
+            )
+        n = len(values)
+        metrics = {
+            "score": Metric(
+                sum(values) / n if n else float("nan"), *bootstrap_mean(values, seed=seed), n=n
+            ),
+            "unparsable_rate": Metric(
+                (len(samples) - n) / len(samples) if samples else 0.0, n=len(samples)
+            ),
+        }
+        return EvalOutput(metrics=metrics, samples=samples, headline="score")
+
+    def calibrate(self, pairs: list[dict[str, Any]]) -> Metric:
+        """Agreement with human preferences: 1 when the judge picks `chosen` (in both
+        orders), 0.5 for a tie or a flip, 0 when it picks `rejected`."""
+        pairs = pairs[: self.p.calibration_limit]
+        results = self.compare(
+            [str(r["prompt"]) for r in pairs],
+            [str(r["chosen"]) for r in pairs],
+            [str(r["rejected"]) for r in pairs],
+        )
+        outcomes = [r["outcome"] for r in results if r["outcome"] is not None]
+        n = len(outcomes)
+        agree = sum(outcomes)
+        return Metric(agree / n if n else float("nan"), *wilson(agree, n), n=n)
+
+
+def _parse(answer: str | BackendError, pattern: re.Pattern[str]) -> str:
+    if isinstance(answer, BackendError):
+        return "error"
+    found = pattern.findall(answer)
+    values = {(f[0] if isinstance(f, tuple) else f).lower() for f in found}
+    if len(values) != 1:  # none, or contradictory lines: never guess
+        return "unparsable"
+    value = values.pop()
+    return {"a": "A", "b": "B"}.get(value, value)
+
+
+def _bootstrap_lc(
+    outcomes: list[float], x: list[float], seed: int, resamples: int = 200
+) -> tuple[float, float]:
+    import numpy as np
+
+    if len(outcomes) < 2:
+        return (float("nan"), float("nan"))
+    y, xs = np.asarray(outcomes), np.asarray(x)
+    rng = np.random.default_rng(seed)
+    values = []
+    for _ in range(resamples):
+        idx = rng.integers(0, len(y), len(y))
+        values.append(length_controlled_win_rate(y[idx].tolist(), xs[idx].tolist()))
+    lo, hi = np.quantile(values, [0.025, 0.975])
+    return float(lo), float(hi)
