@@ -44,6 +44,7 @@ class EvalInput:
     responses: list[str] | None = None
     other_responses: list[str] | None = None
     calibration_rows: list[dict[str, Any]] | None = None  # held-out human preference pairs
+    train_rows: list[dict[str, Any]] | None = None  # what the run trained on (contamination)
     resolve_model: Callable[[str], str] | None = None  # a model name (e.g. tiny) → folder
 
 

@@ -49,6 +49,10 @@ CREATE TABLE IF NOT EXISTS eval_samples (
 CREATE TABLE IF NOT EXISTS eval_items (
     run_id VARCHAR, eval VARCHAR, target VARCHAR, item VARCHAR, record_json VARCHAR
 );
+CREATE TABLE IF NOT EXISTS judge_verdicts (
+    run_id VARCHAR, eval VARCHAR, target VARCHAR, item VARCHAR, position VARCHAR,
+    verdict VARCHAR, raw VARCHAR, retried BOOLEAN
+);
 """
 
 
@@ -106,13 +110,14 @@ def connect(root: Path, *, write: bool, timeout: float = 120.0) -> Iterator[Any]
 Rows = list[dict[str, Any]]
 
 
-def _eval_rows(run_id: str, run_dir: Path) -> tuple[Rows, Rows, Rows]:
-    """(eval_results, eval_samples, eval_items) rows from `evals/*/`."""
+def _eval_rows(run_id: str, run_dir: Path) -> tuple[Rows, Rows, Rows, Rows]:
+    """(eval_results, eval_samples, eval_items, judge_verdicts) rows from `evals/*/`."""
     from ftlab.runner.rundir import read_json, read_metrics
 
     results: Rows = []
     scores: Rows = []
     items: Rows = []
+    verdicts: Rows = []
     for summary_file in sorted((run_dir / "evals").glob("*/summary.json")):
         summary = read_json(summary_file) or {}
         name = summary.get("eval", summary_file.parent.name)
@@ -145,9 +150,21 @@ def _eval_rows(run_id: str, run_dir: Path) -> tuple[Rows, Rows, Rows]:
             for metric, value in (sample.get("scores") or {}).items():
                 if isinstance(value, int | float):
                     scores.append({**key, "metric": metric, "value": float(value)})
+            for position, field in (("ab", "verdict_ab"), ("ba", "verdict_ba"), ("", "verdict")):
+                v = sample.get(field)
+                if isinstance(v, dict):
+                    verdicts.append(
+                        {
+                            **key,
+                            "position": position,
+                            "verdict": str(v.get("verdict")),
+                            "raw": str(v.get("raw", ""))[:2000],
+                            "retried": bool(v.get("retried")),
+                        }
+                    )
             record = {k: v for k, v in sample.items() if k not in ("target", "item", "scores")}
             items.append({**key, "record_json": json.dumps(record, ensure_ascii=False)})
-    return results, scores, items
+    return results, scores, items, verdicts
 
 
 def _run_rows(run_dir: Path) -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]:
@@ -236,6 +253,7 @@ TABLES = (
     "eval_results",
     "eval_samples",
     "eval_items",
+    "judge_verdicts",
 )  # every table keyed by run_id, in SCHEMA
 
 
@@ -250,7 +268,7 @@ def ingest_runs(root: Path, run_dirs: list[Path], *, timeout: float = 120.0) -> 
         rows["stages"].extend(stage_rows)
         rows["step_metrics"].extend(metric_rows)
         for table, eval_rows in zip(
-            ("eval_results", "eval_samples", "eval_items"),
+            ("eval_results", "eval_samples", "eval_items", "judge_verdicts"),
             _eval_rows(run_row["run_id"], run_dir),
             strict=True,
         ):

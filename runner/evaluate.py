@@ -35,6 +35,8 @@ EVALS.register("preference", "ftlab.evals.preference:PREFERENCE")
 EVALS.register("perplexity", "ftlab.evals.perplexity:PERPLEXITY")
 EVALS.register("lm_eval", "ftlab.evals.harness:LM_EVAL")
 EVALS.register("judge", "ftlab.evals.judge:JUDGE")
+EVALS.register("format", "ftlab.evals.checks:FORMAT")
+EVALS.register("contamination", "ftlab.evals.checks:CONTAMINATION")
 
 
 def targets(spec: Spec, ev: EvalSpec) -> list[str]:
@@ -141,8 +143,12 @@ def run_evals(
                     other_responses=replies.get((str(against[ev.key]), ev.key)),
                     calibration_rows=calibration,
                     resolve_model=_resolve_model,
+                    train_rows=[
+                        row for stage in spec.needed_stages() for row in datasets[stage.data].train
+                    ],
                 )
-                if not getattr(kind, "needs_responses", False):
+                needs_model = getattr(kind, "needs_model", True)
+                if needs_model and not getattr(kind, "needs_responses", False):
                     inp.model, inp.tokenizer = model.get()
                 out = kind.run(inp)
                 hit = {

@@ -9,6 +9,7 @@ import math
 
 import pytest
 
+from ftlab.evals.base import EvalInput
 from ftlab.reports import store
 from ftlab.reports.stats import bootstrap_mean, wilson
 from ftlab.runner import execute, models
@@ -397,3 +398,58 @@ def test_lm_eval_task_that_needs_a_download_says_so() -> None:
             )
         )
     assert "support_intent_mc.yaml" in str(err.value)
+
+
+def test_format_adherence_checks() -> None:
+    from ftlab.evals.checks import FORMAT, FormatParams, _adheres
+
+    assert _adheres('{"a": 1}', FormatParams())[0]
+    assert _adheres('```json\n{"a": 1}\n```', FormatParams())[0]
+    assert not _adheres("{'a': 1}", FormatParams())[0]
+    schema = FormatParams(
+        check="json_schema",
+        schema={
+            "type": "object",
+            "required": ["intent"],
+            "properties": {"intent": {"type": "string"}},
+        },
+    )
+    assert _adheres('{"intent": "refund"}', schema)[0]
+    ok, why = _adheres('{"intent": 3}', schema)
+    assert not ok and "schema" in why
+    assert _adheres("Ticket #123 opened", FormatParams(check="regex", pattern=r"#\d+"))[0]
+    with pytest.raises(ValueError, match="regular expression"):
+        FormatParams(check="regex", pattern="(")
+    rows = [{"prompt": str(i)} for i in range(4)]
+    out = FORMAT.run(
+        EvalInput(None, None, rows, FormatParams(), responses=['{"x": 1}', "nope", "[1, 2]", "{"])
+    )
+    assert out.metrics["adherence"].value == 0.5
+    assert [s["scores"]["adheres"] for s in out.samples] == [1.0, 0.0, 1.0, 0.0]
+
+
+def test_contamination_flags_eval_items_seen_in_training() -> None:
+    from ftlab.evals.checks import CONTAMINATION, ContaminationParams
+    from ftlab.runner import data as data_mod
+    from ftlab.runner.spec.schema import DataSource
+
+    sft = data_mod.load(
+        DataSource(path=str(DATA / "support_sft.jsonl"), val_fraction=0.1), base_dir=DATA, seed=1
+    )
+    leaked = sft.train[:5] + [
+        {
+            "prompt": "completely unrelated words about astronomy "
+            "telescopes galaxies nebulae and distant quasars"
+        }
+    ]
+    out = CONTAMINATION.run(
+        EvalInput(None, None, leaked, ContaminationParams(), train_rows=sft.train)
+    )
+    flags = [s["scores"]["contaminated"] for s in out.samples]
+    assert flags == [1.0] * 5 + [0.0]
+    assert out.metrics["contaminated_rate"].value == pytest.approx(5 / 6)
+    assert out.notes and "warning" in out.notes[0] and "8-grams" in out.notes[0]
+    clean = CONTAMINATION.run(
+        EvalInput(None, None, leaked[-1:], ContaminationParams(), train_rows=sft.train)
+    )
+    assert clean.metrics["contaminated_rate"].value == 0.0 and not clean.notes

@@ -263,3 +263,47 @@ output: {{dir: {tmp_path / "runs"}}}
     # generations are cached: a second eval of the same models generates nothing
     cached = list((tmp_path / "runs/cache/generations").glob("*.json"))
     assert len(cached) == 2  # base's and the stage's replies
+
+
+def test_judge_verdicts_are_indexed(tmp_path) -> None:
+    """Both orders' verdicts of every item land in DuckDB's judge_verdicts table."""
+    from ftlab.reports import store
+
+    run = tmp_path / "runs" / "exp-base-20260101-000000-abcd"
+    (run / "evals" / "j").mkdir(parents=True)
+    (run / "run.json").write_text(json.dumps({"experiment": "exp", "variant": "base"}))
+    (run / "evals/j/summary.json").write_text(
+        json.dumps(
+            {
+                "eval": "j",
+                "kind": "judge",
+                "headline": "win_rate",
+                "last": "sft",
+                "targets": {
+                    "sft": {
+                        "metrics": {"win_rate": {"value": 0.5, "low": 0.1, "high": 0.9, "n": 2}}
+                    }
+                },
+            }
+        )
+    )
+    samples = [
+        {
+            "target": "sft",
+            "item": f"i{i}",
+            "scores": {"win": 0.5},
+            "verdict_ab": {"verdict": "A", "raw": "Verdict: A"},
+            "verdict_ba": {"verdict": "A", "raw": "Verdict: A", "retried": True},
+        }
+        for i in range(2)
+    ]
+    (run / "evals/j/samples.jsonl").write_text("".join(json.dumps(s) + "\n" for s in samples))
+    store.ingest_runs(tmp_path / "runs", [run])
+    rows = store.query(
+        tmp_path / "runs",
+        "SELECT position, verdict, retried FROM judge_verdicts ORDER BY item, position",
+    )
+    assert [(r["position"], r["verdict"], r["retried"]) for r in rows] == [
+        ("ab", "A", False),
+        ("ba", "A", True),
+    ] * 2

@@ -209,7 +209,8 @@ class EvalSpec(Strict):
     `on:` (see `ftlab evals` for the kinds and their params)."""
 
     kind: str
-    """Eval kind by registry name: preference, perplexity (see `ftlab evals`)."""
+    """Eval kind by registry name: lm_eval, judge, preference, perplexity, format,
+    contamination (see `ftlab evals`)."""
     name: str = Field("", pattern=r"^([A-Za-z0-9_][A-Za-z0-9_.-]*)?$")
     """Name under which results are stored (`evals/<name>/`); defaults to the kind."""
     on: list[str] = ["last"]
