@@ -18,14 +18,20 @@ from pathlib import Path
 from typing import Any
 
 DB_NAME = "ftlab.duckdb"
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
+# columns added after a table first shipped (idempotent; run on every writing connection)
+MIGRATIONS = (
+    "ALTER TABLE runs ADD COLUMN IF NOT EXISTS study VARCHAR",
+    "ALTER TABLE runs ADD COLUMN IF NOT EXISTS trial BIGINT",
+)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value VARCHAR);
 CREATE TABLE IF NOT EXISTS runs (
     run_id VARCHAR PRIMARY KEY, experiment VARCHAR, variant VARCHAR, state VARCHAR,
     created DOUBLE, finished DOUBLE, wall_time_s DOUBLE, model VARCHAR, seed BIGINT,
-    spec_file VARCHAR, run_dir VARCHAR, spec_json VARCHAR, error VARCHAR
+    spec_file VARCHAR, run_dir VARCHAR, spec_json VARCHAR, error VARCHAR, study VARCHAR,
+    trial BIGINT
 );
 CREATE TABLE IF NOT EXISTS stages (
     run_id VARCHAR, stage VARCHAR, position INTEGER, method VARCHAR, state VARCHAR,
@@ -97,6 +103,8 @@ def connect(root: Path, *, write: bool, timeout: float = 120.0) -> Iterator[Any]
             con = duckdb.connect(str(db), read_only=not write)
             if write:
                 con.execute(SCHEMA)
+                for statement in MIGRATIONS:
+                    con.execute(statement)
                 con.execute(
                     "INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)",
                     [str(SCHEMA_VERSION)],
@@ -188,6 +196,8 @@ def _run_rows(run_dir: Path) -> tuple[dict[str, Any], list[dict[str, Any]], list
         "run_dir": str(run_dir.resolve()),
         "spec_json": json.dumps(spec, sort_keys=True),
         "error": status.get("error") or "",
+        "study": info.get("study"),
+        "trial": info.get("trial"),
     }
     stage_rows = []
     order = [s.get("name") for s in spec.get("stages", [])]

@@ -44,7 +44,10 @@ def _fail(exc: BaseException) -> None:
     if isinstance(exc, SpecError):
         err.print(exc.format(), markup=False, highlight=False)
         raise typer.Exit(2)
-    if isinstance(exc, DataError | ModelError | UnknownNameError | FileNotFoundError | EvalError):
+    from ftlab.sweeps.cli import SweepError
+
+    bad_input = (DataError, ModelError, UnknownNameError, FileNotFoundError, EvalError, SweepError)
+    if isinstance(exc, bad_input):
         err.print(f"error: {exc}", markup=False, highlight=False)
         raise typer.Exit(2)
     raise exc
@@ -381,6 +384,48 @@ def _rel(path: Path) -> str:
     from ftlab.runner.execute import cwd_relative
 
     return cwd_relative(path)
+
+
+@app.command(
+    context_settings={"allow_extra_args": False},
+    help="Optuna sweep over the spec's search: block.\n\n"
+    "ftlab sweep FILE [OVERRIDES] [--workers N] — run (or resume) the study;\n"
+    "ftlab sweep status STUDY|FILE — trials, best so far, dashboard command;\n"
+    "ftlab sweep best STUDY|FILE -o best.yaml — the best trial as a runnable spec;\n"
+    "ftlab sweep worker STUDY --storage URL — attach a worker (another machine).",
+)
+def sweep(
+    args: Annotated[
+        list[str], typer.Argument(help="FILE [OVERRIDES], or status|best|worker STUDY.")
+    ],
+    storage: Annotated[str, typer.Option(help="Optuna storage URL (default: the spec's).")] = "",
+    workers: Annotated[int, typer.Option(help="Trials in parallel on this machine.")] = 1,
+    gpus_per_trial: Annotated[int, typer.Option(help="GPUs pinned to each worker.")] = 1,
+    out: Annotated[Path | None, typer.Option("-o", "--out", help="best: file to write.")] = None,
+    runs_dir: RunsDir = Path("runs"),
+) -> None:
+    """Optuna sweep (see the help above)."""
+    from ftlab.sweeps import cli as sweep_cli
+
+    try:
+        if args[0] == "status":
+            sweep_cli.status(args[1:], storage=storage, runs_dir=runs_dir, console=console)
+        elif args[0] == "best":
+            sweep_cli.best(args[1:], storage=storage, runs_dir=runs_dir, out=out, console=console)
+        elif args[0] == "worker":
+            sweep_cli.worker(args[1:], storage=storage, runs_dir=runs_dir)
+        else:
+            sweep_cli.start(
+                Path(args[0]),
+                args[1:],
+                workers=workers,
+                gpus_per_trial=gpus_per_trial,
+                console=console,
+            )
+    except typer.Exit:
+        raise
+    except Exception as exc:  # noqa: BLE001
+        _fail(exc)
 
 
 @app.command()

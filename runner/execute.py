@@ -30,6 +30,13 @@ from ftlab.runner.spec.schema import Spec, StageSpec
 CACHE_VERSION = 1  # bump to invalidate every cached stage (e.g. a training-loop fix)
 
 
+class RunStopped(Exception):  # noqa: N818 - a stop, not an error
+    """Raised inside a stage to stop the run on purpose (e.g. a sweep's pruner); the run
+    ends in state `state` instead of `failed`."""
+
+    state = "stopped"
+
+
 @dataclass
 class RunResult:
     run_dir: Path
@@ -85,7 +92,14 @@ def new_run_id(experiment: str, variant: str) -> str:
     return f"{experiment}-{variant}-{stamp}-{secrets.token_hex(2)}"
 
 
-def create_run(spec: Spec, *, variant: str, spec_file: Path, overrides: list[str]) -> RunDir:
+def create_run(
+    spec: Spec,
+    *,
+    variant: str,
+    spec_file: Path,
+    overrides: list[str],
+    extra: dict[str, Any] | None = None,
+) -> RunDir:
     from ftlab.runner.spec.dump import to_yaml
 
     root = Path(spec.output.dir)
@@ -102,6 +116,7 @@ def create_run(spec: Spec, *, variant: str, spec_file: Path, overrides: list[str
             "overrides": overrides,
             "created": time.time(),
             "format": 1,
+            **(extra or {}),
         },
     )
     write_text(run.path / "spec.yaml", to_yaml(spec))
@@ -124,7 +139,12 @@ def preflight(spec: Spec, *, spec_dir: Path) -> tuple[models.ModelRef, dict[str,
 
 
 def execute(
-    run: RunDir, spec: Spec, *, resume: bool = False, extra_callbacks: list[Any] | None = None
+    run: RunDir,
+    spec: Spec,
+    *,
+    resume: bool = False,
+    extra_callbacks: list[Any] | None = None,
+    stage_callbacks: Any = None,
 ) -> RunResult:
     """Train every stage of one run; ingest the run into the DuckDB index at the end."""
     from ftlab.reports import store
@@ -158,7 +178,10 @@ def execute(
                 stage_hash=hashes[stage.name],
                 artifacts=dict(artifacts),
                 resume=resume,
-                extra_callbacks=extra_callbacks or [],
+                extra_callbacks=[
+                    *(extra_callbacks or []),
+                    *(stage_callbacks(stage) if stage_callbacks else []),
+                ],
             )
             artifacts[stage.name] = _artifact_from(results[stage.name])
         evaluate.run_evals(
@@ -175,7 +198,7 @@ def execute(
             state=state, stage="", finished=time.time(), wall_time_s=time.time() - started
         )
     except BaseException as exc:
-        state = "failed"
+        state = exc.state if isinstance(exc, RunStopped) else "failed"
         run.set_status(
             state=state,
             error=f"{type(exc).__name__}: {exc}",

@@ -231,17 +231,41 @@ class EvalSpec(Strict):
         return self.name or self.kind
 
 
+class Objective(Strict):
+    """What a sweep optimises: a stored metric of each trial's run."""
+
+    metric: str = "eval_loss"
+    """`eval_loss` / `train_loss` (the last stage's), `<eval>.<metric>` (an eval's metric on
+    the final model, e.g. `perplexity.loss`, `judge_vs_base.win_rate`),
+    `stage.<stage>.<summary key>` (e.g. `stage.rm.pairwise_accuracy`), or a cost:
+    `wall_time_s`, `peak_memory_mb`."""
+    direction: Literal["minimize", "maximize"] = "minimize"
+    """minimize or maximize."""
+
+
 class SearchSpec(Strict):
-    """Hyperparameter search (used by `ftlab sweep`, which arrives with the sweeps issue)."""
+    """Hyperparameter search for `ftlab sweep`: each trial is one run of this spec with
+    sampled values."""
 
     n_trials: int = Field(20, ge=1)
-    """Number of trials."""
+    """Number of trials (finished, pruned and failed ones all count)."""
     sampler: Literal["tpe", "random", "grid", "cmaes", "nsga2"] = "tpe"
-    """Optuna sampler."""
+    """Optuna sampler (nsga2 for several objectives)."""
     pruner: Literal["median", "hyperband", "successive_halving", "none"] = "median"
-    """Optuna pruner."""
+    """Optuna pruner, fed the eval loss every `train.eval_steps` (single objective only)."""
+    seed: int | None = None
+    """Sampler seed (default: the spec's seed)."""
+    objectives: list[Objective] = Field(default_factory=lambda: [Objective()], min_length=1)
+    """One objective, or several (a multi-objective study: no pruning)."""
     space: dict[str, Any] = {}
-    """Dotted spec path → distribution ({low, high, log, step}) or a list of choices."""
+    """Dotted spec path → `{low, high, log, step}` (ints when low/high are ints), a list of
+    choices (or `{choices: [...]}`), or a fixed value. Add `when: {other.path: value or
+    [values]}` to sample a parameter only under a condition."""
+    storage: str = ""
+    """Optuna storage: empty = SQLite `<output.dir>/sweeps.db`; a URL
+    (`postgresql://user@host/db`, `sqlite:///path`) or `journal:<file>` for many workers."""
+    study: str = ""
+    """Study name (default: the experiment's name)."""
 
 
 class WandbSpec(Strict):

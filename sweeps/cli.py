@@ -1,0 +1,179 @@
+"""The `ftlab sweep …` subcommands: start/resume a study, status, best, worker."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+
+class SweepError(RuntimeError):
+    """Bad sweep input (unknown study, missing storage); the message says what to do."""
+
+
+def _study(args: list[str], storage: str, runs_dir: Path) -> Any:
+    """A study by spec file (its search block knows the storage) or by name + storage."""
+    import optuna
+
+    from ftlab.sweeps import study as study_mod
+
+    if not args:
+        raise SweepError("name a study (or the spec file that defines it)")
+    ref = args[0]
+    if Path(ref).is_file():
+        sweep = study_mod.load(Path(ref), args[1:])
+        url = storage or sweep.storage_url
+        name = sweep.name
+    else:
+        url = storage or f"sqlite:///{(runs_dir / 'sweeps.db').resolve()}"
+        name = ref
+        if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).is_file():
+            raise SweepError(f"no study storage at {url}; give --storage URL or the spec file")
+    try:
+        return optuna.load_study(study_name=name, storage=study_mod.storage(url)), url
+    except KeyError:
+        names = optuna.get_all_study_names(study_mod.storage(url))
+        raise SweepError(
+            f"no study '{name}' in {url} (studies there: {', '.join(names) or 'none'})"
+        ) from None
+
+
+def start(
+    file: Path, overrides: list[str], *, workers: int, gpus_per_trial: int, console: Any
+) -> None:
+    from ftlab.sweeps import study as study_mod
+
+    sweep = study_mod.load(file, overrides)  # every problem reported before any trial
+    study = study_mod.open_study(sweep)
+    console.print(
+        f"study [bold]{sweep.name}[/] in {sweep.storage_url}: {len(sweep.params)} parameter(s), "
+        f"{sweep.spec.search.n_trials} trials, sampler {sweep.spec.search.sampler}, "
+        f"pruner {sweep.spec.search.pruner}"
+    )
+    procs = []
+    if workers > 1:
+        gpus = _gpus()
+        for w in range(1, workers):
+            env = dict(os.environ)
+            if gpus:
+                chunk = gpus[w * gpus_per_trial : (w + 1) * gpus_per_trial]
+                env["CUDA_VISIBLE_DEVICES"] = ",".join(chunk) if chunk else ""
+            cmd = [
+                sys.executable,
+                "-m",
+                "ftlab.runner.cli",
+                "sweep",
+                "worker",
+                sweep.name,
+                "--storage",
+                sweep.storage_url,
+            ]
+            procs.append(subprocess.Popen(cmd, env=env))
+        if gpus:
+            os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(gpus[:gpus_per_trial])
+    study_mod.run_sweep(sweep)
+    for p in procs:
+        p.wait()
+    _print_status(study, sweep.storage_url, console)
+
+
+def _gpus() -> list[str]:
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible:
+        return [g for g in visible.split(",") if g]
+    try:
+        import torch
+
+        return [str(i) for i in range(torch.cuda.device_count())]
+    except ImportError:
+        return []
+
+
+def worker(args: list[str], *, storage: str, runs_dir: Path) -> None:
+    """Run trials of an existing study until it has its n_trials (another machine, or a
+    `--workers` child)."""
+    from ftlab.sweeps import study as study_mod
+
+    study, url = _study(args[:1], storage, runs_dir)
+    spec_file = study.user_attrs.get("spec_file")
+    if not spec_file or not Path(spec_file).is_file():
+        raise SweepError(f"study {study.study_name}: its spec file {spec_file!r} is not here")
+    sweep = study_mod.load(Path(spec_file), list(study.user_attrs.get("overrides", [])))
+    if sweep.storage_url != url:
+        sweep.spec.search.storage = url
+    study_mod.run_sweep(sweep)
+
+
+def status(args: list[str], *, storage: str, runs_dir: Path, console: Any) -> None:
+    study, url = _study(args, storage, runs_dir)
+    _print_status(study, url, console)
+
+
+def _print_status(study: Any, url: str, console: Any) -> None:
+    from optuna.trial import TrialState
+    from rich.table import Table
+
+    table = Table(title=f"study {study.study_name}")
+    for col in ("trial", "state", "value", "params", "reused", "run"):
+        table.add_column(col)
+    for t in study.get_trials(deepcopy=False):
+        values = t.values or []
+        table.add_row(
+            str(t.number),
+            t.state.name.lower(),
+            ", ".join(f"{v:.4f}" for v in values) or "-",
+            ", ".join(f"{k}={_short(v)}" for k, v in t.params.items()),
+            ", ".join(t.user_attrs.get("reused_stages", [])) or "-",
+            t.user_attrs.get("run_id", "-"),
+        )
+    console.print(table)
+    done = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
+    counts = {s.name.lower(): 0 for s in TrialState}
+    for t in study.get_trials(deepcopy=False):
+        counts[t.state.name.lower()] += 1
+    console.print("  " + ", ".join(f"{k}: {v}" for k, v in counts.items() if v))
+    if done and len(study.directions) == 1:
+        best = study.best_trial
+        run = best.user_attrs.get("run_id", "")
+        console.print(f"  best: trial {best.number} value {best.value:.4f} ({run})")
+    elif done:
+        console.print(
+            f"  Pareto front: trials {', '.join(str(t.number) for t in study.best_trials)}"
+        )
+    console.print(f"  dashboard: optuna-dashboard {url}", markup=False)
+
+
+def _short(value: Any) -> str:
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+
+def best(args: list[str], *, storage: str, runs_dir: Path, out: Path | None, console: Any) -> None:
+    """Write the best trial's spec (its sampled values applied) as a ready-to-run YAML."""
+    from ftlab.runner.spec.dump import to_yaml
+    from ftlab.runner.spec.load import load_raw, validate
+    from ftlab.sweeps import space as space_mod
+
+    study, _ = _study(args, storage, runs_dir)
+    if len(study.directions) > 1:
+        raise SweepError(
+            "a multi-objective study has a Pareto front, not one best trial; "
+            "see `ftlab sweep status`"
+        )
+    try:
+        trial = study.best_trial
+    except ValueError:
+        raise SweepError(f"study {study.study_name} has no finished trial yet") from None
+    raw = load_raw(study.user_attrs["spec_file"], study.user_attrs.get("overrides", []))
+    spec = validate(space_mod.trial_raw(raw, dict(trial.params), {}))
+    spec.search = spec.search.model_copy(update={"space": {}})
+    spec.description = (spec.description + " " if spec.description else "") + (
+        f"Best trial {trial.number} of sweep {study.study_name} (value {trial.value:.4f})."
+    )
+    text = to_yaml(spec)
+    if out is None:
+        print(text)
+        return
+    out.write_text(text)
+    console.print(f"wrote {out} (trial {trial.number}, value {trial.value:.4f})")

@@ -1,0 +1,330 @@
+"""`ftlab sweep`: an Optuna study over whole recipes. Each trial is one normal run of the
+spec (its run directory and DuckDB rows carry the study and trial number) with sampled
+values; stages whose inputs a trial shares with an earlier one come from the stage cache.
+Intermediate eval losses go to the pruner; a pruned trial is a run in state `pruned`.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from transformers import TrainerCallback
+
+from ftlab.runner.execute import RunStopped
+from ftlab.runner.spec.errors import Problem, SpecError
+from ftlab.runner.spec.load import Raw, load_raw, validate
+from ftlab.runner.spec.schema import Spec
+from ftlab.sweeps import space as space_mod
+
+COSTS = ("wall_time_s", "peak_memory_mb")
+HEARTBEAT_S = float(os.environ.get("FTLAB_SWEEP_HEARTBEAT_S", "20"))
+
+
+class Pruned(RunStopped):
+    """The pruner stopped this trial (raised inside training, caught by the objective)."""
+
+    state = "pruned"
+
+
+@dataclass
+class Sweep:
+    file: Path
+    overrides: list[str]
+    raw: Raw
+    spec: Spec
+    params: list[space_mod.Param]
+
+    @property
+    def name(self) -> str:
+        return self.spec.search.study or self.spec.name
+
+    @property
+    def storage_url(self) -> str:
+        return storage_url(self.spec)
+
+    @property
+    def multi(self) -> bool:
+        return len(self.spec.search.objectives) > 1
+
+
+def storage_url(spec: Spec) -> str:
+    s = spec.search.storage
+    if not s:
+        return f"sqlite:///{Path(spec.output.dir).resolve() / 'sweeps.db'}"
+    return s
+
+
+def load(file: Path, overrides: list[str] | None = None) -> Sweep:
+    """Read and check a sweep: spec, search space, objectives — before anything runs."""
+    raw = load_raw(file, overrides or [])
+    spec = validate(raw)
+    problems: list[Problem] = []
+
+    def bad(path: tuple[str | int, ...], expected: str, found: str, hint: str = "") -> None:
+        where = raw.loc(path)
+        problems.append(
+            Problem(where.file, where.line, ".".join(map(str, path)), expected, found, hint)
+        )
+
+    if not spec.search.space:
+        bad(("search",), "a search: block with a space: of dotted paths", "no search space")
+    search = spec.search
+    if len(search.objectives) > 1 and search.pruner != "none":
+        bad(
+            ("search", "pruner"),
+            "pruner: none for a multi-objective study (Optuna cannot prune those)",
+            search.pruner,
+            "set pruner: none, or keep one objective",
+        )
+    if len(search.objectives) > 1 and search.sampler not in ("nsga2", "random", "tpe"):
+        bad(("search", "sampler"), "nsga2, tpe or random for several objectives", search.sampler)
+    evals = {ev.key for ev in spec.evals}
+    stages = {s.name for s in spec.stages}
+    for i, obj in enumerate(search.objectives):
+        head, _, rest = obj.metric.partition(".")
+        ok = (
+            obj.metric in ("eval_loss", "train_loss", *COSTS)
+            or (head == "stage" and rest.partition(".")[0] in stages and "." in rest)
+            or (head in evals and rest)
+        )
+        if not ok:
+            bad(
+                ("search", "objectives", i, "metric"),
+                "eval_loss, train_loss, wall_time_s, peak_memory_mb, <eval>.<metric> "
+                f"(evals: {', '.join(sorted(evals)) or 'none'}) or stage.<stage>.<key>",
+                obj.metric,
+            )
+    if problems:
+        raise SpecError(problems)
+    params = space_mod.parse(spec, raw)
+    if search.sampler == "grid" and any(p.kind in ("float",) and not p.step for p in params):
+        bad(("search", "sampler"), "a space of choices or stepped ranges for grid", "grid")
+        raise SpecError(problems)
+    return Sweep(file, overrides or [], raw, spec, params)
+
+
+def _sampler(sweep: Sweep) -> Any:
+    import optuna
+
+    seed = sweep.spec.search.seed if sweep.spec.search.seed is not None else sweep.spec.seed
+    kind = sweep.spec.search.sampler
+    if kind == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if kind == "grid":
+        grid = {}
+        for p in sweep.params:
+            if p.kind == "categorical":
+                grid[p.path] = list(p.choices)
+            elif p.kind in ("int", "float"):
+                n = int(round((p.high - p.low) / p.step)) + 1
+                grid[p.path] = [p.low + i * p.step for i in range(n)]
+        return optuna.samplers.GridSampler(grid, seed=seed)
+    if kind == "cmaes":
+        return optuna.samplers.CmaEsSampler(seed=seed)
+    if kind == "nsga2":
+        return optuna.samplers.NSGAIISampler(seed=seed)
+    return optuna.samplers.TPESampler(seed=seed)
+
+
+def _pruner(sweep: Sweep) -> Any:
+    import optuna
+
+    kind = sweep.spec.search.pruner
+    if kind == "none" or sweep.multi:
+        return optuna.pruners.NopPruner()
+    if kind == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=1, reduction_factor=3)
+    if kind == "successive_halving":
+        return optuna.pruners.SuccessiveHalvingPruner()
+    return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0)
+
+
+def storage(url: str) -> Any:
+    """Optuna storage with heartbeats, so a trial whose worker died is failed (and retried
+    once) when the next worker starts."""
+    import optuna
+    from optuna.storages import RDBStorage, RetryFailedTrialCallback
+
+    retry = RetryFailedTrialCallback(max_retry=1)
+    if url.startswith("journal:"):
+        from optuna.storages.journal import JournalFileBackend, JournalStorage
+
+        return JournalStorage(JournalFileBackend(url.removeprefix("journal:")))
+    if url.startswith("sqlite:///"):
+        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return RDBStorage(
+        url,
+        heartbeat_interval=int(HEARTBEAT_S),
+        grace_period=int(HEARTBEAT_S * 3),
+        heartbeat_stale_trial_callback=retry,
+    )
+
+
+def open_study(sweep: Sweep, *, create: bool = True) -> Any:
+    import optuna
+
+    directions = [o.direction for o in sweep.spec.search.objectives]
+    study = (
+        optuna.create_study(
+            study_name=sweep.name,
+            storage=storage(sweep.storage_url),
+            sampler=_sampler(sweep),
+            pruner=_pruner(sweep),
+            directions=directions,
+            load_if_exists=True,
+        )
+        if create
+        else optuna.load_study(
+            study_name=sweep.name,
+            storage=storage(sweep.storage_url),
+            sampler=_sampler(sweep),
+            pruner=_pruner(sweep),
+        )
+    )
+    study.set_user_attr("spec_file", str(sweep.file.resolve()))
+    study.set_user_attr("overrides", sweep.overrides)
+    return study
+
+
+class PruningCallback(TrainerCallback):  # type: ignore[misc]
+    """Trainer callback: each evaluation's loss goes to the pruner as an intermediate value
+    (steps offset per stage position, so trials that reuse a cached stage still line up)."""
+
+    def __init__(self, trial: Any, position: int, sign: float = 1.0) -> None:
+        self.trial, self.position, self.sign = trial, position, sign
+        self.reported: set[int] = set()
+
+    def on_evaluate(
+        self, args: Any, state: Any, control: Any, metrics: Any = None, **kw: Any
+    ) -> None:
+        if not metrics or "eval_loss" not in metrics or state.global_step == 0:
+            return  # step 0 is the untrained model: nothing to judge a trial by
+        step = self.position * 100_000 + int(state.global_step)
+        if step in self.reported:  # the final evaluation repeats the last periodic one
+            return
+        self.reported.add(step)
+        # the loss, signed like the objective (a maximised study sees −loss: lower is worse)
+        self.trial.report(self.sign * float(metrics["eval_loss"]), step)
+        if self.trial.should_prune():
+            loss = metrics["eval_loss"]
+            raise Pruned(f"pruned at step {state.global_step} (eval loss {loss:.4f})")
+
+
+def objective_values(run_dir: Path, spec: Spec) -> list[float]:
+    """The trial's objective values, read back from its run directory."""
+    from ftlab.runner.evaluate import read_results
+    from ftlab.runner.rundir import RunDir
+
+    rd = RunDir(run_dir)
+    last = rd.stage(spec.stages[-1].name).get("summary", {})
+    evals = read_results(run_dir)
+    out = []
+    for obj in spec.search.objectives:
+        head, _, rest = obj.metric.partition(".")
+        if obj.metric in ("eval_loss", "train_loss"):
+            value = last.get(obj.metric)
+        elif obj.metric == "wall_time_s":
+            value = rd.status().get("wall_time_s")
+        elif obj.metric == "peak_memory_mb":
+            stages = [rd.stage(s.name).get("summary", {}) for s in spec.needed_stages()]
+            value = max((s.get("peak_memory_mb") or 0) for s in stages)
+        elif head == "stage":
+            stage, _, key = rest.partition(".")
+            value = rd.stage(stage).get("summary", {}).get(key)
+        else:
+            summary = evals.get(head, {})
+            target = summary.get("targets", {}).get(summary.get("last"), {})
+            value = (target.get("metrics", {}).get(rest) or {}).get("value")
+        if not isinstance(value, int | float):
+            raise ValueError(f"objective {obj.metric}: the run has no such value ({value!r})")
+        out.append(float(value))
+    return out
+
+
+def make_objective(sweep: Sweep) -> Any:
+    import optuna
+
+    from ftlab.runner import execute
+
+    origin = {p.path: sweep.raw.loc(("search", "space", p.path)) for p in sweep.params}
+
+    def objective(trial: Any) -> Any:
+        values = space_mod.suggest(trial, sweep.params, sweep.spec)
+        spec = validate(space_mod.trial_raw(sweep.raw, values, origin))
+        spec.search = sweep.spec.search
+        overrides = [f"{k}={v}" for k, v in values.items()]
+        rd = execute.create_run(
+            spec,
+            variant=f"trial{trial.number}",
+            spec_file=sweep.file,
+            overrides=overrides,
+            extra={"study": sweep.name, "trial": trial.number, "params": values},
+        )
+        trial.set_user_attr("run_id", rd.run_id)
+        print(f"trial {trial.number}: {', '.join(overrides)} → {rd.run_id}")
+        positions = {s.name: i for i, s in enumerate(spec.stages)}
+        sign = -1.0 if sweep.spec.search.objectives[0].direction == "maximize" else 1.0
+        try:
+            result = execute.execute(
+                rd,
+                spec,
+                stage_callbacks=lambda stage: (
+                    [PruningCallback(trial, positions[stage.name], sign)] if not sweep.multi else []
+                ),
+            )
+        except Pruned as exc:
+            print(f"trial {trial.number}: {exc}")
+            raise optuna.TrialPruned(str(exc)) from None
+        except Exception as exc:
+            trial.set_user_attr("error", f"{type(exc).__name__}: {exc}"[:500])
+            raise
+        finally:  # pruned trials too: which stages came from the cache
+            reused = [s.name for s in spec.stages if rd.stage(s.name).get("reused_from")]
+            trial.set_user_attr("reused_stages", reused)
+        vals = objective_values(result.run_dir, spec)
+        return vals[0] if len(vals) == 1 else vals
+
+    return objective
+
+
+def finished(study: Any) -> int:
+    """Trials that count towards n_trials: complete, pruned, and failed ones — except a
+    failure that was retried (its retry counts instead)."""
+    from optuna.trial import TrialState
+
+    trials = study.get_trials(deepcopy=False)
+    ended = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+    retried = {t.system_attrs.get("failed_trial") for t in trials} - {None}
+    return sum(1 for t in trials if t.state in ended and t.number not in retried)
+
+
+def run_sweep(sweep: Sweep, *, n_trials: int | None = None) -> Any:
+    """Run trials until the study has `search.n_trials` of them (resumes a study)."""
+    study = open_study(sweep)
+    target = n_trials or sweep.spec.search.n_trials
+
+    def enough(study: Any, trial: Any) -> None:
+        if finished(study) >= target:
+            study.stop()
+
+    while (done := finished(study)) < target:
+        study.optimize(
+            make_objective(sweep),
+            n_trials=target - done,
+            catch=(Exception,),
+            callbacks=[enough],
+            gc_after_trial=True,
+        )
+    print(f"study {sweep.name}: {finished(study)} trials done (n_trials {target})")
+    return study
+
+
+def wait_for(pids: list[Any], timeout: float) -> None:
+    deadline = time.time() + timeout
+    for p in pids:
+        p.wait(timeout=max(1.0, deadline - time.time()))

@@ -1,0 +1,235 @@
+"""Sweeps: the search space is checked before a study starts; trials are normal runs;
+stages are reused; the pruner stops a bad trial early; status/best; a killed worker's
+trial is failed and retried when the sweep resumes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from ftlab.runner.rundir import RunDir
+from ftlab.runner.spec.errors import SpecError
+from ftlab.sweeps import study as study_mod
+
+from .conftest import DATA
+
+SPEC = """\
+name: sweeptest
+seed: 3
+data:
+  sft: {{path: {data}/support_sft.jsonl, max_rows: 48, val_fraction: 0.25}}
+stages:
+  - name: sft
+    method: lora
+    adapter: {{r: 4, alpha: 8, dropout: 0.0}}
+    train: {{learning_rate: 5.0e-3, max_steps: {steps}, batch_size: 4, max_length: 64,
+             eval_steps: 2, logging_steps: 2, save_steps: 10, precision: fp32}}
+search:
+  n_trials: {n}
+  sampler: random
+  pruner: median
+  space:
+    stages.sft.train.learning_rate: [5.0e-3, 1.0e-7]
+    stages.sft.adapter.r: [4, 8]
+output: {{dir: {runs}}}
+"""
+
+
+def _write(tmp_path: Path, n: int = 4, steps: int = 8, **replace: str) -> Path:
+    text = SPEC.format(data=DATA, runs=tmp_path / "runs", n=n, steps=steps)
+    for old, new in replace.items():
+        text = text.replace(old, new)
+    path = tmp_path / "sweep.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_bad_space_key_fails_before_the_study_starts(tmp_path) -> None:
+    path = _write(tmp_path, **{"stages.sft.train.learning_rate:": "stages.sft.train.learnin_rate:"})
+    with pytest.raises(SpecError) as err:
+        study_mod.load(path)
+    text = err.value.format()
+    assert "learnin_rate" in text and "sweep.yaml:" in text
+    assert not (tmp_path / "runs" / "sweeps.db").exists()
+    bad_value = _write(tmp_path, **{"[4, 8]": "[4, -8]"})
+    with pytest.raises(SpecError, match="adapter.r"):
+        study_mod.load(bad_value)
+
+
+def test_multi_objective_cannot_prune_and_objectives_must_exist(tmp_path) -> None:
+    path = _write(
+        tmp_path,
+        **{
+            "  pruner: median": "  pruner: median\n  objectives: "
+            "[{metric: eval_loss}, {metric: wall_time_s}]"
+        },
+    )
+    with pytest.raises(SpecError, match="cannot prune"):
+        study_mod.load(path)
+    path = _write(
+        tmp_path,
+        **{
+            "  pruner: median": "  pruner: median\n  objectives: "
+            "[{metric: judge.win_rate, direction: maximize}]"
+        },
+    )
+    with pytest.raises(SpecError, match="search.objectives.0.metric"):
+        study_mod.load(path)
+
+
+@pytest.mark.integration
+def test_trials_are_runs_reused_and_pruned(tmp_path) -> None:
+    """Trials 0 and 1 learn (lr 5e-3); trial 2 barely moves (lr 1e-7) and the median
+    pruner stops it at its first evaluation; trial 3 repeats trial 0's settings and
+    reuses its trained stage."""
+    from optuna.trial import TrialState
+    from typer.testing import CliRunner
+
+    from ftlab.reports import store
+    from ftlab.runner.cli import app
+
+    path = _write(tmp_path)
+    sweep = study_mod.load(path)
+    study = study_mod.open_study(sweep)
+    lr, r = "stages.sft.train.learning_rate", "stages.sft.adapter.r"
+    for params in ({lr: 5e-3, r: 4}, {lr: 5e-3, r: 8}, {lr: 1e-7, r: 4}, {lr: 5e-3, r: 4}):
+        study.enqueue_trial(params)
+    study_mod.run_sweep(sweep)
+    trials = study.get_trials()
+    assert [t.state for t in trials] == [
+        TrialState.COMPLETE,
+        TrialState.COMPLETE,
+        TrialState.PRUNED,
+        TrialState.COMPLETE,
+    ]
+    pruned = RunDir(tmp_path / "runs" / trials[2].user_attrs["run_id"])
+    assert pruned.status()["state"] == "pruned"
+    steps = [m["step"] for m in pruned.metrics() if "loss" in m]
+    assert max(steps) < 8  # stopped before max_steps
+    assert trials[3].user_attrs["reused_stages"] == ["sft"]
+    assert trials[3].value == trials[0].value
+    rows = store.query(tmp_path / "runs", "SELECT study, trial, state FROM runs ORDER BY trial")
+    assert [(r["study"], r["trial"], r["state"]) for r in rows] == [
+        ("sweeptest", 0, "completed"),
+        ("sweeptest", 1, "completed"),
+        ("sweeptest", 2, "pruned"),
+        ("sweeptest", 3, "completed"),
+    ]
+    result = CliRunner().invoke(app, ["sweep", "status", str(path)])
+    assert result.exit_code == 0, result.output
+    assert "pruned: 1" in result.output and "optuna-dashboard sqlite:///" in result.output
+    out = tmp_path / "best.yaml"
+    result = CliRunner().invoke(app, ["sweep", "best", str(path), "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    from ftlab.runner.spec.load import load_spec
+
+    best = load_spec(out)
+    assert best.stages[0].train.learning_rate == 5e-3
+    assert best.stages[0].adapter.r == trials[int(study.best_trial.number)].params[r]
+
+
+@pytest.mark.integration
+def test_killed_worker_trial_is_failed_and_retried_on_resume(tmp_path) -> None:
+    path = _write(
+        tmp_path,
+        n=2,
+        steps=60,
+        **{
+            "sampler: random": "sampler: grid",
+            "[5.0e-3, 1.0e-7]": "[5.0e-3]",
+            "pruner: median": "pruner: none",
+        },
+    )
+    env = {**os.environ, "FTLAB_SWEEP_HEARTBEAT_S": "1"}
+    cmd = [sys.executable, "-m", "ftlab.runner.cli", "sweep", str(path)]
+    proc = subprocess.Popen(
+        cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
+    runs = tmp_path / "runs"
+    deadline = time.time() + 240
+    while time.time() < deadline:  # wait until the first trial is training
+        metrics = list(runs.glob("sweeptest-trial0-*/metrics.jsonl"))
+        if metrics and metrics[0].read_text().count("\n") >= 3:
+            break
+        time.sleep(0.5)
+    else:
+        proc.kill()
+        pytest.fail("the first trial never started training")
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    time.sleep(4)  # past the heartbeat grace period (3 × 1 s)
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    import optuna
+
+    study = optuna.load_study(
+        study_name="sweeptest",
+        storage=study_mod.storage(study_mod.storage_url(study_mod.load(path).spec)),
+    )
+    states = [t.state.name for t in study.get_trials()]
+    assert states[0] == "FAIL"  # the killed trial, failed by its stale heartbeat
+    retried = [t for t in study.get_trials() if t.system_attrs.get("failed_trial") == 0]
+    assert retried and retried[0].state.name == "COMPLETE"  # and run again once
+    assert states.count("COMPLETE") >= 2
+    killed = RunDir(next(runs.glob("sweeptest-trial0-*")))
+    assert killed.status()["state"] == "interrupted"  # readable, not lost
+
+
+@pytest.mark.integration
+def test_two_workers_share_a_postgresql_study(tmp_path) -> None:
+    """`--workers 2` against a real PostgreSQL server: every trial runs exactly once, both
+    workers take trials, and each trial is one run directory."""
+    import optuna
+
+    from .pg_server import PostgresServer, binaries
+
+    if binaries() is None and not os.environ.get("CI"):
+        pytest.skip("needs Debian's postgresql package (`make test` installs it as root)")
+    pg = PostgresServer()
+    try:
+        path = _write(
+            tmp_path,
+            n=4,
+            steps=16,  # long enough that the second worker (a new process) gets trials
+            **{
+                "pruner: median": "pruner: none",
+                "  n_trials: 4": f"  n_trials: 4\n  storage: {pg.url}",
+            },
+        )
+        done = subprocess.run(
+            [sys.executable, "-m", "ftlab.runner.cli", "sweep", str(path), "--workers", "2"],
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+        study = optuna.load_study(study_name="sweeptest", storage=pg.url)
+        trials = study.get_trials()
+        assert len(trials) >= 4 and all(t.state.name == "COMPLETE" for t in trials)
+        run_ids = [t.user_attrs["run_id"] for t in trials]
+        assert len(set(run_ids)) == len(run_ids)  # no trial ran twice
+        dirs = sorted(p.name for p in (tmp_path / "runs").glob("sweeptest-trial*"))
+        assert dirs == sorted(run_ids)  # no trial lost: one run directory each
+        pids = {
+            json.loads((tmp_path / "runs" / r / "status.json").read_text())["pid"] for r in run_ids
+        }
+        assert len(pids) == 2, done.stderr[-3000:]  # both workers took trials
+    finally:
+        pg.stop()
+
+
+def test_shipped_sweep_quickstart_is_a_valid_sweep() -> None:
+    sweep = study_mod.load(DATA.parent / "sweep_quickstart.yaml")
+    assert sweep.spec.search.n_trials == 12 and sweep.spec.search.pruner == "hyperband"
+    assert {p.path for p in sweep.params} == {
+        "stages.sft.train.learning_rate",
+        "stages.sft.adapter.r",
+        "stages.dpo.params.beta",
+    }
