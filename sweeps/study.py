@@ -193,11 +193,27 @@ def open_study(sweep: Sweep, *, create: bool = True) -> Any:
 
 class PruningCallback(TrainerCallback):  # type: ignore[misc]
     """Trainer callback: each evaluation's loss goes to the pruner as an intermediate value
-    (steps offset per stage position, so trials that reuse a cached stage still line up)."""
+    (steps offset per stage position, so trials that reuse a cached stage still line up).
 
-    def __init__(self, trial: Any, position: int, sign: float = 1.0) -> None:
-        self.trial, self.position, self.sign = trial, position, sign
-        self.reported: set[int] = set()
+    A stage pruned once leaves its reported values in `<output>/cache/pruned/<hash>.json`;
+    when another trial reaches a stage with the same inputs, those values are replayed to
+    the pruner before any training, and the trial stops at once if the pruner (deciding
+    afresh, against the study as it is now) says so — an identical stage is not retrained
+    only to be pruned at the same step again."""
+
+    def __init__(
+        self, trial: Any, position: int, sign: float = 1.0, record: Path | None = None
+    ) -> None:
+        self.trial, self.position, self.sign, self.record = trial, position, sign, record
+        self.reported: dict[int, float] = {}
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+        import json
+
+        if self.record is None or not self.record.is_file():
+            return
+        for step, value in json.loads(self.record.read_text()):
+            self._report(int(step), float(value), replay=True)
 
     def on_evaluate(
         self, args: Any, state: Any, control: Any, metrics: Any = None, **kw: Any
@@ -205,14 +221,23 @@ class PruningCallback(TrainerCallback):  # type: ignore[misc]
         if not metrics or "eval_loss" not in metrics or state.global_step == 0:
             return  # step 0 is the untrained model: nothing to judge a trial by
         step = self.position * 100_000 + int(state.global_step)
+        # the loss, signed like the objective (a maximised study sees −loss: lower is worse)
+        self._report(step, self.sign * float(metrics["eval_loss"]), replay=False)
+
+    def _report(self, step: int, value: float, *, replay: bool) -> None:
+        import json
+
         if step in self.reported:  # the final evaluation repeats the last periodic one
             return
-        self.reported.add(step)
-        # the loss, signed like the objective (a maximised study sees −loss: lower is worse)
-        self.trial.report(self.sign * float(metrics["eval_loss"]), step)
+        self.reported[step] = value
+        self.trial.report(value, step)
         if self.trial.should_prune():
-            loss = metrics["eval_loss"]
-            raise Pruned(f"pruned at step {state.global_step} (eval loss {loss:.4f})")
+            if self.record is not None and not replay:
+                self.record.parent.mkdir(parents=True, exist_ok=True)
+                self.record.write_text(json.dumps(sorted(self.reported.items())))
+            how = "its identical stage's earlier values" if replay else "this run"
+            local = step % 100_000
+            raise Pruned(f"pruned at step {local} (value {value * self.sign:.4f}, from {how})")
 
 
 def objective_values(run_dir: Path, spec: Spec) -> list[float]:
@@ -268,13 +293,27 @@ def make_objective(sweep: Sweep) -> Any:
         trial.set_user_attr("run_id", rd.run_id)
         print(f"trial {trial.number}: {', '.join(overrides)} → {rd.run_id}")
         positions = {s.name: i for i, s in enumerate(spec.stages)}
+        ref, datasets = execute.preflight(spec, spec_dir=sweep.file.resolve().parent)
+        hashes = execute.stage_hashes(
+            spec, spec_dir=sweep.file.parent, model_identity=ref.identity, datasets=datasets
+        )
+        pruned_dir = Path(spec.output.dir) / "cache" / "pruned"
         sign = -1.0 if sweep.spec.search.objectives[0].direction == "maximize" else 1.0
         try:
             result = execute.execute(
                 rd,
                 spec,
                 stage_callbacks=lambda stage: (
-                    [PruningCallback(trial, positions[stage.name], sign)] if not sweep.multi else []
+                    [
+                        PruningCallback(
+                            trial,
+                            positions[stage.name],
+                            sign,
+                            pruned_dir / f"{hashes[stage.name]}.json",
+                        )
+                    ]
+                    if not sweep.multi
+                    else []
                 ),
             )
         except Pruned as exc:
