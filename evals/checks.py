@@ -11,18 +11,10 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ftlab.evals.base import EvalInput, EvalOutput, Metric, item_id
-from ftlab.evals.generate import GenerationParams, user_prompt
+from ftlab.evals.generate import PROMPT_FORMATS, GenerationParams, user_prompt
 from ftlab.reports.stats import bootstrap_mean, wilson
 
-ALL_FORMATS = (
-    "prompts",
-    "messages",
-    "sharegpt",
-    "alpaca",
-    "prompt_completion",
-    "preference",
-    "unpaired",
-)
+ALL_FORMATS = PROMPT_FORMATS
 
 
 class FormatParams(BaseModel):

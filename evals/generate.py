@@ -7,6 +7,17 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+# dataset formats whose rows have a prompt a model can reply to (see runner.data)
+PROMPT_FORMATS = (
+    "prompts",
+    "messages",
+    "sharegpt",
+    "alpaca",
+    "prompt_completion",
+    "preference",
+    "unpaired",
+)
+
 
 class GenerationParams(BaseModel):
     """Generation settings of an eval (stored with its results)."""

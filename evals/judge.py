@@ -26,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ftlab.evals.backends import Backend, BackendError, Conversation, LocalBackend, OpenAIBackend
 from ftlab.evals.base import EvalError, EvalInput, EvalOutput, Metric, item_id
-from ftlab.evals.generate import GenerationParams, reference, user_prompt
+from ftlab.evals.generate import PROMPT_FORMATS, GenerationParams, reference, user_prompt
 from ftlab.reports.stats import (
     bootstrap_mean,
     length_controlled_win_rate,
@@ -133,14 +133,7 @@ class JudgeParams(BaseModel):
 
 @dataclass(frozen=True)
 class JudgeEval:
-    data_formats: tuple[str, ...] = (
-        "prompts",
-        "messages",
-        "sharegpt",
-        "alpaca",
-        "prompt_completion",
-        "preference",
-    )
+    data_formats: tuple[str, ...] = PROMPT_FORMATS
     params_model: type[BaseModel] = JudgeParams
     headline: str = "win_rate"
     higher_is_better: bool = True

@@ -10,19 +10,12 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel
 
 from ftlab.evals.base import EvalInput, EvalOutput, Metric, item_id
-from ftlab.evals.scoring import prompt_response, response_logprobs
+from ftlab.evals.scoring import ScoringParams, prompt_response, response_logprobs
 
-
-class PerplexityParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    batch_size: int = Field(8, ge=1)
-    """Sequences per forward pass."""
-    max_length: int = Field(1024, ge=8)
-    """Longest prompt + response in tokens (the prompt is cut from the left)."""
+PerplexityParams = ScoringParams
 
 
 @dataclass(frozen=True)

@@ -10,20 +10,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel
 
 from ftlab.evals.base import EvalInput, EvalOutput, Metric, item_id
-from ftlab.evals.scoring import prompt_response, response_logprobs
+from ftlab.evals.scoring import ScoringParams, prompt_response, response_logprobs
 from ftlab.reports.stats import bootstrap_mean, wilson
 
-
-class PreferenceParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    batch_size: int = Field(8, ge=1)
-    """Sequences per forward pass."""
-    max_length: int = Field(1024, ge=8)
-    """Longest prompt + response in tokens (the prompt is cut from the left)."""
+PreferenceParams = ScoringParams
 
 
 @dataclass(frozen=True)

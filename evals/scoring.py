@@ -5,6 +5,19 @@ from __future__ import annotations
 
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class ScoringParams(BaseModel):
+    """Settings of the evals that score reference text by log-likelihood."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    batch_size: int = Field(8, ge=1)
+    """Sequences per forward pass."""
+    max_length: int = Field(1024, ge=8)
+    """Longest prompt + response in tokens (the prompt is cut from the left)."""
+
 
 def prompt_response(
     tokenizer: Any, row: dict[str, Any], response: str | None = None

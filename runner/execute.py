@@ -147,7 +147,6 @@ def execute(
     stage_callbacks: Any = None,
 ) -> RunResult:
     """Train every stage of one run; ingest the run into the DuckDB index at the end."""
-    from ftlab.reports import store
 
     info = run.info()
     spec_dir = Path(info.get("spec_dir", "."))
@@ -207,17 +206,12 @@ def execute(
         )
         raise
     finally:
-        write_json(run.path / "summary.json", summarise(run))
-        try:
-            store.ingest_runs(Path(spec.output.dir), [run.path])
-        except store.StoreBusy as exc:  # the run directory is the truth; sync later
-            print(f"note: DuckDB index busy ({exc}); run `ftlab sync` to index this run")
+        _publish(run, spec)
     return RunResult(run.path, info.get("variant", ""), state, results)
 
 
 def evaluate_run(run: RunDir, spec: Spec) -> dict[str, dict[str, Any]]:
     """Run `spec.evals` on a finished run's models (`ftlab eval`): nothing retrains."""
-    from ftlab.reports import store
 
     spec_dir = Path(run.info().get("spec_dir", "."))
     ref, datasets = preflight(spec, spec_dir=spec_dir)
@@ -245,12 +239,20 @@ def evaluate_run(run: RunDir, spec: Spec) -> dict[str, dict[str, Any]]:
         spec_dir=spec_dir,
     )
     run.set_status(stage="")
+    _publish(run, spec)
+    return results
+
+
+def _publish(run: RunDir, spec: Spec) -> None:
+    """Write the run's summary and index it in DuckDB (the run directory stays the truth:
+    a busy index is synced later)."""
+    from ftlab.reports import store
+
     write_json(run.path / "summary.json", summarise(run))
     try:
         store.ingest_runs(Path(spec.output.dir), [run.path])
     except store.StoreBusy as exc:
         print(f"note: DuckDB index busy ({exc}); run `ftlab sync` to index this run")
-    return results
 
 
 def result_of(run: RunDir, spec: Spec) -> RunResult:
