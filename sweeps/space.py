@@ -62,9 +62,9 @@ def parse(spec: Spec, raw: Raw) -> list[Param]:
                 (str(k), tuple(v) if isinstance(v, list) else (v,)) for k, v in cond.items()
             )
             entry = {k: v for k, v in entry.items() if k != "when"}
-            if set(entry) == {"value"}:
-                entry = entry["value"]
-        if isinstance(entry, list) or (isinstance(entry, dict) and set(entry) == {"choices"}):
+        if isinstance(entry, dict) and set(entry) == {"value"}:  # a fixed value, even a list
+            params.append(Param(key, "fixed", value=entry["value"], when=when))
+        elif isinstance(entry, list) or (isinstance(entry, dict) and set(entry) == {"choices"}):
             choices = entry if isinstance(entry, list) else entry["choices"]
             if not choices:
                 bad(key, "a non-empty list of choices", choices)

@@ -233,3 +233,32 @@ def test_shipped_sweep_quickstart_is_a_valid_sweep() -> None:
         "stages.sft.adapter.r",
         "stages.dpo.params.beta",
     }
+
+
+@pytest.mark.integration
+def test_a_failing_trial_is_recorded_and_the_study_goes_on(tmp_path) -> None:
+    """A trial whose settings break at run time (LoRA on a module the model does not
+    have) fails with its error recorded; the next trial runs."""
+    from optuna.trial import TrialState
+
+    path = _write(
+        tmp_path,
+        n=2,
+        steps=2,
+        **{
+            "    stages.sft.adapter.r: [4, 8]": "    stages.sft.adapter.r: [4, 8]\n"
+            "    stages.sft.adapter.target_modules: {value: [no_such_proj], "
+            "when: {stages.sft.adapter.r: 8}}",
+            "[5.0e-3, 1.0e-7]": "[5.0e-3]",
+            "pruner: median": "pruner: none",
+        },
+    )
+    sweep = study_mod.load(path)
+    study = study_mod.open_study(sweep)
+    study.enqueue_trial({"stages.sft.adapter.r": 8})
+    study.enqueue_trial({"stages.sft.adapter.r": 4})
+    study_mod.run_sweep(sweep)
+    first, second = study.get_trials()[:2]
+    assert first.state == TrialState.FAIL and "no_such_proj" in first.user_attrs["error"]
+    assert RunDir(tmp_path / "runs" / first.user_attrs["run_id"]).status()["state"] == "failed"
+    assert second.state == TrialState.COMPLETE

@@ -259,8 +259,8 @@ class SearchSpec(Strict):
     """One objective, or several (a multi-objective study: no pruning)."""
     space: dict[str, Any] = {}
     """Dotted spec path → `{low, high, log, step}` (ints when low/high are ints), a list of
-    choices (or `{choices: [...]}`), or a fixed value. Add `when: {other.path: value or
-    [values]}` to sample a parameter only under a condition."""
+    choices (or `{choices: [...]}`), or a fixed value (`{value: …}` for a list). Add
+    `when: {other.path: value or [values]}` to sample a parameter only under a condition."""
     storage: str = ""
     """Optuna storage: empty = SQLite `<output.dir>/sweeps.db`; a URL
     (`postgresql://user@host/db`, `sqlite:///path`) or `journal:<file>` for many workers."""
