@@ -11,12 +11,12 @@ TORCH_SPEC ?= $(if $(shell command -v nvidia-smi),torch>=2.4,torch==2.13.0)
 .PHONY: setup services quickstart test test-fast lint gpu-test clean
 
 # The sweep tests start a throwaway PostgreSQL server (Debian's postgresql package); as
-# root with apt-get, install it when missing. Elsewhere those tests say how to get it.
+# root with apt-get, install it when missing. Elsewhere that test fails saying how to get it.
 services:
 	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null || \
 	  { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
 	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql) \
-	    || echo "note: PostgreSQL server not installed; the PostgreSQL sweep test will say how"; }
+	    || echo "note: PostgreSQL server not installed (apt-get install postgresql); the PostgreSQL sweep test needs it"; }
 
 setup: $(VENV)/.installed
 

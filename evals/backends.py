@@ -13,8 +13,9 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import Protocol
+from typing import Any, Protocol
 
 Conversation = list[dict[str, str]]
 
@@ -64,18 +65,21 @@ class LocalBackend:
             ]
         return ["\n\n".join(m["content"] for m in c) + "\n" for c in conversations]
 
-    def complete(self, conversations: list[Conversation]) -> list[str | BackendError]:
-        import torch
-
-        out: list[str | BackendError] = []
-        texts = self._texts(conversations)
+    def _batches(self, texts: list[str]) -> Iterator[Any]:
+        """Tokenised, left-padded batches of `texts` on the model's device."""
         for start in range(0, len(texts), self.batch_size):
-            enc = self.tokenizer(
+            yield self.tokenizer(
                 texts[start : start + self.batch_size],
                 return_tensors="pt",
                 padding=True,
                 add_special_tokens=False,
             ).to(self.model.device)
+
+    def complete(self, conversations: list[Conversation]) -> list[str | BackendError]:
+        import torch
+
+        out: list[str | BackendError] = []
+        for enc in self._batches(self._texts(conversations)):
             with torch.no_grad():
                 ids = self.model.generate(
                     **enc,
@@ -99,13 +103,7 @@ class LocalBackend:
             self.tokenizer(" " + o, add_special_tokens=False)["input_ids"][0] for o in options
         ]
         out = []
-        for start in range(0, len(texts), self.batch_size):
-            enc = self.tokenizer(
-                texts[start : start + self.batch_size],
-                return_tensors="pt",
-                padding=True,
-                add_special_tokens=False,
-            ).to(self.model.device)
+        for enc in self._batches(texts):
             with torch.no_grad():
                 logits = self.model(**enc).logits[:, -1].float()
             self.calls += len(logits)
