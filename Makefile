@@ -1,5 +1,5 @@
 # Two entry points, each doing all the set-up on a fresh machine:
-#   make quickstart   – install, then train the quickstart (LoRA vs QLoRA vs full)
+#   make quickstart   – install, train the quickstart (LoRA vs QLoRA vs full), compare, report
 #   make test         – install, then run the test suite
 # On a machine without a GPU the CPU build of torch is installed first, so nothing pulls
 # CUDA wheels (see DEVELOPERS.md). Override with TORCH_SPEC="torch==X --index-url …".
@@ -17,6 +17,10 @@ services:
 	  { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
 	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql) \
 	    || echo "note: PostgreSQL server not installed (apt-get install postgresql); the PostgreSQL sweep test needs it"; }
+	@command -v chromium >/dev/null || \
+	  { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) \
+	    || echo "note: Chromium not installed (apt-get install chromium); the HTML report test needs it"; }
 
 setup: $(VENV)/.installed
 
@@ -28,6 +32,8 @@ $(VENV)/.installed: pyproject.toml
 
 quickstart: setup
 	$(BIN)/ftlab run experiments/quickstart.yaml
+	$(BIN)/ftlab compare
+	$(BIN)/ftlab report
 
 test: setup services
 	$(BIN)/ruff check .

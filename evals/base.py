@@ -46,6 +46,7 @@ class EvalInput:
     calibration_rows: list[dict[str, Any]] | None = None  # held-out human preference pairs
     train_rows: list[dict[str, Any]] | None = None  # what the run trained on (contamination)
     resolve_model: Callable[[str], str] | None = None  # a model name (e.g. tiny) → folder
+    quiet: bool = False  # no progress bars (measured during training, for a pruner)
 
 
 @dataclass

@@ -23,6 +23,7 @@ class PerplexityEval:
     data_formats: tuple[str, ...] = ("messages", "sharegpt", "alpaca", "prompt_completion")
     params_model: type[BaseModel] = PerplexityParams
     headline: str = "loss"
+    in_loop: bool = True  # cheap enough to measure at every evaluation during training
     higher_is_better: bool = False
 
     def run(self, inp: EvalInput) -> EvalOutput:
@@ -37,6 +38,7 @@ class PerplexityEval:
             batch_size=p.batch_size,
             max_length=p.max_length,
             desc=f"perplexity ({inp.target})",
+            quiet=inp.quiet,
         )
         nll = np.array([-s for s, _ in scores])
         tokens = np.array([max(n, 1) for _, n in scores])

@@ -24,6 +24,7 @@ class PreferenceEval:
     data_formats: tuple[str, ...] = ("preference",)
     params_model: type[BaseModel] = PreferenceParams
     headline: str = "accuracy"
+    in_loop: bool = True  # cheap enough to measure at every evaluation during training
     higher_is_better: bool = True
 
     def run(self, inp: EvalInput) -> EvalOutput:
@@ -39,6 +40,7 @@ class PreferenceEval:
             batch_size=p.batch_size,
             max_length=p.max_length,
             desc=f"preference ({inp.target})",
+            quiet=inp.quiet,
         )
         samples = []
         for k, row in enumerate(inp.rows):

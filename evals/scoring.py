@@ -59,6 +59,7 @@ def response_logprobs(
     batch_size: int = 8,
     max_length: int = 1024,
     desc: str = "scoring",
+    quiet: bool = False,
 ) -> list[tuple[float, int]]:
     """(sum of log p over the response tokens, number of response tokens) per pair.
 
@@ -78,7 +79,9 @@ def response_logprobs(
     order = sorted(range(len(encoded)), key=lambda i: -sum(map(len, encoded[i])))
     out: list[tuple[float, int]] = [(0.0, 0)] * len(encoded)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    bar = tqdm(total=len(encoded), desc=desc, unit="seq", leave=False, dynamic_ncols=True)
+    bar = tqdm(
+        total=len(encoded), desc=desc, unit="seq", leave=False, dynamic_ncols=True, disable=quiet
+    )
     with torch.no_grad():
         for start in range(0, len(order), batch_size):
             idx = order[start : start + batch_size]

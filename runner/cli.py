@@ -12,6 +12,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from ftlab.reports import cli as reports_cli
+
 app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
@@ -538,6 +540,79 @@ def list_runs_cmd(
     console.print(table)
     if not rows:
         console.print(f"no runs indexed in {runs_dir}/ (run `ftlab run SPEC`, or `ftlab sync`)")
+
+
+app.command("compare")(reports_cli.compare_cmd)
+app.command("report")(reports_cli.report_cmd)
+
+wandb_app = typer.Typer(no_args_is_help=True, help="W&B: log runs again, upload offline runs.")
+app.add_typer(wandb_app, name="wandb")
+
+
+@wandb_app.command("sync")
+def wandb_sync(runs_dir: RunsDir = Path("runs")) -> None:
+    """Upload the offline W&B runs under the runs directory (needs an API key)."""
+    import subprocess
+
+    from ftlab.runner import tracking
+
+    folders = tracking.offline_runs(runs_dir)
+    if not folders:
+        console.print(f"no offline W&B runs waiting under {runs_dir}/")
+        return
+    if not tracking.api_key():
+        err.print("error: no W&B API key configured: set WANDB_API_KEY or run `wandb login`")
+        raise typer.Exit(2)
+    failed = 0
+    for folder in folders:
+        console.print(f"uploading {_rel(folder)}")
+        done = subprocess.run([sys.executable, "-m", "wandb", "sync", str(folder)], check=False)
+        failed += done.returncode != 0
+    if failed:
+        err.print(f"error: {failed} of {len(folders)} upload(s) failed (see above); run again")
+        raise typer.Exit(1)
+
+
+@wandb_app.command("show")
+def wandb_show(run_dir: Annotated[Path, typer.Argument(help="A run directory.")]) -> None:
+    """What a run's offline W&B log holds (read from the `.wandb` file, no network)."""
+    from ftlab.runner import tracking
+
+    record = (
+        json.loads((run_dir / "wandb.json").read_text())
+        if (run_dir / "wandb.json").exists()
+        else {}
+    )
+    if not record:
+        err.print(f"error: {run_dir} has no W&B run (tracking.wandb.mode was disabled?)")
+        raise typer.Exit(2)
+    logged = tracking.read_offline(Path(record["folder"]))
+    console.print(
+        f"{record['mode']} W&B run {record['id']} in project {record['project']}: group "
+        f"{logged.get('group')}, job_type {logged.get('job_type')}, tags {logged.get('tags')}, "
+        f"{len(logged['config'])} config keys, {len(logged['history'])} history rows"
+    )
+    for k, v in sorted(logged["summary"].items()):
+        if not k.startswith("_"):
+            console.print(f"  {k}: {v}", markup=False, highlight=False)
+
+
+@wandb_app.command("log")
+def wandb_log(
+    run_dirs: Annotated[list[Path], typer.Argument(help="Run directories.")],
+    mode: Annotated[str, typer.Option(help="auto | online | offline")] = "auto",
+    project: Annotated[str, typer.Option(help="W&B project.")] = "ftlab",
+) -> None:
+    """Log finished runs to W&B (again): config, curves, eval summary, sample tables."""
+    from ftlab.runner import tracking
+
+    for run_dir in run_dirs:
+        try:
+            folder = tracking.log_run(run_dir, project=project, mode=mode)
+        except tracking.TrackingError as exc:
+            err.print(f"error: {exc}", markup=False)
+            raise typer.Exit(2) from None
+        console.print(f"{run_dir.name}: logged to W&B ({folder})")
 
 
 @app.command()

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ftlab.runner import data as data_mod
-from ftlab.runner import evaluate, models
+from ftlab.runner import evaluate, models, tracking
 from ftlab.runner.envinfo import snapshot
 from ftlab.runner.methods import METHODS
 from ftlab.runner.methods.base import Artifact, StageContext
@@ -154,6 +154,7 @@ def execute(
     started = time.time()
     results: dict[str, dict[str, Any]] = {}
     try:
+        tracking.resolve_mode(spec.tracking.wandb.mode)  # `online` without a key: say so now
         ref, datasets = preflight(spec, spec_dir=spec_dir)
         hashes = stage_hashes(
             spec, spec_dir=spec_dir, model_identity=ref.identity, datasets=datasets
@@ -253,6 +254,7 @@ def _publish(run: RunDir, spec: Spec) -> None:
         store.ingest_runs(Path(spec.output.dir), [run.path])
     except store.StoreBusy as exc:
         print(f"note: DuckDB index busy ({exc}); run `ftlab sync` to index this run")
+    tracking.log_after_run(run.path, spec.tracking)
 
 
 def result_of(run: RunDir, spec: Spec) -> RunResult:

@@ -1,13 +1,17 @@
 """`ftlab sweep`: an Optuna study over whole recipes. Each trial is one normal run of the
 spec (its run directory and DuckDB rows carry the study and trial number) with sampled
 values; stages whose inputs a trial shares with an earlier one come from the stage cache.
-Intermediate eval losses go to the pruner; a pruned trial is a run in state `pruned`.
+Intermediate values (the objective measured during training where that is cheap, else
+the eval loss) go to the pruner; a pruned trial is a run in state `pruned`.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import time
+import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -147,9 +151,11 @@ def storage(url: str) -> Any:
     """Optuna storage with heartbeats, so a trial whose worker died is failed (and retried
     once) when the next worker starts."""
     import optuna
-    from optuna.storages import RDBStorage, RetryFailedTrialCallback
+    from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 
-    retry = RetryFailedTrialCallback(max_retry=1)
+    with warnings.catch_warnings():  # "experimental" since Optuna 2.8; the retry we want
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        retry = RetryHeartbeatStaleTrialCallback(max_retry=1)
     if url.startswith("journal:"):
         from optuna.storages.journal import JournalFileBackend, JournalStorage
 
@@ -192,20 +198,32 @@ def open_study(sweep: Sweep, *, create: bool = True) -> Any:
 
 
 class PruningCallback(TrainerCallback):  # type: ignore[misc]
-    """Trainer callback: each evaluation's loss goes to the pruner as an intermediate value
-    (steps offset per stage position, so trials that reuse a cached stage still line up).
+    """Trainer callback: each evaluation reports one intermediate value to the pruner.
 
-    A stage pruned once leaves its reported values in `<output>/cache/pruned/<hash>.json`;
+    The value is the objective itself when it can be measured on the model in training
+    (`probe`: an eval kind marked `in_loop`, such as `preference` or `perplexity`, run on
+    its rows at every evaluation), else the stage's eval loss signed like the objective (a
+    maximised study sees −loss). Steps count optimizer steps across the recipe (`offset`
+    = the steps of the stages before this one), so a trial that reuses a cached SFT stage
+    reports its DPO values at the same steps as one that trained it.
+
+    A stage pruned once leaves its reported values in `<output>/cache/pruned/<key>.json`;
     when another trial reaches a stage with the same inputs, those values are replayed to
     the pruner before any training, and the trial stops at once if the pruner (deciding
     afresh, against the study as it is now) says so — an identical stage is not retrained
     only to be pruned at the same step again."""
 
     def __init__(
-        self, trial: Any, position: int, sign: float = 1.0, record: Path | None = None
+        self,
+        trial: Any,
+        offset: int,
+        sign: float = 1.0,
+        record: Path | None = None,
+        probe: Callable[[Any, Any], float] | None = None,
     ) -> None:
-        self.trial, self.position, self.sign, self.record = trial, position, sign, record
-        self.reported: dict[int, float] = {}
+        self.trial, self.offset, self.sign, self.record = trial, offset, sign, record
+        self.probe = probe
+        self.reported: dict[int, float] = {}  # local step → value
 
     def on_train_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
         import json
@@ -218,26 +236,68 @@ class PruningCallback(TrainerCallback):  # type: ignore[misc]
     def on_evaluate(
         self, args: Any, state: Any, control: Any, metrics: Any = None, **kw: Any
     ) -> None:
-        if not metrics or "eval_loss" not in metrics or state.global_step == 0:
-            return  # step 0 is the untrained model: nothing to judge a trial by
-        step = self.position * 100_000 + int(state.global_step)
-        # the loss, signed like the objective (a maximised study sees −loss: lower is worse)
-        self._report(step, self.sign * float(metrics["eval_loss"]), replay=False)
+        step = int(state.global_step)
+        if step == 0 or step in self.reported:
+            return  # step 0 is the untrained model; the final evaluation repeats the last
+        if self.probe is not None:
+            value = self.probe(kw["model"], kw.get("processing_class") or kw.get("tokenizer"))
+        elif metrics and "eval_loss" in metrics:
+            value = self.sign * float(metrics["eval_loss"])
+        else:
+            return
+        self._report(step, value, replay=False)
 
     def _report(self, step: int, value: float, *, replay: bool) -> None:
         import json
 
-        if step in self.reported:  # the final evaluation repeats the last periodic one
+        if step in self.reported:
             return
         self.reported[step] = value
-        self.trial.report(value, step)
+        self.trial.report(value, self.offset + step)
         if self.trial.should_prune():
             if self.record is not None and not replay:
                 self.record.parent.mkdir(parents=True, exist_ok=True)
                 self.record.write_text(json.dumps(sorted(self.reported.items())))
             how = "its identical stage's earlier values" if replay else "this run"
-            local = step % 100_000
-            raise Pruned(f"pruned at step {local} (value {value * self.sign:.4f}, from {how})")
+            shown = value if self.probe is not None else value * self.sign
+            raise Pruned(f"pruned at step {step} (value {shown:.4f}, from {how})")
+
+
+def objective_probe(spec: Spec, datasets: dict[str, Any]) -> Callable[[Any, Any], float] | None:
+    """The first objective as a function of (model, tokenizer), when its eval kind is cheap
+    enough to run at every evaluation during training (`in_loop`); else None."""
+    from ftlab.evals.base import EvalInput
+    from ftlab.runner.evaluate import EVALS, eval_rows
+
+    head, _, metric = spec.search.objectives[0].metric.partition(".")
+    ev = next((e for e in spec.evals if e.key == head), None)
+    if ev is None or not getattr(EVALS.get(ev.kind), "in_loop", False):
+        return None
+    kind = EVALS.get(ev.kind)
+    rows = eval_rows(ev, datasets)
+    params = kind.params_model.model_validate(ev.params)
+
+    def probe(model: Any, tokenizer: Any) -> float:
+        training = model.training
+        model.eval()
+        try:
+            out = kind.run(
+                EvalInput(
+                    model=model,
+                    tokenizer=tokenizer,
+                    rows=rows,
+                    params=params,
+                    seed=spec.seed,
+                    target="in training",
+                    limit=ev.limit,
+                    quiet=True,
+                )
+            )
+        finally:
+            model.train(training)
+        return float(out.metrics[metric].value)
+
+    return probe
 
 
 def objective_values(run_dir: Path, spec: Spec) -> list[float]:
@@ -292,30 +352,28 @@ def make_objective(sweep: Sweep) -> Any:
         )
         trial.set_user_attr("run_id", rd.run_id)
         print(f"trial {trial.number}: {', '.join(overrides)} → {rd.run_id}")
-        positions = {s.name: i for i, s in enumerate(spec.stages)}
         ref, datasets = execute.preflight(spec, spec_dir=sweep.file.resolve().parent)
         hashes = execute.stage_hashes(
             spec, spec_dir=sweep.file.parent, model_identity=ref.identity, datasets=datasets
         )
+        objective = sweep.spec.search.objectives[0]
+        probe = objective_probe(spec, datasets)
+        # pruned-stage records hold values of one signal: key them by it too
+        signal = hashlib.sha256(f"{objective.metric}|{probe is not None}".encode()).hexdigest()
         pruned_dir = Path(spec.output.dir) / "cache" / "pruned"
-        sign = -1.0 if sweep.spec.search.objectives[0].direction == "maximize" else 1.0
+        sign = -1.0 if objective.direction == "maximize" else 1.0
+        needed = spec.needed_stages()
+
+        def callbacks(stage: Any) -> list[Any]:
+            if sweep.multi:
+                return []
+            earlier = needed[: needed.index(stage)]
+            offset = sum(int(rd.stage(s.name).get("summary", {}).get("steps", 0)) for s in earlier)
+            record = pruned_dir / f"{hashes[stage.name]}-{signal[:8]}.json"
+            return [PruningCallback(trial, offset, sign, record, probe)]
+
         try:
-            result = execute.execute(
-                rd,
-                spec,
-                stage_callbacks=lambda stage: (
-                    [
-                        PruningCallback(
-                            trial,
-                            positions[stage.name],
-                            sign,
-                            pruned_dir / f"{hashes[stage.name]}.json",
-                        )
-                    ]
-                    if not sweep.multi
-                    else []
-                ),
-            )
+            result = execute.execute(rd, spec, stage_callbacks=callbacks)
         except Pruned as exc:
             print(f"trial {trial.number}: {exc}")
             raise optuna.TrialPruned(str(exc)) from None

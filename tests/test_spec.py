@@ -312,6 +312,7 @@ def test_data_paths_are_relative_to_the_declaring_file(write, tmp_path) -> None:
     assert spec.data["sft"].path == str((tmp_path / "data" / "support_sft.jsonl").resolve())
 
 
-def test_unimplemented_tracking_is_refused_not_ignored(write) -> None:
-    with pytest.raises(SpecError, match="W&B logging arrives"):
-        load_spec(write("a.yaml", MINIMAL + "tracking: {wandb: {mode: online}}\n"))
+def test_tracking_mode_is_checked(write) -> None:
+    assert load_spec(write("a.yaml", MINIMAL + "tracking: {wandb: {mode: auto}}\n"))
+    with pytest.raises(SpecError, match="tracking.wandb.mode"):
+        load_spec(write("b.yaml", MINIMAL + "tracking: {wandb: {mode: always}}\n"))

@@ -133,6 +133,14 @@ def test_trials_are_runs_reused_and_pruned(tmp_path) -> None:
     best = load_spec(out)
     assert best.stages[0].train.learning_rate == 5e-3
     assert best.stages[0].adapter.r == trials[int(study.best_trial.number)].params[r]
+    # compare / report cover sweeps: one row per trial, the sweep section in the page
+    from ftlab.reports import compare, html
+
+    cmp = compare.compare(tmp_path / "runs")  # the latest sweep
+    assert [row.label for row in cmp.rows] == ["trial 0", "trial 1", "trial 2", "trial 3"]
+    page = html.build(tmp_path / "runs")
+    assert "Optimisation history (eval_loss, min)" in page
+    assert "Parameter importance" in page and "3 completed of 4 trials" in page
 
 
 @pytest.mark.integration
@@ -260,3 +268,35 @@ def test_a_failing_trial_is_recorded_and_the_study_goes_on(tmp_path) -> None:
     assert first.state == TrialState.FAIL and "no_such_proj" in first.user_attrs["error"]
     assert RunDir(tmp_path / "runs" / first.user_attrs["run_id"]).status()["state"] == "failed"
     assert second.state == TrialState.COMPLETE
+
+
+@pytest.mark.integration
+def test_pruner_sees_the_objective_measured_during_training(tmp_path) -> None:
+    """With an objective the runner can measure in the training loop (perplexity on the
+    held-out rows), the pruner gets that objective at every evaluation, not the eval loss:
+    the value at the last step is the one the run's final eval reports. An objective it
+    cannot measure cheaply (eval_loss itself here) falls back to the signed eval loss."""
+    path = _write(
+        tmp_path,
+        n=1,
+        steps=4,
+        **{
+            "search:": "evals:\n  - {name: ppl, kind: perplexity, data: sft}\nsearch:",
+            "  pruner: median": "  pruner: median\n  objectives: [{metric: ppl.loss}]",
+            "[5.0e-3, 1.0e-7]": "[5.0e-3]",
+            "[4, 8]": "[4]",
+        },
+    )
+    sweep = study_mod.load(path)
+    from ftlab.runner import execute
+
+    _, datasets = execute.preflight(sweep.spec, spec_dir=tmp_path)
+    assert study_mod.objective_probe(sweep.spec, datasets) is not None
+    study = study_mod.run_sweep(sweep)
+    trial = study.get_trials()[0]
+    assert sorted(trial.intermediate_values) == [2, 4]  # steps across the recipe
+    assert trial.intermediate_values[4] == pytest.approx(trial.value, rel=1e-3)
+    assert trial.intermediate_values[2] > trial.intermediate_values[4]  # it learned
+
+    loss_sweep = study_mod.load(_write(tmp_path, n=1, steps=4))
+    assert study_mod.objective_probe(loss_sweep.spec, datasets) is None

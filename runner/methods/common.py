@@ -170,7 +170,7 @@ def training_kwargs(ctx: StageContext) -> dict[str, Any]:
         # trl defaults to bf16 and checkpointing even on CPU: we decide, explicitly.
         bf16=ctx.precision == "bf16",
         fp16=ctx.precision == "fp16",
-        gradient_checkpointing=t.gradient_checkpointing,
+        activation_checkpointing=t.gradient_checkpointing,  # transformers 5 name
         logging_steps=t.logging_steps,
         eval_strategy="steps" if evaluate else "no",
         eval_steps=t.eval_steps or None,

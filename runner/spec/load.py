@@ -456,14 +456,6 @@ def _cross_check(raw: Raw, spec: Spec, prefix: str) -> list[Problem]:
         except ValidationError as exc:
             for err in exc.errors():
                 add(("stages", i, "params", *err["loc"]), err["msg"], _short(err.get("input")))
-    if spec.tracking.wandb.mode != "disabled":
-        add(
-            ("tracking", "wandb", "mode"),
-            "disabled (W&B logging arrives with the reports "
-            "issue; until then nothing would be logged)",
-            spec.tracking.wandb.mode,
-            "set tracking.wandb.mode: disabled, or remove the tracking: block",
-        )
     _check_evals(spec, add)
     return problems
 

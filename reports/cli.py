@@ -1,0 +1,218 @@
+"""`ftlab compare` and `ftlab report` (registered on the `ftlab` app by runner.cli)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+console = Console(width=None if sys.stdout.isatty() else 200)
+err = Console(stderr=True, soft_wrap=True)
+
+Refs = Annotated[
+    list[str] | None,
+    typer.Argument(
+        help="Run ids (or unique prefixes), experiment names or sweep names; none = the "
+        "latest experiment.",
+        show_default=False,
+    ),
+]
+RunsDir = Annotated[Path, typer.Option("--dir", help="Runs directory (output.dir).")]
+
+
+def _num(v: Any, spec: str = ".3f") -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "-"
+    return format(v, spec)
+
+
+def _p(p: float | None) -> str:
+    if p is None or math.isnan(p):
+        return ""
+    return "p<0.001" if p < 0.001 else f"p={p:.3f}"
+
+
+def compare_cmd(
+    refs: Refs = None,
+    metric: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--metric",
+            "-m",
+            help="eval.metric or eval_loss (repeatable); default: "
+            "each eval's headline metric and eval_loss.",
+        ),
+    ] = None,
+    baseline: Annotated[
+        str | None, typer.Option(help="Run id / row label to compare with (default: first).")
+    ] = None,
+    fmt: Annotated[str, typer.Option("--format", help="table | csv | json | markdown")] = "table",
+    runs_dir: RunsDir = Path("runs"),
+) -> None:
+    """Compare runs: each metric with its 95% interval, the difference from a baseline with
+    a paired test (McNemar / sign / paired bootstrap, Holm-corrected), and cost."""
+    from ftlab.reports.compare import CompareError, compare, records
+
+    if fmt not in ("table", "csv", "json", "markdown"):
+        err.print(f"error: --format {fmt!r}: expected table, csv, json or markdown")
+        raise typer.Exit(2)
+    try:
+        cmp = compare(runs_dir, refs, metrics=metric, baseline=baseline)
+    except CompareError as exc:
+        err.print(f"error: {exc}", markup=False, highlight=False)
+        raise typer.Exit(2) from None
+    recs = records(cmp)
+    if fmt == "json":
+        print(json.dumps(recs, indent=2, default=str))
+    elif fmt == "csv":
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=list(dict.fromkeys(k for r in recs for k in r)))
+        writer.writeheader()
+        writer.writerows(recs)
+        print(buf.getvalue(), end="")
+    elif fmt == "markdown":
+        print(_markdown(cmp))
+    else:
+        console.print(_table(cmp))
+        for note in _notes(cmp):
+            console.print(note, markup=False, highlight=False)
+
+
+def _cell_text(cmp: Any, row: Any, metric: str) -> tuple[str, str]:
+    """(value with interval, delta vs baseline with p and marker)."""
+    cell = row.cells.get(metric)
+    if cell is None:
+        return "-", ""
+    value = _num(cell.value)
+    if cell.sd is not None:
+        value += f" ± {_num(cell.sd)} sd"
+    elif cell.low is not None:
+        value += f" [{_num(cell.low)}, {_num(cell.high)}]"
+    d = cell.diff
+    if d is None:
+        return value, ""
+    delta = f"{d.delta:+.3f}"
+    if d.test:
+        delta += f" {_p(cell.p_adjusted)}"
+    if cell.significant:
+        better = (d.delta > 0) == cmp.higher_is_better[metric]
+        delta += " ▲*" if better else " ▼*"
+    if cell.seed_noise:
+        delta += " ~seed"
+    return value, delta
+
+
+def _table(cmp: Any) -> Table:
+    title = "Comparison" + (f" (baseline: {cmp.baseline.label})" if cmp.baseline else "")
+    table = Table(title=title)
+    table.add_column("run", no_wrap=True)
+    table.add_column("methods", no_wrap=True)
+    params = list(dict.fromkeys(k for r in cmp.rows for k in r.params))
+    for k in params:
+        table.add_column(_short(k, params))
+    for m in cmp.metrics:
+        arrow = "↑" if cmp.higher_is_better[m] else "↓"
+        table.add_column(f"{m} {arrow}")
+        if cmp.baseline is not None:
+            table.add_column(f"Δ {m}")
+    for col in ("time", "peak mem", "trainable"):
+        table.add_column(col, justify="right")
+    for row in cmp.rows:
+        cells = [row.label + (" (baseline)" if row.baseline else ""), row.methods]
+        cells += [_param(row.params.get(k)) for k in params]
+        for m in cmp.metrics:
+            value, delta = _cell_text(cmp, row, m)
+            cells.append(value)
+            if cmp.baseline is not None:
+                cells.append(delta)
+        cells += [
+            f"{row.wall_time_s:.0f}s" if row.wall_time_s is not None else "-",
+            f"{row.peak_memory_mb / 1024:.1f} GB" if row.peak_memory_mb else "-",
+            f"{row.trainable_params:,}" if row.trainable_params else "-",
+        ]
+        table.add_row(*cells)
+    return table
+
+
+def _notes(cmp: Any) -> list[str]:
+    out = []
+    if cmp.baseline is not None:
+        out.append(
+            "Δ = run − baseline on the same items; p: McNemar (0/1 scores), sign test (judge "
+            "outcomes) or paired bootstrap, Holm-corrected over the runs compared; "
+            "* = p < 0.05, ▲ better / ▼ worse; ~seed = within the spread across seeds."
+        )
+    return out + cmp.notes
+
+
+def _short(key: str, keys: list[str] | None = None) -> str:
+    """The shortest dotted suffix of `key` that no other key in `keys` ends with."""
+    parts = key.split(".")
+    others = [k for k in (keys or []) if k != key]
+    for n in range(min(2, len(parts)), len(parts) + 1):
+        tail = ".".join(parts[-n:])
+        if not any(k == tail or k.endswith("." + tail) for k in others):
+            return tail
+    return key
+
+
+def _param(v: Any) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.3g}"
+    return json.dumps(v) if isinstance(v, list | dict) else str(v)
+
+
+def _markdown(cmp: Any) -> str:
+    params = list(dict.fromkeys(k for r in cmp.rows for k in r.params))
+    head = ["run", "methods", *[_short(k, params) for k in params]]
+    for m in cmp.metrics:
+        head.append(m)
+        if cmp.baseline is not None:
+            head.append(f"Δ {m}")
+    head += ["time (s)", "trainable"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for row in cmp.rows:
+        cells = [row.label + (" (baseline)" if row.baseline else ""), row.methods]
+        cells += [_param(row.params.get(k)) for k in params]
+        for m in cmp.metrics:
+            value, delta = _cell_text(cmp, row, m)
+            cells.append(value)
+            if cmp.baseline is not None:
+                cells.append(delta)
+        cells += [_num(row.wall_time_s, ".0f"), f"{row.trainable_params or 0:,}"]
+        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+    return "\n".join([*lines, "", *_notes(cmp)])
+
+
+def report_cmd(
+    refs: Refs = None,
+    out: Annotated[
+        Path | None, typer.Option("-o", "--out", help="HTML file (default <dir>/reports/…).")
+    ] = None,
+    baseline: Annotated[
+        str | None, typer.Option(help="Run id / row label to compare with (default: first).")
+    ] = None,
+    runs_dir: RunsDir = Path("runs"),
+) -> None:
+    """Write one self-contained HTML report: leaderboard with intervals and paired tests,
+    metric vs cost (Pareto front), loss and alignment curves, sweep history and parameter
+    importance, and a per-sample explorer."""
+    from ftlab.reports import html
+    from ftlab.reports.compare import CompareError
+
+    try:
+        path = html.write(runs_dir, refs, out, baseline=baseline)
+    except CompareError as exc:
+        err.print(f"error: {exc}", markup=False, highlight=False)
+        raise typer.Exit(2) from None
+    console.print(f"report: {path} ({path.stat().st_size / 1024:.0f} KB, opens offline)")

@@ -1,0 +1,366 @@
+"""`ftlab compare`: runs side by side from the DuckDB index, each metric with its interval
+and, against a baseline run, the difference with a paired test (Holm-corrected across
+the runs compared with it).
+
+Runs that differ only by `seed` are one row (mean ± sd across seeds); a difference no
+larger than the seed spread is flagged, whatever the per-item test says.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ftlab.reports import stats, store
+
+# the per-item score behind an aggregate eval metric, where the names differ
+SAMPLE_SCORE = {
+    "accuracy": "correct",
+    "accuracy_per_token": "correct_per_token",
+    "win_rate": "win",
+    "adherence": "adheres",
+    "contaminated_rate": "contaminated",
+    "mean_overlap": "overlap",
+    "position_consistency": "consistent",
+}
+STAGE_METRICS = ("eval_loss", "train_loss")  # of the run's last stage; lower is better
+IGNORED_KEYS = ("name", "seed", "output", "tracking", "search", "description", "variants")
+
+
+class CompareError(ValueError):
+    """A run or experiment that is not in the index; the message says what is."""
+
+
+@dataclass
+class Cell:
+    value: float
+    low: float | None = None
+    high: float | None = None
+    sd: float | None = None  # across seeds, when the row has several
+    diff: stats.Difference | None = None
+    p_adjusted: float | None = None
+    seed_noise: bool = False
+
+    @property
+    def significant(self) -> bool:
+        return self.p_adjusted is not None and self.p_adjusted < 0.05 and not self.seed_noise
+
+
+@dataclass
+class Row:
+    label: str
+    run_ids: list[str]
+    experiment: str
+    methods: str
+    params: dict[str, Any]
+    state: str
+    wall_time_s: float | None
+    peak_memory_mb: float | None
+    trainable_params: int | None
+    study: str | None = None
+    trial: int | None = None
+    cells: dict[str, Cell] = field(default_factory=dict)
+    items: dict[str, dict[str, float]] = field(default_factory=dict)  # metric → item → score
+    baseline: bool = False
+
+
+@dataclass
+class Comparison:
+    rows: list[Row]
+    metrics: list[str]
+    higher_is_better: dict[str, bool]
+    baseline: Row | None
+    notes: list[str] = field(default_factory=list)
+
+
+def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(value, dict):
+        out: dict[str, Any] = {}
+        for k, v in value.items():
+            out |= _flatten(v, f"{prefix}{k}.")
+        return out
+    if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+        out = {}
+        for i, v in enumerate(value):
+            key = v.get("name", i) if isinstance(v, dict) else i
+            out |= _flatten(v, f"{prefix}{key}.")
+        return out
+    return {prefix.rstrip("."): value}
+
+
+def _recipe(spec_json: str) -> dict[str, Any]:
+    spec = json.loads(spec_json or "{}")
+    return {k: v for k, v in _flatten(spec).items() if k.split(".")[0] not in IGNORED_KEYS}
+
+
+def select_runs(root: Path, refs: list[str]) -> list[dict[str, Any]]:
+    """Runs named by id (or a unique id prefix), experiment or sweep study; none → the
+    latest experiment's runs. Ordered by creation."""
+    runs = store.query(
+        root,
+        "SELECT run_id, experiment, variant, state, created, wall_time_s, spec_json, study,"
+        " trial, seed FROM runs ORDER BY created",
+    )
+    if not runs:
+        raise CompareError(f"no runs indexed under {root} (run an experiment, or `ftlab sync`)")
+    if not refs:
+        latest = runs[-1]
+        key = "study" if latest.get("study") else "experiment"
+        return [r for r in runs if r[key] == latest[key]]
+    picked: list[dict[str, Any]] = []
+    for ref in refs:
+        hit = [r for r in runs if ref in (r["experiment"], r["study"])]
+        if not hit:
+            hit = [r for r in runs if r["run_id"].startswith(ref)]
+            if len(hit) > 1:
+                raise CompareError(f"{ref!r} matches {len(hit)} runs; give more of the run id")
+        if not hit:
+            experiments = sorted({r["experiment"] for r in runs})
+            raise CompareError(
+                f"{ref!r} is not a run id, experiment or sweep in {root}; "
+                f"experiments there: {', '.join(experiments)}"
+            )
+        picked += [r for r in hit if r not in picked]
+    return picked
+
+
+def compare(
+    root: Path,
+    refs: list[str] | None = None,
+    *,
+    metrics: list[str] | None = None,
+    baseline: str | None = None,
+    resamples: int = 1000,
+) -> Comparison:
+    runs = select_runs(root, refs or [])
+    ids = [r["run_id"] for r in runs]
+    results = store.query(
+        root,
+        """SELECT run_id, eval, metric, value, ci_low, ci_high, headline, higher_is_better, target
+           FROM eval_results WHERE is_last AND run_id IN (SELECT unnest(?))""",
+        [ids],
+    )
+    stages = store.query(
+        root,
+        """SELECT run_id, method, position, trainable_params, peak_memory_mb, eval_loss,
+                  train_loss
+           FROM stages WHERE run_id IN (SELECT unnest(?)) ORDER BY run_id, position""",
+        [ids],
+    )
+    higher: dict[str, bool] = {m: False for m in STAGE_METRICS}
+    headline: list[str] = []
+    for r in results:
+        name = f"{r['eval']}.{r['metric']}"
+        higher[name] = bool(r["higher_is_better"])
+        if r["headline"] and name not in headline:
+            headline.append(name)
+    chosen = metrics or [*headline, "eval_loss"]
+    unknown = [m for m in chosen if m not in higher]
+    if unknown:
+        known = ", ".join(sorted(higher))
+        raise CompareError(f"no metric {', '.join(unknown)} in these runs; they have: {known}")
+
+    per_run: dict[str, dict[str, Any]] = {i: {"cells": {}, "stages": []} for i in ids}
+    for r in results:
+        name = f"{r['eval']}.{r['metric']}"
+        per_run[r["run_id"]]["cells"][name] = (r["value"], r["ci_low"], r["ci_high"])
+    for s in stages:
+        per_run[s["run_id"]]["stages"].append(s)
+    for info in per_run.values():
+        if info["stages"]:
+            last = info["stages"][-1]
+            for m in STAGE_METRICS:
+                if last[m] is not None:
+                    info["cells"][m] = (last[m], None, None)
+
+    items = _items(root, ids, [m for m in chosen if m not in STAGE_METRICS])
+    recipes = {r["run_id"]: _recipe(r["spec_json"]) for r in runs}
+    varying = sorted(
+        k
+        for k in set().union(*(recipes[i].keys() for i in ids))
+        if len({json.dumps(recipes[i].get(k), sort_keys=True) for i in ids}) > 1
+    )
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for r in runs:  # runs that differ only by seed share a recipe
+        groups.setdefault(json.dumps(recipes[r["run_id"]], sort_keys=True), []).append(r)
+    rows = []
+    for group in groups.values():
+        if len({r["seed"] for r in group}) == len(group):
+            rows.append(_row(group, per_run, items, chosen, varying, recipes))
+        else:  # the same recipe and seed again (a repeated trial) is its own row
+            rows += [_row([r], per_run, items, chosen, varying, recipes) for r in group]
+    created = {r["run_id"]: r["created"] or 0.0 for r in runs}
+    rows.sort(key=lambda row: min(created[i] for i in row.run_ids))
+
+    base = _pick_baseline(rows, baseline)
+    notes: list[str] = []
+    if base is not None:
+        base.baseline = True
+        for metric in chosen:
+            others = [row for row in rows if row is not base and metric in row.cells]
+            ref = base.cells.get(metric)
+            if ref is None:
+                continue
+            base_items = base.items.get(metric, {})
+            keys = sorted(base_items)
+            # rows scored on every baseline item: one batched bootstrap for all of them
+            full = [r for r in others if keys and set(keys) <= set(r.items.get(metric, {}))]
+            batched = stats.compare_paired_many(
+                [[r.items[metric][k] for k in keys] for r in full],
+                [base_items[k] for k in keys],
+                resamples=resamples,
+            )
+            for row, diff in zip(full, batched, strict=True):
+                row.cells[metric].diff = diff
+            in_batch = {id(r) for r in full}
+            for row in others:
+                cell = row.cells[metric]
+                if id(row) not in in_batch:
+                    cell.diff = (
+                        stats.compare_paired(row.items[metric], base_items, resamples=resamples)
+                        if row.items.get(metric) and base_items
+                        else stats.Difference(
+                            cell.value - ref.value, math.nan, math.nan, math.nan, "", 0
+                        )
+                    )
+                assert cell.diff is not None
+                if cell.diff.test and not cell.diff.paired:
+                    notes.append(
+                        f"{row.label} vs {base.label} on {metric}: different items, unpaired"
+                    )
+                cell.seed_noise = stats.within_seed_noise(
+                    cell.diff.delta, cell.sd or 0.0, ref.sd or 0.0
+                )
+            tested = [(r.cells[metric], d) for r in others if (d := r.cells[metric].diff)]
+            adjusted = stats.holm([d.p for _, d in tested])
+            for (cell, _), p in zip(tested, adjusted, strict=True):
+                cell.p_adjusted = None if math.isnan(p) else p
+    return Comparison(rows, chosen, {m: higher[m] for m in chosen}, base, notes)
+
+
+def _items(
+    root: Path, ids: list[str], metrics: list[str]
+) -> dict[tuple[str, str], dict[str, float]]:
+    """{(run_id, metric): {item: score}} for the last model of each run."""
+    if not metrics:
+        return {}
+    wanted = []
+    for m in metrics:
+        ev, _, metric = m.partition(".")
+        wanted.append({"eval": ev, "metric": metric, "score": SAMPLE_SCORE.get(metric, metric)})
+    rows = store.query(
+        root,
+        """WITH wanted AS (SELECT unnest(?, recursive := true))
+           SELECT s.run_id, w.eval || '.' || w.metric AS name, s.item, avg(s.value) AS value
+           FROM eval_samples s
+           JOIN wanted w ON s.eval = w.eval AND s.metric = w.score
+           JOIN eval_results r ON r.run_id = s.run_id AND r.eval = s.eval
+                AND r.target = s.target AND r.metric = w.metric AND r.is_last
+           WHERE s.run_id IN (SELECT unnest(?))
+           GROUP BY ALL""",
+        [wanted, ids],
+    )
+    out: dict[tuple[str, str], dict[str, float]] = {}
+    for r in rows:
+        out.setdefault((r["run_id"], r["name"]), {})[r["item"]] = r["value"]
+    return out
+
+
+def _row(
+    group: list[dict[str, Any]],
+    per_run: dict[str, dict[str, Any]],
+    items: dict[tuple[str, str], dict[str, float]],
+    metrics: list[str],
+    varying: list[str],
+    recipes: dict[str, dict[str, Any]],
+) -> Row:
+    first = group[0]
+    ids = [r["run_id"] for r in group]
+    stages = per_run[first["run_id"]]["stages"]
+    label = first["variant"] or first["experiment"]
+    if first.get("trial") is not None:
+        label = f"trial {first['trial']}"
+    if len(group) > 1:
+        label += f" ×{len(group)} seeds"
+    walls = [r["wall_time_s"] for r in group if r["wall_time_s"] is not None]
+    peaks = [s["peak_memory_mb"] for i in ids for s in per_run[i]["stages"] if s["peak_memory_mb"]]
+    row = Row(
+        label=label,
+        run_ids=ids,
+        experiment=first["experiment"],
+        methods=" → ".join(s["method"] for s in stages),
+        params={k: recipes[first["run_id"]].get(k) for k in varying},
+        state=", ".join(sorted({r["state"] for r in group})),
+        wall_time_s=sum(walls) / len(walls) if walls else None,
+        peak_memory_mb=max(peaks) if peaks else None,
+        trainable_params=stages[-1]["trainable_params"] if stages else None,
+        study=first.get("study"),
+        trial=first.get("trial"),
+    )
+    for metric in metrics:
+        values = [per_run[i]["cells"][metric] for i in ids if metric in per_run[i]["cells"]]
+        if not values:
+            continue
+        if len(values) == 1:
+            row.cells[metric] = Cell(*values[0])
+        else:
+            mean, sd, _ = stats.seed_summary([v[0] for v in values])
+            row.cells[metric] = Cell(
+                mean,
+                mean - 1.96 * sd / math.sqrt(len(values)),
+                mean + 1.96 * sd / math.sqrt(len(values)),
+                sd=sd,
+            )
+        scores: dict[str, list[float]] = {}
+        for i in ids:
+            for item, v in items.get((i, metric), {}).items():
+                scores.setdefault(item, []).append(v)
+        if scores:  # several seeds: the item's mean score
+            row.items[metric] = {k: sum(v) / len(v) for k, v in scores.items()}
+    return row
+
+
+def _pick_baseline(rows: list[Row], baseline: str | None) -> Row | None:
+    if baseline is None:
+        return rows[0] if len(rows) > 1 else None
+    for row in rows:
+        if baseline == row.label or any(i.startswith(baseline) for i in row.run_ids):
+            return row
+    labels = ", ".join(r.label for r in rows)
+    raise CompareError(f"baseline {baseline!r} is not among the compared runs ({labels})")
+
+
+def records(cmp: Comparison) -> list[dict[str, Any]]:
+    """One flat dict per row, for csv / json / markdown."""
+    out = []
+    for row in cmp.rows:
+        rec: dict[str, Any] = {
+            "run": row.label,
+            "run_ids": " ".join(row.run_ids),
+            "methods": row.methods,
+            **{f"param:{k}": v for k, v in row.params.items()},
+        }
+        for metric in cmp.metrics:
+            cell = row.cells.get(metric)
+            rec[metric] = cell.value if cell else None
+            rec[f"{metric}:low"] = cell.low if cell else None
+            rec[f"{metric}:high"] = cell.high if cell else None
+            if cell and cell.sd is not None:
+                rec[f"{metric}:seed_sd"] = cell.sd
+            if cmp.baseline is not None and row is not cmp.baseline:
+                d = cell.diff if cell else None
+                rec[f"{metric}:delta"] = d.delta if d else None
+                rec[f"{metric}:p"] = cell.p_adjusted if cell else None
+                rec[f"{metric}:test"] = d.test if d else ""
+                rec[f"{metric}:significant"] = bool(cell and cell.significant)
+        rec |= {
+            "wall_time_s": row.wall_time_s,
+            "peak_memory_mb": row.peak_memory_mb,
+            "trainable_params": row.trainable_params,
+            "baseline": row.baseline,
+        }
+        out.append(rec)
+    return out

@@ -1,0 +1,228 @@
+"""Comparison reports and W&B, on one small real experiment: three SFT runs on the tiny
+model (the spec as written, the same recipe with another seed, and a learning rate too
+small to learn), each evaluated for held-out perplexity and preference accuracy, logged
+to W&B offline. `ftlab compare` groups the seeds and tests each run against the
+baseline on the same items; `ftlab report` is opened in a real headless Chromium."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from ftlab.reports import compare as compare_mod
+from ftlab.reports import html as html_mod
+from ftlab.runner import tracking
+
+from .conftest import DATA, ROOT
+
+SPEC = """\
+name: reportdemo
+seed: 3
+model: tiny
+data:
+  sft: {{path: {data}/support_sft.jsonl, max_rows: 96, val_fraction: 0.25}}
+  prefs: {{path: {data}/support_prefs.jsonl, format: preference, max_rows: 60,
+          val_fraction: 0.5}}
+stages:
+  - name: sft
+    method: lora
+    adapter: {{r: 8, alpha: 16, dropout: 0.0}}
+    train: {{learning_rate: 5.0e-3, max_steps: 16, batch_size: 8, max_length: 96,
+             eval_steps: 4, logging_steps: 2, precision: fp32}}
+variants:
+  seed2: {{seed: 11}}
+  frozen: {{stages.sft.train.learning_rate: 1.0e-7}}
+evals:
+  - {{name: ppl, kind: perplexity, data: sft}}
+  - {{name: prefs, kind: preference, data: prefs}}
+tracking: {{wandb: {{project: ftlab-test, mode: offline}}}}
+output: {{dir: {runs}}}
+"""
+SECRET = "sk-test-should-never-be-written-0123456789"
+
+
+@pytest.fixture(scope="module")
+def experiment(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from typer.testing import CliRunner
+
+    from ftlab.runner.cli import app
+
+    tmp = tmp_path_factory.mktemp("reports")
+    runs = tmp / "runs"
+    spec = tmp / "reportdemo.yaml"
+    spec.write_text(SPEC.format(data=DATA, runs=runs))
+    env = {"WANDB_API_KEY": SECRET, "WANDB_DIR": str(tmp / "wandb-home")}
+    result = CliRunner().invoke(app, ["run", str(spec)], env=env)
+    assert result.exit_code == 0, result.output
+    return runs
+
+
+@pytest.mark.integration
+def test_compare_groups_seeds_and_tests_against_the_baseline(experiment: Path) -> None:
+    cmp = compare_mod.compare(experiment)  # no arguments: the latest experiment
+    assert [r.label for r in cmp.rows] == ["base ×2 seeds", "frozen"]
+    assert cmp.metrics == ["ppl.loss", "prefs.accuracy", "eval_loss"]
+    base, frozen = cmp.rows
+    assert base.baseline and len(base.run_ids) == 2
+    assert base.params == {"stages.sft.train.learning_rate": 5e-3}
+    seeds = base.cells["ppl.loss"]
+    assert seeds.sd is not None and seeds.sd > 0  # two seeds → a spread
+    loss = frozen.cells["ppl.loss"]
+    assert loss.diff is not None and loss.diff.test == "paired bootstrap" and loss.diff.paired
+    assert loss.diff.delta > 0 and loss.significant  # not learning is worse, and it shows
+    assert loss.p_adjusted is not None and loss.p_adjusted >= loss.diff.p
+    acc = frozen.cells["prefs.accuracy"]
+    assert acc.diff is not None and acc.diff.test == "mcnemar" and acc.diff.n == 30
+    assert frozen.cells["eval_loss"].diff.test == ""  # type: ignore[union-attr]
+    # one run against another by id, the other as baseline
+    one = compare_mod.compare(
+        experiment, [base.run_ids[1], frozen.run_ids[0]], baseline=frozen.run_ids[0][:30]
+    )
+    assert [r.baseline for r in one.rows] == [False, True]
+    with pytest.raises(compare_mod.CompareError, match="not a run id, experiment"):
+        compare_mod.compare(experiment, ["no-such-experiment"])
+    with pytest.raises(compare_mod.CompareError, match="they have: .*prefs.margin"):
+        compare_mod.compare(experiment, metrics=["prefs.nope"])
+
+
+@pytest.mark.integration
+def test_compare_cli_formats(experiment: Path) -> None:
+    from typer.testing import CliRunner
+
+    from ftlab.runner.cli import app
+
+    run = CliRunner()
+    table = run.invoke(app, ["compare", "--dir", str(experiment)])
+    assert table.exit_code == 0, table.output
+    assert "base ×2 seeds (baseline)" in table.output and "frozen" in table.output
+    assert "Δ ppl.loss" in table.output and "▼*" in table.output  # significantly worse
+    recs = json.loads(
+        run.invoke(app, ["compare", "--dir", str(experiment), "--format", "json"]).output
+    )
+    assert [r["run"] for r in recs] == ["base ×2 seeds", "frozen"]
+    assert recs[1]["ppl.loss:test"] == "paired bootstrap" and recs[1]["ppl.loss:significant"]
+    text = run.invoke(
+        app, ["compare", "--dir", str(experiment), "--format", "csv", "-m", "prefs.accuracy"]
+    ).output
+    rows = list(csv.DictReader(io.StringIO(text)))
+    assert rows[1]["prefs.accuracy:test"] == "mcnemar" and "ppl.loss" not in rows[1]
+    md = run.invoke(app, ["compare", "--dir", str(experiment), "--format", "markdown"]).output
+    assert md.startswith("| run | methods |") and "| frozen |" in md
+    bad = run.invoke(app, ["compare", "nope", "--dir", str(experiment)])
+    assert bad.exit_code == 2 and "experiments there: reportdemo" in bad.output
+
+
+def _chromium() -> str:
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        if path := shutil.which(name):
+            return path
+    pytest.fail(
+        "the report test needs a Chromium binary: `make services` installs Debian's "
+        "chromium (as root), or `apt-get install chromium`"
+    )
+
+
+@pytest.mark.integration
+def test_report_opens_in_headless_chromium(experiment: Path) -> None:
+    from playwright.sync_api import sync_playwright
+
+    out = html_mod.write(experiment, None, None)
+    page_text = out.read_text()
+    assert "http://" not in page_text and "https://" not in page_text  # nothing to fetch
+    artifacts = ROOT / "test-artifacts"
+    artifacts.mkdir(exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=_chromium(), args=["--no-sandbox"])
+        page = browser.new_page(viewport={"width": 1300, "height": 900})
+        errors: list[str] = []
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.route(
+            "**/*",
+            lambda route: (
+                route.abort() if not route.request.url.startswith("file:") else route.continue_()
+            ),
+        )  # offline: any fetch would fail loudly
+        page.goto(out.resolve().as_uri())
+        rows = page.locator("#leaderboard tbody tr")
+        assert [rows.nth(i).locator("td").first.inner_text() for i in range(rows.count())] == [
+            "base ×2 seeds (baseline)",
+            "frozen",
+        ]
+        assert page.locator("#leaderboard td.sig.worse").count() >= 1
+        charts = page.locator("#cost figure")
+        assert charts.count() == 3  # one per metric, each with one point per row
+        assert charts.first.locator("circle").count() == 2
+        assert page.locator("#curves svg polyline").count() >= 4
+        page.select_option("#ex-eval", "ppl")
+        page.select_option("#ex-a", "base ×2 seeds")
+        page.select_option("#ex-b", "frozen")
+        assert "items differ" in page.locator("#ex-count").inner_text()
+        assert page.locator("#ex-items .item").count() > 0
+        page.screenshot(path=str(artifacts / "report.png"), full_page=True)
+        browser.close()
+    assert errors == []
+    assert (artifacts / "report.png").stat().st_size > 10_000
+
+
+@pytest.mark.integration
+def test_wandb_offline_files_hold_config_summary_and_tables(experiment: Path) -> None:
+    runs = sorted(d for d in experiment.iterdir() if (d / "run.json").exists())
+    assert len(runs) == 3
+    for run in runs:
+        record = json.loads((run / "wandb.json").read_text())
+        assert record["mode"] == "offline"
+        folder = Path(record["folder"])
+        logged = tracking.read_offline(folder)
+        assert logged["group"] == "reportdemo" and logged["job_type"] == "lora"
+        assert "lora" in logged["tags"]
+        assert logged["config"]["stages.sft.method"] == "lora"
+        assert logged["config"]["model.name"] == "tiny"
+        assert not any("api_key" in k and not k.endswith("_env") for k in logged["config"])
+        summary = logged["summary"]
+        assert 0.0 <= summary["eval/prefs/accuracy"] <= 1.0
+        assert summary["eval/ppl/loss_ci_low"] <= summary["eval/ppl/loss"]
+        assert summary["state"] == "completed"
+        curve = [h["sft/loss"] for h in logged["history"] if "sft/loss" in h]
+        assert len(curve) >= 4 and curve[-1] < curve[0] * 1.5
+        files = folder / "files"
+        tables = list((files / "media" / "table").rglob("*.table.json"))
+        prefs = [t for t in tables if "prefs" in t.name]
+        assert prefs, tables
+        table = json.loads(prefs[0].read_text())
+        assert "score:correct" in table["columns"] and len(table["data"]) == 30
+        meta = json.loads((run / "run.json").read_text())
+        payload = tracking.run_payload(tracking.RunDir(run))
+        assert payload["group"] == meta["experiment"] == "reportdemo"
+        assert payload["job_type"] == "lora"
+        assert any(k.startswith("sft/loss") for c in payload["curves"] for k in c["values"])
+    # the key in the environment never lands anywhere in the runs directory
+    for path in experiment.rglob("*"):
+        if path.is_file() and path.stat().st_size < 50_000_000:
+            assert SECRET.encode() not in path.read_bytes(), path
+    assert tracking.offline_runs(experiment)  # waiting for `ftlab wandb sync`
+
+
+def test_wandb_mode_auto_never_prompts_or_hangs(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("HOME", "/nonexistent")  # no ~/.netrc either
+    mode, notice = tracking.resolve_mode("auto")
+    assert mode == "offline" and "no API key" in notice
+    with pytest.raises(tracking.TrackingError, match="WANDB_API_KEY"):
+        tracking.resolve_mode("online")
+    # a key but a server that does not answer: offline, after the short probe
+    monkeypatch.setenv("WANDB_API_KEY", SECRET)
+    monkeypatch.setenv("WANDB_BASE_URL", "http://127.0.0.1:9")  # discard port: refused
+    mode, notice = tracking.resolve_mode("auto")
+    assert mode == "offline" and "did not answer" in notice and SECRET not in notice
+    flat = tracking.flat_config(
+        {"stages": [{"name": "sft", "params": {"api_key": SECRET, "api_key_env": "KEY"}}]}
+    )
+    assert flat == {"stages.sft.name": "sft", "stages.sft.params.api_key_env": "KEY"}
+    assert os.environ.get("WANDB_MODE") is None
