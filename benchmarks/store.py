@@ -25,12 +25,14 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=1000)
     ap.add_argument("--items", type=int, default=500)
+    ap.add_argument("--keep", type=Path, help="build the index in this folder and keep it")
     args = ap.parse_args()
     rng = np.random.default_rng(0)
     n_runs, n_items = args.runs, args.items
     ids = [f"bench-{i:05d}" for i in range(n_runs)]
     with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp)
+        root = args.keep or Path(tmp)
+        root.mkdir(parents=True, exist_ok=True)
         runs = pa.Table.from_pylist(
             [
                 {
@@ -129,16 +131,9 @@ def main() -> None:
         times = []
         for _ in range(5):
             started = time.perf_counter()
-            selected = compare.select_runs(root, ["bench"])
-            run_ids = [r["run_id"] for r in selected]
-            store.query(
-                root,
-                "SELECT * FROM eval_results WHERE is_last AND run_id IN (SELECT unnest(?))",
-                [run_ids],
-            )
-            items = compare._items(root, run_ids, ["prefs.accuracy", "ppl.loss"])
+            _, _, _, items = compare.load(root, ["bench"], None)
             times.append(time.perf_counter() - started)
-        assert len(items) == 2 * n_runs
+        assert items.scores["ppl.loss"].shape == (n_runs, n_items)
         print(
             f"compare queries over {n_runs:,} runs ({n:,} item scores read): "
             f"{min(times) * 1000:.0f} ms best of 5, {sorted(times)[2] * 1000:.0f} ms median "

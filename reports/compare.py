@@ -8,11 +8,15 @@ larger than the seed spread is flagged, whatever the per-item test says.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from ftlab.reports import stats, store
 
@@ -63,7 +67,7 @@ class Row:
     study: str | None = None
     trial: int | None = None
     cells: dict[str, Cell] = field(default_factory=dict)
-    items: dict[str, dict[str, float]] = field(default_factory=dict)  # metric → item → score
+    items: dict[str, Any] = field(default_factory=dict)  # metric → scores over Items.names
     baseline: bool = False
 
 
@@ -96,14 +100,14 @@ def _recipe(spec_json: str) -> dict[str, Any]:
     return {k: v for k, v in _flatten(spec).items() if k.split(".")[0] not in IGNORED_KEYS}
 
 
-def select_runs(root: Path, refs: list[str]) -> list[dict[str, Any]]:
+def select_runs(root: Path, refs: list[str], con: Any = None) -> list[dict[str, Any]]:
     """Runs named by id (or a unique id prefix), experiment or sweep study; none → the
     latest experiment's runs. Ordered by creation."""
-    runs = store.query(
-        root,
+    sql = (
         "SELECT run_id, experiment, variant, state, created, wall_time_s, spec_json, study,"
-        " trial, seed FROM runs ORDER BY created",
+        " trial, seed FROM runs ORDER BY created"
     )
+    runs = store.rows(con, sql) if con is not None else store.query(root, sql)
     if not runs:
         raise CompareError(f"no runs indexed under {root} (run an experiment, or `ftlab sync`)")
     if not refs:
@@ -127,6 +131,38 @@ def select_runs(root: Path, refs: list[str]) -> list[dict[str, Any]]:
     return picked
 
 
+def load(
+    root: Path, refs: list[str], metrics: list[str] | None
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]], Items]:
+    """Everything a comparison reads from DuckDB: runs, last-model eval results, stages and
+    per-item scores, on one connection."""
+    with store.connect(root, write=False) as con:  # one connection for every query
+        runs = select_runs(root, refs, con)
+        ids = [r["run_id"] for r in runs]
+        results = store.rows(
+            con,
+            """SELECT run_id, eval, metric, value, ci_low, ci_high, headline,
+                      higher_is_better, target
+               FROM eval_results WHERE is_last AND run_id IN (SELECT unnest(?))""",
+            [ids],
+        )
+        stages = store.rows(
+            con,
+            """SELECT run_id, method, position, trainable_params, peak_memory_mb,
+                      eval_loss, train_loss
+               FROM stages WHERE run_id IN (SELECT unnest(?)) ORDER BY run_id, position""",
+            [ids],
+        )
+        per_item = sorted({f"{r['eval']}.{r['metric']}" for r in results})
+        if metrics:
+            per_item = [m for m in metrics if m in per_item]
+        else:
+            per_item = [f"{r['eval']}.{r['metric']}" for r in results if r["headline"]]
+            per_item = list(dict.fromkeys(per_item))
+        items = Items.load(root, ids, per_item, con)
+    return runs, results, stages, items
+
+
 def compare(
     root: Path,
     refs: list[str] | None = None,
@@ -135,21 +171,8 @@ def compare(
     baseline: str | None = None,
     resamples: int = 1000,
 ) -> Comparison:
-    runs = select_runs(root, refs or [])
+    runs, results, stages, items = load(root, refs or [], metrics)
     ids = [r["run_id"] for r in runs]
-    results = store.query(
-        root,
-        """SELECT run_id, eval, metric, value, ci_low, ci_high, headline, higher_is_better, target
-           FROM eval_results WHERE is_last AND run_id IN (SELECT unnest(?))""",
-        [ids],
-    )
-    stages = store.query(
-        root,
-        """SELECT run_id, method, position, trainable_params, peak_memory_mb, eval_loss,
-                  train_loss
-           FROM stages WHERE run_id IN (SELECT unnest(?)) ORDER BY run_id, position""",
-        [ids],
-    )
     higher: dict[str, bool] = {m: False for m in STAGE_METRICS}
     headline: list[str] = []
     for r in results:
@@ -176,7 +199,6 @@ def compare(
                 if last[m] is not None:
                     info["cells"][m] = (last[m], None, None)
 
-    items = _items(root, ids, [m for m in chosen if m not in STAGE_METRICS])
     recipes = {r["run_id"]: _recipe(r["spec_json"]) for r in runs}
     varying = sorted(
         k
@@ -204,13 +226,19 @@ def compare(
             ref = base.cells.get(metric)
             if ref is None:
                 continue
-            base_items = base.items.get(metric, {})
-            keys = sorted(base_items)
+            b = base.items.get(metric)
+            scored = ~np.isnan(b) if b is not None else np.zeros(0, dtype=bool)
             # rows scored on every baseline item: one batched bootstrap for all of them
-            full = [r for r in others if keys and set(keys) <= set(r.items.get(metric, {}))]
+            full = [
+                r
+                for r in others
+                if scored.any()
+                and r.items.get(metric) is not None
+                and not np.isnan(r.items[metric][scored]).any()
+            ]
             batched = stats.compare_paired_many(
-                [[r.items[metric][k] for k in keys] for r in full],
-                [base_items[k] for k in keys],
+                [r.items[metric][scored] for r in full],
+                b[scored] if b is not None else [],
                 resamples=resamples,
             )
             for row, diff in zip(full, batched, strict=True):
@@ -219,9 +247,11 @@ def compare(
             for row in others:
                 cell = row.cells[metric]
                 if id(row) not in in_batch:
+                    mine = items.as_dict(metric, row.items.get(metric))
+                    theirs = items.as_dict(metric, b)
                     cell.diff = (
-                        stats.compare_paired(row.items[metric], base_items, resamples=resamples)
-                        if row.items.get(metric) and base_items
+                        stats.compare_paired(mine, theirs, resamples=resamples)
+                        if mine and theirs
                         else stats.Difference(
                             cell.value - ref.value, math.nan, math.nan, math.nan, "", 0
                         )
@@ -241,38 +271,100 @@ def compare(
     return Comparison(rows, chosen, {m: higher[m] for m in chosen}, base, notes)
 
 
-def _items(
-    root: Path, ids: list[str], metrics: list[str]
-) -> dict[tuple[str, str], dict[str, float]]:
-    """{(run_id, metric): {item: score}} for the last model of each run."""
-    if not metrics:
-        return {}
-    wanted = []
-    for m in metrics:
-        ev, _, metric = m.partition(".")
-        wanted.append({"eval": ev, "metric": metric, "score": SAMPLE_SCORE.get(metric, metric)})
-    rows = store.query(
-        root,
-        """WITH wanted AS (SELECT unnest(?, recursive := true))
-           SELECT s.run_id, w.eval || '.' || w.metric AS name, s.item, avg(s.value) AS value
-           FROM eval_samples s
-           JOIN wanted w ON s.eval = w.eval AND s.metric = w.score
-           JOIN eval_results r ON r.run_id = s.run_id AND r.eval = s.eval
-                AND r.target = s.target AND r.metric = w.metric AND r.is_last
-           WHERE s.run_id IN (SELECT unnest(?))
-           GROUP BY ALL""",
-        [wanted, ids],
-    )
-    out: dict[tuple[str, str], dict[str, float]] = {}
-    for r in rows:
-        out.setdefault((r["run_id"], r["name"]), {})[r["item"]] = r["value"]
-    return out
+@dataclass
+class Items:
+    """Per-item scores of the last model of each run, as one dense matrix per metric
+    (runs × items, NaN where a run has no score). DuckDB returns numbers only (items are
+    numbered by the order of their ids' hashes); the ids themselves are read only when a
+    comparison needs them (runs scored on different items)."""
+
+    metrics: list[str]
+    scores: dict[str, Any]  # metric → float array, runs × items
+    row_of: dict[str, int]  # run id → matrix row
+    root: Path
+    query_args: list[Any]
+    _names: dict[str, list[str]] | None = None
+
+    SCORED = """FROM eval_samples s
+        JOIN (SELECT unnest(?, recursive := true)) w ON s.eval = w.eval AND s.metric = w.score
+        JOIN (SELECT unnest(?) AS run_id, unnest(range(len(?))) AS r) ids
+             ON ids.run_id = s.run_id
+        JOIN eval_results e ON e.run_id = s.run_id AND e.eval = s.eval
+             AND e.target = s.target AND e.metric = w.metric AND e.is_last"""
+
+    @classmethod
+    def load(cls, root: Path, ids: list[str], metrics: list[str], con: Any = None) -> Items:
+        row_of = {run_id: k for k, run_id in enumerate(ids)}
+        wanted = []
+        for k, m in enumerate(metrics):
+            ev, _, metric = m.partition(".")
+            score = SAMPLE_SCORE.get(metric, metric)
+            wanted.append({"m": k, "eval": ev, "metric": metric, "score": score})
+        args = [wanted, ids, ids]
+        if not metrics:
+            return cls(metrics, {}, row_of, root, args)
+        with contextlib.ExitStack() as stack:
+            if con is None:
+                con = stack.enter_context(store.connect(root, write=False))
+            cols = con.execute(
+                f"""WITH picked AS MATERIALIZED (
+                        SELECT w.m, ids.r, hash(s.item) AS h, s.value {cls.SCORED}),
+                    keyed AS (
+                        SELECT m, h, row_number() OVER (PARTITION BY m ORDER BY h) - 1 AS i
+                        FROM (SELECT DISTINCT m, h FROM picked))
+                    SELECT p.m, p.r, k.i, p.value FROM picked p JOIN keyed k USING (m, h)""",
+                args,
+            ).fetchnumpy()
+        scores = {}
+        for k, metric in enumerate(metrics):
+            sel = cols["m"] == k
+            width = int(cols["i"][sel].max()) + 1 if sel.any() else 0
+            grid = np.full((len(ids), width), np.nan)
+            grid[cols["r"][sel], cols["i"][sel]] = cols["value"][sel]
+            scores[metric] = grid
+        return cls(metrics, scores, row_of, root, args)
+
+    def names(self, metric: str) -> list[str]:
+        """Item ids of a metric's columns (read on first use)."""
+        if self._names is None:
+            self._names = {m: [] for m in self.metrics}
+            with store.connect(self.root, write=False) as con:
+                rows = con.execute(
+                    f"SELECT DISTINCT w.m, hash(s.item), s.item {self.SCORED} ORDER BY 1, 2",
+                    self.query_args,
+                ).fetchall()
+            for m, _, item in rows:
+                self._names[self.metrics[m]].append(item)
+        return self._names.get(metric, [])
+
+    def of(self, metric: str, run_ids: list[str]) -> Any:
+        """A row's scores: the mean over its runs (seeds) per item; None if never scored."""
+        grid = self.scores.get(metric)
+        if grid is None or not grid.size:
+            return None
+        rows = grid[[self.row_of[i] for i in run_ids]]
+        if np.isnan(rows).all():
+            return None
+        if len(run_ids) == 1:
+            return rows[0]
+        with warnings.catch_warnings():  # an item no seed scored stays NaN
+            warnings.simplefilter("ignore", RuntimeWarning)
+            return np.nanmean(rows, axis=0)
+
+    def as_dict(self, metric: str, vector: Any) -> dict[str, float]:
+        if vector is None:
+            return {}
+        return {
+            name: float(v)
+            for name, v in zip(self.names(metric), vector, strict=True)
+            if not np.isnan(v)
+        }
 
 
 def _row(
     group: list[dict[str, Any]],
     per_run: dict[str, dict[str, Any]],
-    items: dict[tuple[str, str], dict[str, float]],
+    items: Items,
     metrics: list[str],
     varying: list[str],
     recipes: dict[str, dict[str, Any]],
@@ -314,12 +406,9 @@ def _row(
                 mean + 1.96 * sd / math.sqrt(len(values)),
                 sd=sd,
             )
-        scores: dict[str, list[float]] = {}
-        for i in ids:
-            for item, v in items.get((i, metric), {}).items():
-                scores.setdefault(item, []).append(v)
-        if scores:  # several seeds: the item's mean score
-            row.items[metric] = {k: sum(v) / len(v) for k, v in scores.items()}
+        vector = items.of(metric, ids)
+        if vector is not None:
+            row.items[metric] = vector
     return row
 
 

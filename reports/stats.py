@@ -231,19 +231,27 @@ def compare_paired_many(
     means = weights @ d.T  # resamples × runs
     lows, highs = np.quantile(means, [0.025, 0.975], axis=0)
     boot_p = 2 * np.minimum((means <= 0).mean(axis=0), (means >= 0).mean(axis=0))
-    kinds = _kind_of(list(np.unique(np.concatenate([a.ravel(), b]))))
+    both = np.concatenate([a.ravel(), b])
+    if np.all((both == 0) | (both == 1)):
+        kinds = "binary"
+    elif np.all((both == 0) | (both == 0.5) | (both == 1)):
+        kinds = "outcome"
+    else:
+        kinds = "continuous"
+    if kinds == "binary":
+        ups = np.sum((a >= 0.5) & (b < 0.5), axis=1)
+        downs = np.sum((b >= 0.5) & (a < 0.5), axis=1)
+    else:
+        ups, downs = np.sum(a > b, axis=1), np.sum(a < b, axis=1)
+    exact = _binom_two_sided_many(ups, downs)
+    zero = ~np.any(d != 0, axis=1)
     out = []
     for k in range(a.shape[0]):
-        if np.allclose(d[k], 0):
+        if zero[k]:
             out.append(Difference(0.0, 0.0, 0.0, 1.0, _test_name(kinds), b.size))
             continue
-        if kinds == "binary":
-            up = int(np.sum((a[k] >= 0.5) & (b < 0.5)))
-            down = int(np.sum((b >= 0.5) & (a[k] < 0.5)))
-            p = binom_two_sided(up, up + down)
-        elif kinds == "outcome":
-            up, down = int(np.sum(a[k] > b)), int(np.sum(a[k] < b))
-            p = binom_two_sided(up, up + down)
+        if kinds in ("binary", "outcome"):
+            p = float(exact[k])
         else:
             p = min(1.0, max(float(boot_p[k]), 1 / resamples))
         out.append(
@@ -252,6 +260,16 @@ def compare_paired_many(
             )
         )
     return out
+
+
+def _binom_two_sided_many(ups: Any, downs: Any) -> Any:
+    """`binom_two_sided` for arrays of counts at once (scipy's binomial CDF)."""
+    import numpy as np
+    from scipy.stats import binom
+
+    n = ups + downs
+    p = 2 * binom.cdf(np.minimum(ups, downs), n, 0.5)
+    return np.where(n == 0, 1.0, np.minimum(1.0, p))
 
 
 def _test_name(kind: str) -> str:

@@ -342,6 +342,26 @@ def query(
         return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
 
 
+def rows(con: Any, sql: str, params: list[Any] | None = None) -> list[dict[str, Any]]:
+    """Rows as dicts from an open connection."""
+    cur = con.execute(sql, params or [])
+    names = [d[0] for d in cur.description]
+    return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+
+
+def queries(
+    root: Path, statements: list[tuple[str, list[Any]]], *, timeout: float = 120.0
+) -> list[list[dict[str, Any]]]:
+    """Several read-only queries on one connection (one lock, one open)."""
+    out = []
+    with connect(root, write=False, timeout=timeout) as con:
+        for sql, params in statements:
+            cur = con.execute(sql, params)
+            names = [d[0] for d in cur.description]
+            out.append([dict(zip(names, row, strict=True)) for row in cur.fetchall()])
+    return out
+
+
 def list_runs(root: Path, *, experiment: str = "") -> list[dict[str, Any]]:
     sql = """
         SELECT r.run_id, r.experiment, r.variant, r.state, r.created, r.wall_time_s,
