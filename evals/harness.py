@@ -208,8 +208,11 @@ def _sample(task: str, s: dict[str, Any]) -> dict[str, Any]:
         "task": task,
         "doc_id": s.get("doc_id"),
         "prompt": prompt,
-        "target": str(s.get("target")),
+        "gold": str(s.get("target")),
         "response": response,
         **extra,
-        "scores": {m: float(s[m]) for m in metrics if isinstance(s.get(m), int | float)},
+        # keyed like the aggregate metrics (`<task>.<metric>`), so a comparison pairs them
+        "scores": {
+            f"{task}.{m}": float(s[m]) for m in metrics if isinstance(s.get(m), int | float)
+        },
     }

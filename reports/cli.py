@@ -14,7 +14,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-console = Console(width=None if sys.stdout.isatty() else 200)
+console = Console(width=None if sys.stdout.isatty() else 260)
 err = Console(stderr=True, soft_wrap=True)
 
 Refs = Annotated[
@@ -91,15 +91,15 @@ def _cell_text(cmp: Any, row: Any, metric: str) -> tuple[str, str]:
     cell = row.cells.get(metric)
     if cell is None:
         return "-", ""
-    value = _num(cell.value)
+    value = _num(cell.value, ".4g")
     if cell.sd is not None:
-        value += f" ± {_num(cell.sd)} sd"
+        value += f" ±{_num(cell.sd, '.2g')} sd"
     elif cell.low is not None:
-        value += f" [{_num(cell.low)}, {_num(cell.high)}]"
+        value += f" [{_num(cell.low, '.3g')},{_num(cell.high, '.3g')}]"
     d = cell.diff
     if d is None:
         return value, ""
-    delta = f"{d.delta:+.3f}"
+    delta = f"{d.delta:+.3g}"
     if d.test:
         delta += f" {_p(cell.p_adjusted)}"
     if cell.significant:
@@ -120,9 +120,10 @@ def _table(cmp: Any) -> Table:
         table.add_column(_short(k, params))
     for m in cmp.metrics:
         arrow = "↑" if cmp.higher_is_better[m] else "↓"
-        table.add_column(f"{m} {arrow}")
+        head, _, rest = m.partition(".")
+        table.add_column(f"{head}\n{rest} {arrow}" if rest else f"{m} {arrow}", no_wrap=True)
         if cmp.baseline is not None:
-            table.add_column(f"Δ {m}")
+            table.add_column("Δ vs baseline", no_wrap=True)
     for col in ("time", "peak mem", "trainable"):
         table.add_column(col, justify="right")
     for row in cmp.rows:

@@ -331,14 +331,16 @@ def _bucket(v: Any, all_values: list[Any]) -> str:
 
 def _leaderboard(cmp: Comparison) -> str:
     params = list(dict.fromkeys(k for r in cmp.rows for k in r.params))
-    head = ["run", "methods", *[k.split(".", 1)[-1] for k in params]]
+    head = ["run", "methods", *[esc(k.split(".", 1)[-1]) for k in params]]
     for m in cmp.metrics:
-        head.append(f"{m} {'↑' if cmp.higher_is_better[m] else '↓'}")
+        ev, _, metric = m.partition(".")
+        arrow = "↑" if cmp.higher_is_better[m] else "↓"
+        head.append(f"{esc(ev)}<br>{esc(metric)} {arrow}" if metric else f"{esc(m)} {arrow}")
         if cmp.baseline is not None:
-            head.append(f"Δ {m}")
+            head.append("Δ")
     head += ["time", "peak mem", "trainable"]
-    out = ["<table id='leaderboard'><thead><tr>"]
-    out += [f"<th>{esc(h)}</th>" for h in head]
+    out = ["<div class='scroll'><table id='leaderboard'><thead><tr>"]
+    out += [f"<th>{h}</th>" for h in head]
     out.append("</tr></thead><tbody>")
     for row in cmp.rows:
         cls = " class='baseline'" if row.baseline else ""
@@ -381,7 +383,7 @@ def _leaderboard(cmp: Comparison) -> str:
         out.append(f"<td>{_fmt(row.wall_time_s, '.0f')} s</td>")
         mem = f"{row.peak_memory_mb / 1024:.1f} GB" if row.peak_memory_mb else "–"
         out.append(f"<td>{mem}</td><td>{_fmt(row.trainable_params, ',')}</td></tr>")
-    out.append("</tbody></table>")
+    out.append("</tbody></table></div>")
     return "".join(out)
 
 
@@ -484,7 +486,7 @@ h1{font-size:22px;margin:0 0 4px}h2{font-size:18px;border-bottom:1px solid #ddd;
 padding-bottom:4px;margin-top:28px}
 table{border-collapse:collapse;width:100%;font-size:13px}
 th,td{border-bottom:1px solid #eee;padding:5px 8px;text-align:left;vertical-align:top}
-th{background:#f6f6f6;position:sticky;top:0}tr.baseline{background:#fafaf0}
+th{background:#f6f6f6;position:sticky;top:0}.scroll{overflow-x:auto}tr.baseline{background:#fafaf0}
 td.sig.better{background:#e3f4e3}td.sig.worse{background:#f8e1e1}small{color:#666}
 .note{color:#555;font-size:12px}.charts{display:flex;flex-wrap:wrap;gap:12px}
 figure{margin:0;border:1px solid #eee;padding:6px;border-radius:4px}

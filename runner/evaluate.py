@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from ftlab.runner.models import ModelRef
     from ftlab.runner.spec.schema import EvalSpec, Spec
 
-EVAL_CACHE_VERSION = 1  # bump when an eval kind's scoring changes
+EVAL_CACHE_VERSION = 2  # bump when an eval kind's scoring or records change
 
 EVALS: Registry[EvalKind] = Registry("eval kind")
 EVALS.register("preference", "ftlab.evals.preference:PREFERENCE")
@@ -175,7 +175,7 @@ def run_evals(
                 "cached_from": cached,
                 "wall_time_s": time.time() - started,
             }
-            samples[ev.key] += [{"target": target, **s} for s in hit["samples"]]
+            samples[ev.key] += [{**s, "target": target} for s in hit["samples"]]
             _write(run, ev.key, summaries[ev.key], samples[ev.key])
         model.release()
     return summaries

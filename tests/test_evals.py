@@ -358,7 +358,7 @@ def test_lm_eval_in_process_rows_match_the_aggregate() -> None:
     mc = [s for s in out.samples if s["task"] == "support_intent_mc"]
     gen = [s for s in out.samples if s["task"] == "support_intent_gen"]
     assert len(mc) == len(gen) == 12 == acc.n
-    assert acc.value == pytest.approx(sum(s["scores"]["acc"] for s in mc) / 12)
+    assert acc.value == pytest.approx(sum(s["scores"]["support_intent_mc.acc"] for s in mc) / 12)
     assert acc.low <= acc.value <= acc.high
     # a multiple-choice row keeps every choice's log-likelihood and the model's pick
     assert len(mc[0]["choice_logliks"]) == 8

@@ -101,7 +101,7 @@ def test_compare_cli_formats(experiment: Path) -> None:
     table = run.invoke(app, ["compare", "--dir", str(experiment)])
     assert table.exit_code == 0, table.output
     assert "base ×2 seeds (baseline)" in table.output and "frozen" in table.output
-    assert "Δ ppl.loss" in table.output and "▼*" in table.output  # significantly worse
+    assert "Δ vs baseline" in table.output and "▼*" in table.output  # significantly worse
     recs = json.loads(
         run.invoke(app, ["compare", "--dir", str(experiment), "--format", "json"]).output
     )
