@@ -55,6 +55,9 @@ def compare_cmd(
         str | None, typer.Option(help="Run id / row label to compare with (default: first).")
     ] = None,
     fmt: Annotated[str, typer.Option("--format", help="table | csv | json | markdown")] = "table",
+    ci: Annotated[
+        str, typer.Option(help="stored (each eval's own) | percentile | bca (from the items)")
+    ] = "stored",
     runs_dir: RunsDir = Path("runs"),
 ) -> None:
     """Compare runs: each metric with its 95% interval, the difference from a baseline with
@@ -65,7 +68,7 @@ def compare_cmd(
         err.print(f"error: --format {fmt!r}: expected table, csv, json or markdown")
         raise typer.Exit(2)
     try:
-        cmp = compare(runs_dir, refs, metrics=metric, baseline=baseline)
+        cmp = compare(runs_dir, refs, metrics=metric, baseline=baseline, ci=ci)
     except CompareError as exc:
         err.print(f"error: {exc}", markup=False, highlight=False)
         raise typer.Exit(2) from None

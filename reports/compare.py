@@ -170,7 +170,13 @@ def compare(
     metrics: list[str] | None = None,
     baseline: str | None = None,
     resamples: int = 1000,
+    ci: str = "stored",
 ) -> Comparison:
+    """`ci`: `stored` shows each eval's own interval (Wilson for rates, percentile
+    bootstrap otherwise); `percentile` or `bca` recomputes it from the per-item scores
+    (seeded), for metrics that are the plain mean of their items."""
+    if ci not in ("stored", "percentile", "bca"):
+        raise CompareError(f"ci {ci!r}: expected stored, percentile or bca")
     runs, results, stages, items = load(root, refs or [], metrics)
     ids = [r["run_id"] for r in runs]
     higher: dict[str, bool] = {m: False for m in STAGE_METRICS}
@@ -217,8 +223,24 @@ def compare(
     created = {r["run_id"]: r["created"] or 0.0 for r in runs}
     rows.sort(key=lambda row: min(created[i] for i in row.run_ids))
 
-    base = _pick_baseline(rows, baseline)
     notes: list[str] = []
+    if ci != "stored":
+        kept = set()
+        for row in rows:
+            for metric, vector in row.items.items():
+                cell = row.cells.get(metric)
+                values = vector[~np.isnan(vector)]
+                if cell is None or cell.sd is not None or not values.size:
+                    continue
+                if abs(float(values.mean()) - cell.value) > 1e-9:  # not a mean of items
+                    kept.add(metric)
+                    continue
+                cell.low, cell.high = stats.bootstrap_ci(
+                    values, method=ci, resamples=max(resamples, 2000)
+                )
+        for metric in sorted(kept):
+            notes.append(f"{metric}: not a plain mean of its items; its own interval is shown")
+    base = _pick_baseline(rows, baseline)
     if base is not None:
         base.baseline = True
         for metric in chosen:

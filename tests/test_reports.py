@@ -85,6 +85,13 @@ def test_compare_groups_seeds_and_tests_against_the_baseline(experiment: Path) -
         experiment, [base.run_ids[1], frozen.run_ids[0]], baseline=frozen.run_ids[0][:30]
     )
     assert [r.baseline for r in one.rows] == [False, True]
+    # intervals recomputed from the items: BCa differs from the stored Wilson interval,
+    # the token-weighted perplexity keeps its own (it is not a plain mean of items)
+    bca = compare_mod.compare(experiment, ci="bca")
+    stored, again = frozen.cells["prefs.accuracy"], bca.rows[1].cells["prefs.accuracy"]
+    assert again.value == stored.value and again.low is not None
+    assert any("ppl.loss: not a plain mean" in n for n in bca.notes)
+    assert bca.rows[1].cells["ppl.loss"].low == frozen.cells["ppl.loss"].low
     with pytest.raises(compare_mod.CompareError, match="not a run id, experiment"):
         compare_mod.compare(experiment, ["no-such-experiment"])
     with pytest.raises(compare_mod.CompareError, match="they have: .*prefs.margin"):
