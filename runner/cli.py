@@ -161,13 +161,34 @@ def run(
         str | None,
         typer.Option("--resume", help="Continue an interrupted run (run id or directory)."),
     ] = None,
+    processes: Annotated[
+        int | None, typer.Option(help="Processes (GPUs) per node: resources.processes.")
+    ] = None,
+    nodes: Annotated[int | None, typer.Option(help="Nodes: resources.nodes.")] = None,
+    node_rank: Annotated[int | None, typer.Option(help="This node's rank.")] = None,
+    main_address: Annotated[
+        str | None, typer.Option(help="host:port of node 0 (multi-node).")
+    ] = None,
+    strategy: Annotated[str | None, typer.Option(help="ddp | fsdp | deepspeed.")] = None,
     runs_dir: RunsDir = Path("runs"),
 ) -> None:
     """Train every run of a spec (the spec as written, plus each variant)."""
     from ftlab.runner import execute
 
+    flags = {
+        "processes": processes,
+        "nodes": nodes,
+        "node_rank": node_rank,
+        "main_address": main_address,
+        "strategy": strategy,
+    }
+    resources = [f"resources.{k}={v}" for k, v in flags.items() if v is not None]
     try:
-        planned = _resumed(resume, runs_dir) if resume else _new_runs(spec, overrides, variant)
+        planned = (
+            _resumed(resume, runs_dir, resources)
+            if resume
+            else _new_runs(spec, [*(overrides or []), *resources], variant)
+        )
     except typer.Exit:
         raise
     except Exception as exc:  # noqa: BLE001 - bad input: reported without a traceback
@@ -191,16 +212,20 @@ def run(
     _print_results(results)
 
 
-def _resumed(resume: str, runs_dir: Path) -> list[tuple[Any, Any, bool]]:
+def _resumed(resume: str, runs_dir: Path, resources: list[str]) -> list[tuple[Any, Any, bool]]:
     from ftlab.runner import execute
-    from ftlab.runner.spec.load import read_yaml, validate
+    from ftlab.runner.spec.load import Loc, apply_override, parse_override, read_yaml, validate
 
     rd = execute.find_run(resume, runs_dir)
     status = rd.status()
     if status.get("state") == "running":
         err.print(f"error: run {rd.run_id} is still running (pid {status.get('pid')})")
         raise typer.Exit(1)
-    spec_obj = validate(read_yaml(rd.path / "spec.yaml"))
+    raw = read_yaml(rd.path / "spec.yaml")
+    for text in resources:  # e.g. resume a multi-process run on fewer processes
+        key, value = parse_override(text)
+        apply_override(raw, key, value, Loc(f"<option {text}>", 0))
+    spec_obj = validate(raw)
     spec_obj.output.dir = str(rd.path.parent)
     console.print(f"resuming {rd.run_id} (was {status.get('state')})")
     return [(lambda: rd, spec_obj, True)]

@@ -19,11 +19,11 @@ from pathlib import Path
 from typing import Any
 
 from ftlab.runner import data as data_mod
-from ftlab.runner import evaluate, models, tracking
+from ftlab.runner import evaluate, launch, models, tracking
 from ftlab.runner.envinfo import snapshot
 from ftlab.runner.methods import METHODS
-from ftlab.runner.methods.base import Artifact, StageContext
-from ftlab.runner.methods.common import reset_peak_memory
+from ftlab.runner.methods.base import Artifact, StageContext, StageResult
+from ftlab.runner.methods.common import base_weights, reset_peak_memory
 from ftlab.runner.rundir import RunDir, latest_checkpoint, read_json, write_json, write_text
 from ftlab.runner.spec.schema import Spec, StageSpec
 
@@ -82,6 +82,13 @@ def stage_hashes(
             "upstream": hashes[stage.from_] if stage.from_ else "",
             "depends": {d: hashes[d] for d in stage.depends_on() if d != stage.from_},
         }
+        res = spec.resources
+        if res.world_size > 1 or res.strategy != "ddp":  # bigger batch, other numerics
+            payload["resources"] = {
+                "world_size": res.world_size,
+                "strategy": res.strategy,
+                "options": getattr(res, res.strategy).model_dump() if res.strategy != "ddp" else {},
+            }
         blob = json.dumps(payload, sort_keys=True).encode()
         hashes[stage.name] = hashlib.sha256(blob).hexdigest()[:20]
     return hashes
@@ -342,7 +349,18 @@ def _run_stage(
     if resume_from:
         print(f"stage {stage.name}: resuming from {resume_from.name}")
     reset_peak_memory()
-    result = METHODS.get(stage.method).train(ctx)
+    if launch.distributed(spec):
+        if upstream is not None and upstream.kind != "full":
+            base_weights(ctx)  # merge the upstream adapter once, before the ranks start
+        if extra_callbacks:
+            print(
+                f"stage {stage.name}: trainer callbacks (sweep pruning) are not passed to "
+                "a multi-process stage; it trains to the end"
+            )
+        launched = launch.launch_stage(spec, run.path, stage.name, work, resume_from)
+        result = StageResult(artifact=_artifact_from(launched), summary=launched["summary"])
+    else:
+        result = METHODS.get(stage.method).train(ctx)
     if not spec.output.keep_checkpoints:
         shutil.rmtree(work / "checkpoints", ignore_errors=True)
     record = {

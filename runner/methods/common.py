@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ftlab.runner import launch
 from ftlab.runner.methods.base import Artifact, StageContext, StageResult
 
 
@@ -184,7 +185,8 @@ def training_kwargs(ctx: StageContext) -> dict[str, Any]:
         report_to="none",
         use_cpu=not torch.cuda.is_available(),
         dataloader_num_workers=0,
-        disable_tqdm=False,
+        disable_tqdm=not launch.is_main(),  # one progress bar, rank 0's
+        **launch.trainer_kwargs(ctx.spec, ctx.work_dir / "launch", ctx.precision),
     )
 
 
@@ -254,6 +256,8 @@ def run_trainer(
         "data_report": ctx.data.report,
         **(extra or {}),
     }
+    if launch.in_worker():  # what the trainer really ran (DDP, FSDP, DEEPSPEED, MULTI_CPU …)
+        summary["parallel"] = str(trainer.accelerator.distributed_type).rsplit(".", 1)[-1]
     return StageResult(artifact=artifact, summary=summary)
 
 
@@ -338,12 +342,16 @@ def save_artifact(
     import json
 
     tmp = target.with_name(target.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    trainer.save_model(str(tmp))
-    tokenizer.save_pretrained(str(tmp))
-    (tmp / "ftlab_artifact.json").write_text(
-        json.dumps({"kind": kind, "base": base, **meta}, indent=2)
-    )
-    shutil.rmtree(target, ignore_errors=True)
-    os.replace(tmp, target)
+    main = trainer.args.should_save  # several processes: only the main one writes
+    if main:
+        shutil.rmtree(tmp, ignore_errors=True)
+    trainer.save_model(str(tmp))  # every rank: FSDP / ZeRO-3 gather the full state here
+    if main:
+        tokenizer.save_pretrained(str(tmp))
+        (tmp / "ftlab_artifact.json").write_text(
+            json.dumps({"kind": kind, "base": base, **meta}, indent=2)
+        )
+        shutil.rmtree(target, ignore_errors=True)
+        os.replace(tmp, target)
+    trainer.accelerator.wait_for_everyone()
     return Artifact(path=target, kind=kind, base=base)

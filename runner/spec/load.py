@@ -456,6 +456,22 @@ def _cross_check(raw: Raw, spec: Spec, prefix: str) -> list[Problem]:
         except ValidationError as exc:
             for err in exc.errors():
                 add(("stages", i, "params", *err["loc"]), err["msg"], _short(err.get("input")))
+    if spec.resources.world_size > 1 or spec.resources.strategy != "ddp":
+        for i, stage in enumerate(spec.stages):
+            if stage.method == "ppo":
+                add(
+                    ("stages", i, "method"),
+                    "a method that trains on one process (ftlab's PPO loop is not distributed yet)",
+                    "ppo with resources.processes × nodes > 1",
+                    "set resources.processes: 1 for this experiment, or use grpo / rloo",
+                )
+    if spec.resources.nodes > 1 and not spec.resources.main_address:
+        add(
+            ("resources", "main_address"),
+            "host:port of node 0 for a multi-node run",
+            "nothing",
+            "pass --main-address HOST:PORT (the same on every node)",
+        )
     _check_evals(spec, add)
     return problems
 

@@ -1,0 +1,181 @@
+"""Multi-process stages on the CPU (torchrun, gloo): the launch path a GPU machine uses.
+
+A 2-process DDP run of LoRA SFT and of DPO trains end to end, writes one set of run files,
+and its adapter has the shapes of a 1-process run's; killing one rank ends the stage
+with a clear error, and `--resume` finishes it."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from ftlab.runner.rundir import RunDir
+
+from .conftest import DATA
+
+SPEC = """\
+name: ddp
+seed: 5
+model: tiny
+data:
+  sft: {{path: {data}/support_sft.jsonl, max_rows: 64, val_fraction: 0.25}}
+  prefs: {{path: {data}/support_prefs.jsonl, format: preference, max_rows: 48,
+          val_fraction: 0.25}}
+stages:
+  - name: sft
+    method: lora
+    adapter: {{r: 4, alpha: 8, dropout: 0.0}}
+    train: {{learning_rate: 5.0e-3, max_steps: {steps}, batch_size: 4, max_length: 64,
+             eval_steps: 4, logging_steps: 1, save_steps: 2, precision: fp32}}
+{dpo}resources: {{processes: 2, strategy: {strategy}}}
+variants:
+  single: {{resources.processes: 1}}
+output: {{dir: {runs}}}
+"""
+DPO = """\
+  - name: dpo
+    method: dpo
+    from: sft
+    data: prefs
+    adapter: {r: 4, alpha: 8, dropout: 0.0}
+    train: {learning_rate: 5.0e-3, max_steps: 4, batch_size: 4, max_length: 64,
+            eval_steps: 4, logging_steps: 1, precision: fp32}
+"""
+
+
+def _spec(tmp_path: Path, *, steps: int = 4, dpo: bool = False, strategy: str = "ddp") -> Path:
+    path = tmp_path / "ddp.yaml"
+    path.write_text(
+        SPEC.format(
+            data=DATA,
+            runs=tmp_path / "runs",
+            steps=steps,
+            dpo=DPO if dpo else "",
+            strategy=strategy,
+        )
+    )
+    return path
+
+
+def _ftlab(*args: str, **kw: object) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "ftlab.runner.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        **kw,  # type: ignore[call-overload]
+    )
+
+
+def _runs(tmp_path: Path) -> dict[str, RunDir]:
+    out = {}
+    for d in (tmp_path / "runs").iterdir():
+        if (d / "run.json").exists():
+            out[RunDir(d).info()["variant"]] = RunDir(d)
+    return out
+
+
+def _adapter_shapes(run: RunDir, stage: str) -> dict[str, tuple[int, ...]]:
+    from safetensors import safe_open
+
+    path = Path(run.stage(stage)["artifact"]["path"]) / "adapter_model.safetensors"
+    with safe_open(str(path), "pt") as f:
+        return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}  # noqa: SIM118
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_two_process_ddp_lora_sft_and_dpo(tmp_path: Path) -> None:
+    done = _ftlab("run", str(_spec(tmp_path, dpo=True)))
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "launching 2 process(es) × 1 node(s), ddp" in done.stdout
+    runs = _runs(tmp_path)
+    ddp, single = runs["base"], runs["single"]
+    for stage in ("sft", "dpo"):
+        record = ddp.stage(stage)
+        assert record["state"] == "completed"
+        assert record["summary"]["world_size"] == 2 and record["summary"]["strategy"] == "ddp"
+        assert _adapter_shapes(ddp, stage) == _adapter_shapes(single, stage)
+        launch = ddp.path / "stages" / stage / "launch"
+        assert json.loads((launch / "launch.json").read_text())["world_size"] == 2
+        assert not list(launch.glob("rank*.err"))
+    # one set of run files: each logged step once, one artifact, one stage record
+    steps = [(m["stage"], m["step"]) for m in ddp.metrics() if "loss" in m]
+    assert len(steps) == len(set(steps)) and ("sft", 4) in steps and ("dpo", 4) in steps
+    assert "world_size" not in single.stage("sft")["summary"]
+    # max_steps bounds both (2 processes see twice the examples per step)
+    assert ddp.stage("sft")["summary"]["steps"] == single.stage("sft")["summary"]["steps"] == 4
+
+
+def _worker_pids(parent: int) -> list[int]:
+    """Processes running `ftlab.runner.worker` under `parent` (torchrun's children)."""
+    out = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmd = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if "ftlab.runner.worker" in cmd and "torch.distributed.run" not in cmd:
+            out.append(int(proc.name))
+    return sorted(out)
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_killed_rank_ends_the_stage_and_resume_finishes_it(tmp_path: Path) -> None:
+    spec = _spec(tmp_path, steps=40)
+    env = os.environ | {"PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ftlab.runner.cli", "run", str(spec), "--variant", "base"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+    )
+    try:
+        deadline = time.time() + 300
+        checkpoints: list[Path] = []
+        while time.time() < deadline and not checkpoints:
+            time.sleep(1)
+            checkpoints = list((tmp_path / "runs").glob("ddp-base-*/stages/sft/checkpoints/*"))
+        assert checkpoints, "no checkpoint appeared"
+        workers = _worker_pids(proc.pid)
+        assert len(workers) == 2, workers
+        killed = time.time()
+        os.kill(workers[-1], signal.SIGKILL)
+        output, _ = proc.communicate(timeout=120)
+        took = time.time() - killed
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode != 0 and took < 60, (took, output[-2000:])
+    assert "torchrun job exited" in output or "failed" in output
+    (run,) = _runs(tmp_path).values()
+    assert run.status()["state"] == "failed"
+    assert not _worker_pids(proc.pid)  # no hung survivors
+    resumed = _ftlab("run", "--resume", run.run_id, "--dir", str(tmp_path / "runs"))
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    record = run.stage("sft")
+    assert record["state"] == "completed" and record["resumed_from"]
+    assert record["summary"]["steps"] == 40
+
+
+def test_sharding_strategies_on_cpu_are_refused_not_ignored(tmp_path: Path) -> None:
+    """accelerate trains CPU processes as plain data parallel whatever the strategy says;
+    ftlab refuses instead of silently running DDP (FSDP/ZeRO are tested on GPUs)."""
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("CPU-only behaviour")
+    done = _ftlab("run", str(_spec(tmp_path, strategy="fsdp")), "--variant", "base")
+    assert done.returncode == 1
+    assert "resources.strategy fsdp needs CUDA" in done.stdout + done.stderr
