@@ -459,15 +459,24 @@ def sweep(
 def plan(
     spec: Annotated[Path, typer.Argument(help="Experiment spec (YAML).")],
     overrides: Overrides = None,
+    gpu_memory: Annotated[
+        float | None,
+        typer.Option(help="GiB per GPU to check against (default: this machine's GPU, if any)."),
+    ] = None,
 ) -> None:
-    """Per run and stage: parameters, tokens per epoch and estimated peak memory."""
+    """Per run and stage: parameters, tokens per epoch, estimated peak memory, and the
+    per-GPU share under resources.strategy (warns when a stage will not fit)."""
     from ftlab.runner.plan import plan_runs, render
 
     try:
         plans = plan_runs(spec, overrides or [])
     except Exception as exc:  # noqa: BLE001
         _fail(exc)
-    render(plans, console)
+    if gpu_memory is None and _cuda():
+        import torch
+
+        gpu_memory = torch.cuda.get_device_properties(0).total_memory / 2**30
+    render(plans, console, gpu_memory)
 
 
 @app.command("export")

@@ -58,6 +58,78 @@ class RunPlan:
     variant: str
     model: str
     stages: list[StagePlan]
+    resources: Any = None  # the spec's ResourcesSpec
+
+
+def per_gpu(memory: dict[str, float], resources: Any) -> dict[str, float]:
+    """A stage's estimate on one GPU under the strategy: DDP keeps a full replica per
+    GPU; FSDP `full_shard` / ZeRO-3 divide weights, gradients and optimizer state by the
+    number of GPUs (FSDP `shard_grad_op` / ZeRO-2: gradients and optimizer; ZeRO-1: the
+    optimizer); offload moves what it names to CPU RAM. Activations and logits stay."""
+    if resources is None:
+        return dict(memory)
+    n = max(1, resources.world_size)
+    out = dict(memory)
+    sharded: tuple[str, ...] = ()
+    offloaded: tuple[str, ...] = ()
+    if resources.strategy == "fsdp":
+        f = resources.fsdp
+        sharded = (
+            ("weights", "gradients", "optimizer")
+            if f.sharding == "full_shard"
+            else ("gradients", "optimizer")
+        )
+        offloaded = ("weights", "gradients", "optimizer") if f.cpu_offload else ()
+    elif resources.strategy == "deepspeed":
+        d = resources.deepspeed
+        sharded = {
+            1: ("optimizer",),
+            2: ("gradients", "optimizer"),
+            3: ("weights", "gradients", "optimizer"),
+        }[d.stage]
+        offloaded = (("optimizer",) if d.offload_optimizer else ()) + (
+            ("weights",) if d.offload_params and d.stage == 3 else ()
+        )
+    for key in sharded:
+        out[key] = out.get(key, 0.0) / n
+    for key in offloaded:
+        out[key] = 0.0
+    return out
+
+
+def advice(plan: StagePlan, resources: Any, budget: float) -> str:
+    """What would make a stage fit in `budget` bytes per GPU, or '' when it fits."""
+    from types import SimpleNamespace
+
+    need = sum(per_gpu(plan.memory, resources).values())
+    if need <= budget:
+        return ""
+    tips = []
+    m = plan.memory
+    if plan.method in ("full", "lora", "dora"):
+        tips.append(
+            "method qlora (4-bit base weights)"
+            if plan.method != "full"
+            else "method lora or qlora (frozen base, small optimizer state)"
+        )
+    for gpus in (2, 4, 8, 16, 32, 64):
+        zero3 = SimpleNamespace(
+            world_size=gpus,
+            strategy="deepspeed",
+            deepspeed=SimpleNamespace(stage=3, offload_optimizer=False, offload_params=False),
+        )
+        if sum(per_gpu(m, zero3).values()) <= budget:
+            tips.append(
+                f"FSDP full_shard / ZeRO-3 on {gpus} GPUs "
+                f"(≈{_mb(sum(per_gpu(m, zero3).values()))} each)"
+            )
+            break
+    if m.get("activations", 0) > budget / 4:
+        tips.append("train.gradient_checkpointing: true or a smaller batch_size / max_length")
+    return (
+        f"stage {plan.stage} needs ≈{_mb(need)} per GPU, more than {_mb(budget)}; "
+        f"try: {'; '.join(tips) or 'a smaller model'}"
+    )
 
 
 def _config(spec: Any) -> tuple[Any, Any]:
@@ -226,7 +298,7 @@ def plan_runs(path: Path, overrides: list[str]) -> list[RunPlan]:
                     memory,
                 )
             )
-        plans.append(RunPlan(variant, spec.model.name, stages))
+        plans.append(RunPlan(variant, spec.model.name, stages, spec.resources))
     return plans
 
 
@@ -238,7 +310,7 @@ def _mb(n: float) -> str:
     return f"{n / 2**20:,.0f}M" if n < 2**30 else f"{n / 2**30:,.1f}G"
 
 
-def render(plans: list[RunPlan], console: Console) -> None:
+def render(plans: list[RunPlan], console: Console, gpu_memory_gb: float | None = None) -> None:
     table = Table(title="Plan (memory in bytes: M = MiB, G = GiB)")
     cols = (
         "run",
@@ -256,6 +328,7 @@ def render(plans: list[RunPlan], console: Console) -> None:
         "logits",
         "extra",
         "peak",
+        "per GPU",
     )
     for col in cols:
         table.add_column(col, justify="left" if col in cols[:3] else "right", no_wrap=True)
@@ -283,6 +356,19 @@ def render(plans: list[RunPlan], console: Console) -> None:
                     )
                 ),
                 _mb(s.peak_bytes),
+                _mb(sum(per_gpu(s.memory, p.resources).values())),
             )
     console.print(table)
     console.print(f"[dim]{FORMULA}[/]")
+    res = plans[0].resources if plans else None
+    if res is not None:
+        console.print(
+            f"[dim]per GPU: {res.strategy} on {res.world_size} process(es); sharding divides "
+            "weights/gradients/optimizer state, offload moves them to CPU RAM[/]"
+        )
+    if gpu_memory_gb:
+        budget = gpu_memory_gb * 2**30
+        for p in plans:
+            for s in p.stages:
+                if text := advice(s, p.resources, budget):
+                    console.print(f"[yellow]warning[/] ({p.variant}): {text}")

@@ -74,3 +74,42 @@ def test_rlhf_plan_counts_the_reward_model_ppo_holds() -> None:
     frozen_bytes = (ppo.total - ppo.trainable) * 4
     assert ppo.memory["extra models"] == pytest.approx(frozen_bytes + (192 + 1) * 16)
     assert plans["grpo"]["rl"].memory["extra models"] == 0.0  # keyword reward, no model
+
+
+def test_per_gpu_share_under_each_strategy_and_fit_advice() -> None:
+    from types import SimpleNamespace
+
+    from ftlab.runner.plan import StagePlan, advice, per_gpu
+    from ftlab.runner.spec.schema import ResourcesSpec
+
+    g = 2**30
+    memory = {
+        "weights": 8 * g,
+        "gradients": 8 * g,
+        "optimizer": 16 * g,
+        "activations": 4 * g,
+        "logits": 0.0,
+        "extra models": 0.0,
+    }
+    ddp = ResourcesSpec(processes=4)
+    assert per_gpu(memory, ddp) == memory  # a full replica per GPU
+    fsdp = ResourcesSpec(processes=4, strategy="fsdp")
+    assert sum(per_gpu(memory, fsdp).values()) == (8 + 8 + 16) / 4 * g + 4 * g
+    grad_op = ResourcesSpec(processes=4, strategy="fsdp", fsdp={"sharding": "shard_grad_op"})
+    assert per_gpu(memory, grad_op)["weights"] == 8 * g
+    zero1 = ResourcesSpec(processes=4, strategy="deepspeed", deepspeed={"stage": 1})
+    assert (
+        per_gpu(memory, zero1)["optimizer"] == 4 * g
+        and per_gpu(memory, zero1)["gradients"] == 8 * g
+    )
+    offload = ResourcesSpec(
+        processes=2,
+        strategy="deepspeed",
+        deepspeed={"stage": 3, "offload_optimizer": True, "offload_params": True},
+    )
+    assert per_gpu(memory, offload)["optimizer"] == 0 and per_gpu(memory, offload)["weights"] == 0
+    stage = StagePlan("sft", "full", 1, 1, 1, 1, 1, "bf16", memory)
+    assert advice(stage, SimpleNamespace(world_size=1, strategy="ddp"), 64 * g) == ""
+    text = advice(stage, ddp, 16 * g)
+    assert "needs ≈36.0G per GPU" in text and "lora or qlora" in text
+    assert "ZeRO-3 on 4 GPUs" in text
