@@ -45,6 +45,8 @@ def start(
 ) -> None:
     from ftlab.sweeps import study as study_mod
 
+    if gpus_per_trial > 1:  # each trial is a multi-process job, through the run's launcher
+        overrides = [*overrides, f"resources.processes={gpus_per_trial}"]
     sweep = study_mod.load(file, overrides)  # every problem reported before any trial
     study = study_mod.open_study(sweep)
     console.print(

@@ -179,3 +179,20 @@ def test_sharding_strategies_on_cpu_are_refused_not_ignored(tmp_path: Path) -> N
     done = _ftlab("run", str(_spec(tmp_path, strategy="fsdp")), "--variant", "base")
     assert done.returncode == 1
     assert "resources.strategy fsdp needs CUDA" in done.stdout + done.stderr
+
+
+@pytest.mark.integration
+def test_a_sweep_trial_can_be_a_multi_process_job(tmp_path: Path) -> None:
+    """`--gpus-per-trial 2` makes each trial a 2-process run through the same launcher
+    (on CPU: 2 gloo processes)."""
+    spec = _spec(tmp_path, steps=2)
+    text = spec.read_text().replace("resources: {processes: 2, strategy: ddp}\n", "")
+    text = text.replace("variants:\n  single: {resources.processes: 1}\n", "")
+    spec.write_text(
+        text + "search:\n  n_trials: 1\n  pruner: none\n  space:\n    stages.sft.adapter.r: [4]\n"
+    )
+    done = _ftlab("sweep", str(spec), "--gpus-per-trial", "2")
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    (run,) = _runs(tmp_path).values()
+    assert run.stage("sft")["summary"]["world_size"] == 2
+    assert "launching 2 process(es)" in done.stdout
