@@ -196,3 +196,29 @@ def test_a_sweep_trial_can_be_a_multi_process_job(tmp_path: Path) -> None:
     (run,) = _runs(tmp_path).values()
     assert run.stage("sft")["summary"]["world_size"] == 2
     assert "launching 2 process(es)" in done.stdout
+
+
+def test_multi_node_launch_command_and_main_address_check() -> None:
+    from ftlab.runner import launch
+    from ftlab.runner.spec.schema import ResourcesSpec
+
+    spec = type("S", (), {})()
+    spec.resources = ResourcesSpec(processes=8, nodes=2, node_rank=1, main_address="n0:29500")
+    cmd = launch.command(spec, Path("/runs/r"), "sft", None)
+    assert "--nproc_per_node=8" in cmd and "--nnodes=2" in cmd and "--node_rank=1" in cmd
+    assert "--master_addr=n0" in cmd and "--master_port=29500" in cmd
+    assert cmd[-4:] == ["-m", "ftlab.runner.worker", "/runs/r", "sft"]
+    spec.resources = ResourcesSpec(processes=8, nodes=2, main_address="n0")
+    with pytest.raises(launch.StageLaunchError, match="host:port"):
+        launch.command(spec, Path("/runs/r"), "sft", None)
+
+
+def test_spec_checks_for_distributed_runs(tmp_path: Path) -> None:
+    from ftlab.runner.spec.errors import SpecError
+    from ftlab.runner.spec.load import load_spec
+
+    path = _spec(tmp_path)
+    text = path.read_text().replace("{processes: 2, strategy: ddp}", "{processes: 2, nodes: 2}")
+    path.write_text(text)
+    with pytest.raises(SpecError, match="resources.main_address"):
+        load_spec(path)
