@@ -140,10 +140,14 @@ def _pruner(sweep: Sweep) -> Any:
     kind = sweep.spec.search.pruner
     if kind == "none" or sweep.multi:
         return optuna.pruners.NopPruner()
+    # the least resource a trial can be judged on: its first evaluation (steps count
+    # across stages, so the smallest eval interval of the stages it trains)
+    intervals = [s.train.eval_steps for s in sweep.spec.needed_stages() if s.train.eval_steps]
+    first = min(intervals, default=1)
     if kind == "hyperband":
-        return optuna.pruners.HyperbandPruner(min_resource=1, reduction_factor=3)
+        return optuna.pruners.HyperbandPruner(min_resource=first, reduction_factor=3)
     if kind == "successive_halving":
-        return optuna.pruners.SuccessiveHalvingPruner()
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource=first)
     return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0)
 
 
