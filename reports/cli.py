@@ -130,13 +130,7 @@ def _table(cmp: Any) -> Table:
     for col in ("time", "peak mem", "trainable"):
         table.add_column(col, justify="right")
     for row in cmp.rows:
-        cells = [row.label + (" (baseline)" if row.baseline else ""), row.methods]
-        cells += [_param(row.params.get(k)) for k in params]
-        for m in cmp.metrics:
-            value, delta = _cell_text(cmp, row, m)
-            cells.append(value)
-            if cmp.baseline is not None:
-                cells.append(delta)
+        cells = _row_cells(cmp, row, params)
         cells += [
             f"{row.wall_time_s:.0f}s" if row.wall_time_s is not None else "-",
             f"{row.peak_memory_mb / 1024:.1f} GB" if row.peak_memory_mb else "-",
@@ -144,6 +138,18 @@ def _table(cmp: Any) -> Table:
         ]
         table.add_row(*cells)
     return table
+
+
+def _row_cells(cmp: Any, row: Any, params: list[str]) -> list[str]:
+    """Run label, methods, the differing params, and each metric with its Δ."""
+    cells = [row.label + (" (baseline)" if row.baseline else ""), row.methods]
+    cells += [_param(row.params.get(k)) for k in params]
+    for m in cmp.metrics:
+        value, delta = _cell_text(cmp, row, m)
+        cells.append(value)
+        if cmp.baseline is not None:
+            cells.append(delta)
+    return cells
 
 
 def _notes(cmp: Any) -> list[str]:
@@ -186,13 +192,7 @@ def _markdown(cmp: Any) -> str:
     head += ["time (s)", "trainable"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in cmp.rows:
-        cells = [row.label + (" (baseline)" if row.baseline else ""), row.methods]
-        cells += [_param(row.params.get(k)) for k in params]
-        for m in cmp.metrics:
-            value, delta = _cell_text(cmp, row, m)
-            cells.append(value)
-            if cmp.baseline is not None:
-                cells.append(delta)
+        cells = _row_cells(cmp, row, params)
         cells += [_num(row.wall_time_s, ".0f"), f"{row.trainable_params or 0:,}"]
         lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
     return "\n".join([*lines, "", *_notes(cmp)])
