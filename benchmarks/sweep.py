@@ -17,7 +17,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def run(spec: Path, trials: int, out: Path, *, naive: bool) -> tuple[float, float, int, int]:
+def run(
+    spec: Path, trials: int, out: Path, *, naive: bool, verbose: bool = False
+) -> tuple[float, float, int, int]:
     from ftlab.runner import execute
     from ftlab.sweeps import study as study_mod
 
@@ -41,6 +43,16 @@ def run(spec: Path, trials: int, out: Path, *, naive: bool) -> tuple[float, floa
     best = (max if direction == "maximize" else min)(values) if values else float("nan")
     pruned = sum(1 for t in study.get_trials() if t.state.name == "PRUNED")
     reused = sum(1 for t in study.get_trials() if t.user_attrs.get("reused_stages"))
+    if verbose:
+        for t in study.get_trials():
+            secs = (t.datetime_complete - t.datetime_start).total_seconds()
+            steps = max(t.intermediate_values, default=0)
+            params = ", ".join(f"{k.rsplit('.', 1)[-1]}={v:.3g}" for k, v in t.params.items())
+            print(
+                f"  trial {t.number:2} {t.state.name:8} {secs:6.1f} s  to step {steps:3}  "
+                f"value {t.value if t.value is not None else float('nan'):9.4f}  "
+                f"reused {','.join(t.user_attrs.get('reused_stages', [])) or '-':4}  {params}"
+            )
     return took, best, pruned, reused
 
 
@@ -48,15 +60,21 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--spec", type=Path, default=ROOT / "experiments" / "sweep_quickstart.yaml")
     ap.add_argument("--trials", type=int, default=12)
+    ap.add_argument("-v", "--verbose", action="store_true", help="one line per trial")
+    ap.add_argument("--only", choices=("naive", "ftlab"), help="run one of the two sweeps")
     args = ap.parse_args()
     results = {}
     for label, naive in (
         ("naive (no reuse, no pruning)", True),
         ("ftlab (reuse + pruning)", False),
     ):
+        if args.only and args.only != ("naive" if naive else "ftlab"):
+            continue
         with tempfile.TemporaryDirectory() as tmp:
-            results[label] = run(args.spec, args.trials, Path(tmp), naive=naive)
-    base = results["naive (no reuse, no pruning)"][0]
+            results[label] = run(
+                args.spec, args.trials, Path(tmp), naive=naive, verbose=args.verbose
+            )
+    base = results.get("naive (no reuse, no pruning)", (float("nan"),))[0]
     for label, (took, best, pruned, reused) in results.items():
         print(
             f"{label:30} {took / 3600:6.3f} trial-hours ({took / base:5.1%} of naive), "

@@ -294,9 +294,67 @@ def test_pruner_sees_the_objective_measured_during_training(tmp_path) -> None:
     assert study_mod.objective_probe(sweep.spec, datasets) is not None
     study = study_mod.run_sweep(sweep)
     trial = study.get_trials()[0]
-    assert sorted(trial.intermediate_values) == [2, 4]  # steps across the recipe
+    assert sorted(trial.intermediate_values) == [2, 4]  # the judged stage's steps
     assert trial.intermediate_values[4] == pytest.approx(trial.value, rel=1e-3)
     assert trial.intermediate_values[2] > trial.intermediate_values[4]  # it learned
 
     loss_sweep = study_mod.load(_write(tmp_path, n=1, steps=4))
     assert study_mod.objective_probe(loss_sweep.spec, datasets) is None
+
+
+TWO_STAGES = """\
+name: twostage
+seed: 3
+data:
+  sft: {{path: {data}/support_sft.jsonl, max_rows: 24, val_fraction: 0.25}}
+  prefs: {{path: {data}/support_prefs.jsonl, format: preference, max_rows: 40,
+          val_fraction: 0.2}}
+stages:
+  - name: sft
+    method: lora
+    adapter: {{r: 4, alpha: 8, dropout: 0.0}}
+    train: {{learning_rate: 5.0e-3, max_steps: 3, batch_size: 4, max_length: 64,
+             eval_steps: 1, precision: fp32}}
+  - name: dpo
+    method: dpo
+    from: sft
+    data: prefs
+    adapter: {{r: 4, alpha: 8, dropout: 0.0}}
+    train: {{learning_rate: 5.0e-3, max_steps: 4, batch_size: 4, max_length: 64,
+             eval_steps: 2, precision: fp32}}
+evals:
+  - {{name: prefs_eval, kind: preference, data: prefs}}
+search:
+  n_trials: 2
+  sampler: random
+  pruner: median
+  objectives: [{{metric: prefs_eval.margin, direction: maximize}}]
+  space:
+    stages.dpo.params.beta: [0.1, 0.5]
+output: {{dir: {runs}}}
+"""
+
+
+@pytest.mark.integration
+def test_pruner_judges_the_last_stage_at_its_own_steps(tmp_path) -> None:
+    """In an SFT → DPO recipe only DPO reports to the pruner (an SFT value is not
+    comparable with a DPO one), at DPO's own steps: the trial that trains SFT and the trial
+    that reuses it report at the same steps, and Hyperband's least resource is DPO's first
+    evaluation."""
+    path = tmp_path / "two.yaml"
+    path.write_text(TWO_STAGES.format(data=DATA, runs=tmp_path / "runs"))
+    sweep = study_mod.load(path)
+    assert study_mod.judged_stage(sweep.spec).name == "dpo"
+    study = study_mod.open_study(sweep)
+    for beta in (0.1, 0.5):
+        study.enqueue_trial({"stages.dpo.params.beta": beta})
+    study_mod.run_sweep(sweep)
+    first, second = study.get_trials()
+    assert first.user_attrs["reused_stages"] == [] and second.user_attrs["reused_stages"] == ["sft"]
+    assert sorted(first.intermediate_values) == sorted(second.intermediate_values) == [2, 4]
+    assert first.intermediate_values[4] == pytest.approx(first.value, rel=1e-3)
+
+    hb = study_mod.load(path, ["search.pruner=hyperband"])
+    assert study_mod._pruner(hb)._min_resource == 2  # DPO's eval_steps, not SFT's 1
+    by_stage = study_mod.load(path, ["search.objectives=[{metric: stage.sft.eval_loss}]"])
+    assert study_mod.judged_stage(by_stage.spec).name == "sft"
