@@ -1,5 +1,6 @@
 """What stage reuse and pruning save: the same sweep (same sampler seed) run twice —
-naive (no stage cache, no pruner) and ftlab's way (stage cache + the spec's pruner) —
+naive (`output.reuse: false`, no pruner) and ftlab's way (stage and reference log-prob
+cache + the spec's pruner) —
 printing the trial-hours each used and the best objective each found.
 
     python benchmarks/sweep.py [--spec experiments/sweep_quickstart.yaml] [--trials 12]
@@ -18,24 +19,24 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def run(
-    spec: Path, trials: int, out: Path, *, naive: bool, verbose: bool = False
+    spec: Path,
+    trials: int,
+    out: Path,
+    *,
+    naive: bool,
+    verbose: bool = False,
+    pruner: str | None = None,
 ) -> tuple[float, float, int, int]:
-    from ftlab.runner import execute
     from ftlab.sweeps import study as study_mod
 
     overrides = [f"output.dir={out}", f"search.n_trials={trials}"]
-    if naive:
-        overrides.append("search.pruner=none")
+    if naive:  # every trial trains every stage and computes every reference log-prob
+        overrides += ["search.pruner=none", "output.reuse=false"]
+    elif pruner:
+        overrides.append(f"search.pruner={pruner}")
     sweep = study_mod.load(spec, overrides)
-    if naive:  # every trial trains every stage: no cache entries survive
-        real = execute._cached
-        execute._cached = lambda *a, **k: None  # type: ignore[assignment]
     started = time.perf_counter()
-    try:
-        study = study_mod.run_sweep(sweep)
-    finally:
-        if naive:
-            execute._cached = real  # type: ignore[assignment]
+    study = study_mod.run_sweep(sweep)
     took = time.perf_counter() - started
     done = [t for t in study.get_trials() if t.value is not None and t.state.name == "COMPLETE"]
     direction = sweep.spec.search.objectives[0].direction
@@ -62,6 +63,7 @@ def main() -> None:
     ap.add_argument("--trials", type=int, default=12)
     ap.add_argument("-v", "--verbose", action="store_true", help="one line per trial")
     ap.add_argument("--only", choices=("naive", "ftlab"), help="run one of the two sweeps")
+    ap.add_argument("--pruner", help="ftlab's way with this pruner instead of the spec's")
     args = ap.parse_args()
     results = {}
     for label, naive in (
@@ -72,7 +74,12 @@ def main() -> None:
             continue
         with tempfile.TemporaryDirectory() as tmp:
             results[label] = run(
-                args.spec, args.trials, Path(tmp), naive=naive, verbose=args.verbose
+                args.spec,
+                args.trials,
+                Path(tmp),
+                naive=naive,
+                verbose=args.verbose,
+                pruner=args.pruner,
             )
     base = results.get("naive (no reuse, no pruning)", (float("nan"),))[0]
     for label, (took, best, pruned, reused) in results.items():

@@ -280,6 +280,8 @@ def _cache_file(spec: Spec, stage_hash: str) -> Path:
 
 
 def _cached(spec: Spec, stage_hash: str) -> dict[str, Any] | None:
+    if not spec.output.reuse:
+        return None
     entry = read_json(_cache_file(spec, stage_hash))
     if entry and Path(entry["artifact"]["path"], "ftlab_artifact.json").is_file():
         return entry  # type: ignore[no-any-return]

@@ -353,6 +353,28 @@ def test_pruner_judges_the_last_stage_at_its_own_steps(tmp_path) -> None:
     assert first.user_attrs["reused_stages"] == [] and second.user_attrs["reused_stages"] == ["sft"]
     assert sorted(first.intermediate_values) == sorted(second.intermediate_values) == [2, 4]
     assert first.intermediate_values[4] == pytest.approx(first.value, rel=1e-3)
+    # the reference log-probs (SFT model, same rows) are computed once, then read back
+    dpo = [
+        RunDir(tmp_path / "runs" / t.user_attrs["run_id"]).stage("dpo")["summary"]
+        for t in (first, second)
+    ]
+    assert dpo[0]["ref_logps"] == {"train": "computed", "eval": "computed"}
+    assert dpo[1]["ref_logps"] == {"train": "cached", "eval": "cached"}
+    assert len(list((tmp_path / "runs" / "cache" / "reflogps").glob("*.pt"))) == 2
+    # and give the same training as computing them afresh (`output.reuse: false`)
+    from typer.testing import CliRunner
+
+    from ftlab.runner.cli import app
+
+    fresh_dir = tmp_path / "fresh"
+    args = ["run", str(path), "stages.dpo.params.beta=0.5", "output.reuse=false"]
+    result = CliRunner().invoke(app, [*args, f"output.dir={fresh_dir}"])
+    assert result.exit_code == 0, result.output
+    fresh = RunDir(next(fresh_dir.glob("twostage-*"))).stage("dpo")["summary"]
+    assert fresh["ref_logps"] == {"train": "computed", "eval": "computed"}
+    assert not (fresh_dir / "cache" / "reflogps").exists()
+    assert fresh["eval_loss"] == pytest.approx(dpo[1]["eval_loss"], rel=1e-4)
+    assert fresh["train_loss_mean"] == pytest.approx(dpo[1]["train_loss_mean"], rel=1e-4)
 
     hb = study_mod.load(path, ["search.pruner=hyperband"])
     assert study_mod._pruner(hb)._min_resource == 2  # DPO's eval_steps, not SFT's 1

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -23,6 +24,7 @@ from ftlab.runner.methods.common import (
     run_trainer,
     training_kwargs,
 )
+from ftlab.runner.methods.refcache import with_reference_cache
 
 DPOLoss = Literal[
     "sigmoid",
@@ -56,8 +58,10 @@ class DPOParams(_Params):
     """Weights for several loss types (empty = equal weights)."""
     label_smoothing: float = Field(0.0, ge=0.0, lt=0.5)
     """Assumed label noise (robust/cDPO); exo_pair needs it > 0."""
-    precompute_ref_log_probs: bool = False
-    """Compute the reference log-probs once before training (saves memory per step)."""
+    precompute_ref_log_probs: bool = True
+    """Compute the reference log-probs once before training instead of at every step and
+    evaluation; kept in the runs directory's cache for runs with the same reference model
+    and rows (a sweep over beta computes them once)."""
 
     @model_validator(mode="after")
     def _consistent(self) -> DPOParams:
@@ -74,8 +78,8 @@ class DPOParams(_Params):
 class IPOParams(_Params):
     beta: float = Field(0.1, gt=0)
     """IPO regularisation strength (tau)."""
-    precompute_ref_log_probs: bool = False
-    """Compute the reference log-probs once before training."""
+    precompute_ref_log_probs: bool = True
+    """Compute the reference log-probs once before training (cached like DPO's)."""
 
 
 class SimPOParams(_Params):
@@ -232,6 +236,10 @@ def train_preference(ctx: StageContext, *, method: Preference) -> StageResult:
     model, peft_cfg, base = policy(ctx, method="lora")
     tokenizer = load_tokenizer(str(ctx.upstream.path) if ctx.upstream else ctx.model)
     config_cls, trainer_cls, kwargs = _trainer(method.name, params, ctx)
+    if kwargs.get("precompute_ref_log_probs") and method.name in ("dpo", "ipo"):
+        reuse = ctx.spec.output.reuse
+        cache = Path(ctx.spec.output.dir) / "cache" / "reflogps" if reuse else None
+        trainer_cls = with_reference_cache(trainer_cls, cache)
     trainer = pair_trainer(
         trainer_cls,
         config_cls(**kwargs),
@@ -247,7 +255,7 @@ def train_preference(ctx: StageContext, *, method: Preference) -> StageResult:
         base=base,
         tokenizer=tokenizer,
         started=started,
-        extra={"params": params.model_dump()},
+        extra={"params": params.model_dump(), "ref_logps": getattr(trainer, "source", None)},
     )
     result.summary.update(_reward_stats(trainer.state.log_history))
     return result

@@ -345,6 +345,9 @@ class OutputSpec(Strict):
     the stage cache and the DuckDB index `ftlab.duckdb`."""
     keep_checkpoints: bool = False
     """Keep intermediate trainer checkpoints after a stage finishes."""
+    reuse: bool = True
+    """Reuse finished stages with the same inputs and DPO reference log-probs from the
+    cache (`false`: train and compute everything afresh)."""
 
 
 class Spec(Strict):
