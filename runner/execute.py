@@ -354,12 +354,9 @@ def _run_stage(
     if launch.distributed(spec):
         if upstream is not None and upstream.kind != "full":
             base_weights(ctx)  # merge the upstream adapter once, before the ranks start
-        if extra_callbacks:
-            print(
-                f"stage {stage.name}: trainer callbacks (sweep pruning) are not passed to "
-                "a multi-process stage; it trains to the end"
-            )
-        launched = launch.launch_stage(spec, run.path, stage.name, work, resume_from)
+        launched = launch.launch_stage(
+            spec, run.path, stage.name, work, resume_from, callbacks=extra_callbacks
+        )
         result = StageResult(artifact=_artifact_from(launched), summary=launched["summary"])
     else:
         result = METHODS.get(stage.method).train(ctx)

@@ -9,6 +9,11 @@ artifact (saved whole: the trainer gathers FSDP/ZeRO-3 state before saving) and
 `launch/result.json`, which this process (the one `ftlab run` started) turns into the
 stage record — so a run directory has one set of files however many processes trained.
 
+Trainer callbacks that can be rebuilt in another process (`for_workers()` → a factory
+path and JSON arguments, e.g. a sweep's pruning callback) go to every rank through
+`launch/callbacks.json`; a rank that stops the stage on purpose (`RunStopped`, e.g.
+pruned) leaves `launch/stopped.json`, and the stage ends in that state here too.
+
 A rank that dies ends the job: torchrun's agent stops the other ranks and exits non-zero;
 each rank that raised leaves its traceback in `launch/rank<N>.err`, and the stage fails
 with the first of them. `ftlab run --resume RUN` relaunches from the last checkpoint.
@@ -142,11 +147,33 @@ def command(spec: Any, run_path: Path, stage: str, resume_from: Path | None) -> 
     return cmd
 
 
+def portable_callbacks(callbacks: list[Any], stage: str) -> list[dict[str, Any]]:
+    """The callbacks that can be rebuilt in the workers; says which cannot."""
+    out, dropped = [], []
+    for cb in callbacks:
+        entry = cb.for_workers() if hasattr(cb, "for_workers") else None
+        if entry is not None:
+            out.append(entry)
+        else:
+            dropped.append(type(cb).__name__)
+    if dropped:
+        names = ", ".join(dropped)
+        print(f"stage {stage}: callbacks {names} cannot be sent to the ranks; not used")
+    return out
+
+
 def launch_stage(
-    spec: Any, run_path: Path, stage: str, work: Path, resume_from: Path | None
+    spec: Any,
+    run_path: Path,
+    stage: str,
+    work: Path,
+    resume_from: Path | None,
+    callbacks: list[Any] | None = None,
 ) -> dict[str, Any]:
     """Run one stage as a torchrun job; returns rank 0's {summary, artifact}."""
     import torch
+
+    from ftlab.runner.execute import RunStopped
 
     if spec.resources.strategy != "ddp" and not torch.cuda.is_available():
         raise StageLaunchError(
@@ -158,6 +185,8 @@ def launch_stage(
     launch_dir.mkdir(parents=True, exist_ok=True)
     for old in [*launch_dir.glob("rank*.err"), launch_dir / "result.json"]:
         old.unlink(missing_ok=True)
+    (launch_dir / "stopped.json").unlink(missing_ok=True)
+    write_json(launch_dir / "callbacks.json", portable_callbacks(callbacks or [], stage))
     cmd = command(spec, run_path, stage, resume_from)
     write_json(
         launch_dir / "launch.json",
@@ -175,6 +204,11 @@ def launch_stage(
     threads = max(1, (os.cpu_count() or 1) // max(1, res.processes))
     env = os.environ | {WORKER_ENV: "1", "OMP_NUM_THREADS": str(threads)}
     done = subprocess.run(cmd, env=env, check=False)
+    stopped = read_json(launch_dir / "stopped.json")
+    if stopped:
+        stop = RunStopped(stopped["message"])
+        stop.state = stopped["state"]
+        raise stop
     result = read_json(launch_dir / "result.json")
     if done.returncode != 0 or result is None:
         raise StageLaunchError(_failure(launch_dir, done.returncode))

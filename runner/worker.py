@@ -5,15 +5,19 @@
 Rebuilds the stage from the run directory (spec, datasets, finished upstream stages) and
 trains it; rank 0 alone logs step metrics, saves the artifact and writes
 `stages/<stage>/launch/result.json`. Any rank that fails writes its traceback to
-`launch/rank<N>.err` before exiting.
+`launch/rank<N>.err` before exiting. Callbacks the launching process could send
+(`launch/callbacks.json`: factory + arguments, e.g. a sweep's pruner) are rebuilt on
+every rank; a stage stopped on purpose (`RunStopped`) leaves `launch/stopped.json`.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import traceback
 from pathlib import Path
+from typing import Any
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -25,8 +29,14 @@ def main(argv: list[str] | None = None) -> None:
     os.environ["FTLAB_STAGE_WORKER"] = "1"
     rank = int(os.environ.get("RANK", "0"))
     launch_dir = args.run_dir / "stages" / args.stage / "launch"
+    from ftlab.runner.execute import RunStopped
+    from ftlab.runner.rundir import write_json
+
     try:
         _train(args.run_dir, args.stage, args.resume_from, rank, launch_dir)
+    except RunStopped as stop:  # on purpose (every rank stops at the same step): exit 0
+        if rank == 0:
+            write_json(launch_dir / "stopped.json", {"state": stop.state, "message": str(stop)})
     except BaseException:
         launch_dir.mkdir(parents=True, exist_ok=True)
         (launch_dir / f"rank{rank}.err").write_text(traceback.format_exc())
@@ -37,7 +47,7 @@ def _train(run_dir: Path, name: str, resume_from: Path | None, rank: int, launch
     from ftlab.runner import execute
     from ftlab.runner.methods import METHODS
     from ftlab.runner.methods.base import StageContext
-    from ftlab.runner.rundir import RunDir, write_json
+    from ftlab.runner.rundir import RunDir, read_json, write_json
     from ftlab.runner.spec.load import read_yaml, validate
 
     run = RunDir(run_dir)
@@ -55,6 +65,12 @@ def _train(run_dir: Path, name: str, resume_from: Path | None, rank: int, launch
         if rank == 0:
             run.log_metrics({"stage": name, **record})
 
+    def rebuild(entry: dict[str, Any]) -> Any:
+        module, _, attr = entry["factory"].partition(":")
+        factory = getattr(importlib.import_module(module), attr)
+        return factory(spec=spec, datasets=datasets, rank=rank, **entry["args"])
+
+    portable = read_json(launch_dir / "callbacks.json") or []
     ctx = StageContext(
         spec=spec,
         stage=stage,
@@ -66,6 +82,7 @@ def _train(run_dir: Path, name: str, resume_from: Path | None, rank: int, launch
         artifacts=artifacts,
         resume_from=resume_from,
         log=log,
+        extra_callbacks=[rebuild(entry) for entry in portable],
     )
     result = METHODS.get(stage.method).train(ctx)
     if rank == 0:

@@ -240,17 +240,26 @@ class PruningCallback(TrainerCallback):  # type: ignore[misc]
         sign: float = 1.0,
         record: Path | None = None,
         probe: Callable[[Any, Any], float] | None = None,
+        portable: dict[str, Any] | None = None,
     ) -> None:
         self.trial, self.sign, self.record = trial, sign, record
-        self.probe = probe
+        self.probe, self.portable = probe, portable
         self.reported: dict[int, float] = {}  # local step → value
+
+    def for_workers(self) -> dict[str, Any] | None:
+        """How each torchrun rank rebuilds this callback (`worker_pruning`): rank 0 talks to
+        the study, and every rank stops at the step rank 0's pruner decides."""
+        if self.portable is None:
+            return None
+        return {"factory": f"{__name__}:worker_pruning", "args": self.portable}
 
     def on_train_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
         import json
 
-        if self.record is None or not self.record.is_file():
-            return
-        for step, value in json.loads(self.record.read_text()):
+        known = None
+        if self.trial is not None and self.record is not None and self.record.is_file():
+            known = json.loads(self.record.read_text())
+        for step, value in _from_rank0(known) or []:
             self._report(int(step), float(value), replay=True)
 
     def on_evaluate(
@@ -259,7 +268,9 @@ class PruningCallback(TrainerCallback):  # type: ignore[misc]
         step = int(state.global_step)
         if step == 0 or step in self.reported:
             return  # step 0 is the untrained model; the final evaluation repeats the last
-        if self.probe is not None:
+        if self.trial is None:  # another rank: rank 0 measures and decides
+            value = float("nan")
+        elif self.probe is not None:
             value = self.probe(kw["model"], kw.get("processing_class") or kw.get("tokenizer"))
         elif metrics and "eval_loss" in metrics:
             value = self.sign * float(metrics["eval_loss"])
@@ -273,14 +284,57 @@ class PruningCallback(TrainerCallback):  # type: ignore[misc]
         if step in self.reported:
             return
         self.reported[step] = value
-        self.trial.report(value, step)
-        if self.trial.should_prune():
-            if self.record is not None and not replay:
+        prune = False
+        if self.trial is not None:
+            self.trial.report(value, step)
+            prune = self.trial.should_prune()
+        if _from_rank0(prune):
+            if self.record is not None and self.trial is not None and not replay:
                 self.record.parent.mkdir(parents=True, exist_ok=True)
                 self.record.write_text(json.dumps(sorted(self.reported.items())))
             how = "its identical stage's earlier values" if replay else "this run"
             shown = value if self.probe is not None else value * self.sign
             raise Pruned(f"pruned at step {step} (value {shown:.4f}, from {how})")
+
+
+def _from_rank0(obj: Any) -> Any:
+    """`obj` as rank 0 has it, on every rank of a torchrun job (itself elsewhere)."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def worker_pruning(
+    *,
+    spec: Spec,
+    datasets: dict[str, Any],
+    rank: int,
+    spec_file: str,
+    overrides: list[str],
+    trial_id: int,
+    sign: float,
+    record: str | None,
+    probe: bool,
+) -> PruningCallback:
+    """The pruning callback of a trial whose stage runs on several processes, rebuilt on
+    one rank (see `PruningCallback.for_workers`): rank 0 opens the study and reports."""
+    import optuna
+
+    if rank != 0:
+        return PruningCallback(None, sign)
+    sweep = load(Path(spec_file), overrides)
+    study = optuna.load_study(
+        study_name=sweep.name, storage=storage(sweep.storage_url), pruner=_pruner(sweep)
+    )
+    spec.search = sweep.spec.search
+    measure = objective_probe(spec, datasets) if probe else None
+    return PruningCallback(
+        optuna.trial.Trial(study, trial_id), sign, Path(record) if record else None, measure
+    )
 
 
 def objective_probe(spec: Spec, datasets: dict[str, Any]) -> Callable[[Any, Any], float] | None:
@@ -390,11 +444,28 @@ def make_objective(sweep: Sweep) -> Any:
             if sweep.multi or stage.name != judged:
                 return []
             record = pruned_dir / f"{hashes[stage.name]}-{signal[:8]}.json"
-            return [PruningCallback(trial, sign, record, probe)]
+            # a torchrun stage gets it on its ranks; the probe needs whole weights on rank 0
+            # (DDP), so under FSDP/DeepSpeed a probed trial is not pruned (it trains on)
+            ddp = spec.resources.strategy == "ddp"
+            portable = (
+                {
+                    "spec_file": str(sweep.file.resolve()),
+                    "overrides": sweep.overrides,
+                    "trial_id": trial._trial_id,
+                    "sign": sign,
+                    "record": str(record),
+                    "probe": probe is not None,
+                }
+                if ddp or probe is None
+                else None
+            )
+            return [PruningCallback(trial, sign, record, probe, portable)]
 
         try:
             result = execute.execute(rd, spec, stage_callbacks=callbacks)
-        except Pruned as exc:
+        except RunStopped as exc:  # Pruned here, or a pruned torchrun stage
+            if exc.state != "pruned":
+                raise
             print(f"trial {trial.number}: {exc}")
             raise optuna.TrialPruned(str(exc)) from None
         except Exception as exc:

@@ -201,6 +201,39 @@ def test_a_sweep_trial_can_be_a_multi_process_job(tmp_path: Path) -> None:
     assert "launching 2 process(es)" in done.stdout
 
 
+@pytest.mark.integration
+def test_the_pruner_stops_a_multi_process_trial(tmp_path: Path) -> None:
+    """A trial whose stage runs on 2 processes is still pruned: rank 0 reports each
+    evaluation to the study, and every rank stops at the step the pruner decides; the run
+    ends `pruned` (not failed) and the study goes on."""
+    from optuna.trial import TrialState
+
+    from ftlab.sweeps import study as study_mod
+
+    spec = _spec(tmp_path, steps=8)
+    text = spec.read_text().replace("variants:\n  single: {resources.processes: 1}\n", "")
+    spec.write_text(
+        text + "search:\n  n_trials: 3\n  sampler: random\n  pruner: median\n  space:\n"
+        "    stages.sft.train.learning_rate: [5.0e-3, 1.0e-7]\n    stages.sft.adapter.r: [4, 8]\n"
+    )
+    sweep = study_mod.load(spec)
+    study = study_mod.open_study(sweep)
+    lr, r = "stages.sft.train.learning_rate", "stages.sft.adapter.r"
+    for params in ({lr: 5e-3, r: 4}, {lr: 5e-3, r: 8}, {lr: 1e-7, r: 4}):
+        study.enqueue_trial(params)
+    study_mod.run_sweep(sweep)
+    trials = study.get_trials()
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 2 + [TrialState.PRUNED]
+    assert sorted(trials[0].intermediate_values) == [4, 8]  # reported from rank 0
+    assert sorted(trials[2].intermediate_values) == [4]  # stopped at its first evaluation
+    pruned = RunDir(tmp_path / "runs" / trials[2].user_attrs["run_id"])
+    assert pruned.status()["state"] == "pruned"
+    launch_dir = pruned.path / "stages" / "sft" / "launch"
+    assert json.loads((launch_dir / "stopped.json").read_text())["state"] == "pruned"
+    assert not list(launch_dir.glob("rank*.err"))  # every rank stopped cleanly
+    assert max(m["step"] for m in pruned.metrics() if "loss" in m) < 8
+
+
 def test_multi_node_launch_command_and_main_address_check() -> None:
     from ftlab.runner import launch
     from ftlab.runner.spec.schema import ResourcesSpec
