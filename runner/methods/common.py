@@ -226,7 +226,7 @@ def run_trainer(
     trainable, total = count_parameters(trainer.model)
     initial = _evaluate(trainer) if ctx.resume_from is None else None
     output = trainer.train(resume_from_checkpoint=str(ctx.resume_from) if ctx.resume_from else None)
-    final = _evaluate(trainer)
+    final = _evaluate(trainer, reuse_last=not trainer.args.load_best_model_at_end)
     config = getattr(trainer.model, "config", None)
     quant = getattr(config, "quantization_config", None) if method == "qlora" else None
     artifact = save_artifact(
@@ -270,9 +270,19 @@ def quiet_library_bars() -> None:
     hf_logging.disable_progress_bar()
 
 
-def _evaluate(trainer: Any) -> float | None:
+def _evaluate(trainer: Any, *, reuse_last: bool = False) -> float | None:
+    """The eval loss of the model as it is; `reuse_last`: the trainer's own evaluation at
+    this very step when it just ran one (a stage whose last step is a multiple of
+    eval_steps is not evaluated twice — not with load_best_model_at_end, whose final
+    model may be an earlier checkpoint)."""
     if trainer.eval_dataset is None:
         return None
+    if reuse_last:
+        for entry in reversed(trainer.state.log_history):
+            if "eval_loss" in entry:
+                if entry.get("step") == trainer.state.global_step:
+                    return float(entry["eval_loss"])
+                break
     return float(trainer.evaluate()["eval_loss"])
 
 
