@@ -219,3 +219,30 @@ def test_ppo_needs_a_reward(tmp_path) -> None:
     text = err.value.format()
     assert "stages.0.params.rewards" in text
     assert "stages.1.from" in text
+
+
+def test_reference_cache_key_follows_the_token_ids() -> None:
+    """The reference log-prob cache key is the rows' content: equal rows give one key
+    (however they are stored), a changed token or an extra row another; the `ref_*`
+    columns the cache itself adds do not count."""
+    import datasets
+
+    from ftlab.runner.methods.refcache import rows_hash
+
+    rows = {
+        "prompt_ids": [[1, 2, 3], [4, 5]],
+        "chosen_ids": [[6, 7], [8]],
+        "rejected_ids": [[9], [10, 11]],
+    }
+    base = rows_hash(datasets.Dataset.from_dict(rows))
+    assert rows_hash(datasets.Dataset.from_dict(rows)) == base
+    flipped = datasets.Dataset.from_dict({k: v[::-1] for k, v in rows.items()})
+    assert rows_hash(flipped.select([1, 0])) == base  # an index mapping is read through
+    changed = {**rows, "chosen_ids": [[6, 7], [12]]}
+    assert rows_hash(datasets.Dataset.from_dict(changed)) != base
+    longer = {k: [*v, [1]] for k, v in rows.items()}
+    assert rows_hash(datasets.Dataset.from_dict(longer)) != base
+    moved = {**rows, "prompt_ids": [[1, 2], [3, 4, 5]]}  # same tokens, other boundaries
+    assert rows_hash(datasets.Dataset.from_dict(moved)) != base
+    with_ref = datasets.Dataset.from_dict({**rows, "ref_chosen_logps": [-1.0, -2.0]})
+    assert rows_hash(with_ref) == base
