@@ -118,19 +118,30 @@ def _print_status(study: Any, url: str, console: Any) -> None:
     from rich.table import Table
 
     table = Table(title=f"study {study.study_name}")
-    for col in ("trial", "state", "value", "params", "reused", "run"):
+    for col in ("trial", "state", "value", "params", "reused", "last step", "time", "run"):
         table.add_column(col)
+    spent = 0.0
     for t in study.get_trials(deepcopy=False):
         values = t.values or []
+        took = None
+        if t.datetime_start and t.datetime_complete:
+            took = (t.datetime_complete - t.datetime_start).total_seconds()
+            spent += took
         table.add_row(
             str(t.number),
             t.state.name.lower(),
             ", ".join(f"{v:.4f}" for v in values) or "-",
             ", ".join(f"{k}={_short(v)}" for k, v in t.params.items()),
             ", ".join(t.user_attrs.get("reused_stages", [])) or "-",
+            str(max(t.intermediate_values, default="-")),
+            f"{took:.0f}s" if took is not None else "-",
             t.user_attrs.get("run_id", "-"),
         )
     console.print(table)
+    console.print(
+        f"  trial time {spent / 60:.1f} min in all; last step = the judged stage's last "
+        "evaluation reported to the pruner"
+    )
     done = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
     counts = {s.name.lower(): 0 for s in TrialState}
     for t in study.get_trials(deepcopy=False):

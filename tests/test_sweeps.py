@@ -125,6 +125,11 @@ def test_trials_are_runs_reused_and_pruned(tmp_path) -> None:
     result = CliRunner().invoke(app, ["sweep", "status", str(path)])
     assert result.exit_code == 0, result.output
     assert "pruned: 1" in result.output and "optuna-dashboard sqlite:///" in result.output
+    assert "min in all" in result.output
+    pruned_row = next(ln for ln in result.output.splitlines() if "│ pruned" in ln)
+    cells = [c.strip() for c in pruned_row.split("│")[1:-1]]
+    assert cells[0] == "2" and cells[5] == "2"  # last step: its first evaluation
+    assert cells[6].endswith("s") and cells[6] != "-"  # its time
     out = tmp_path / "best.yaml"
     result = CliRunner().invoke(app, ["sweep", "best", str(path), "-o", str(out)])
     assert result.exit_code == 0, result.output

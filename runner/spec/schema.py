@@ -252,7 +252,9 @@ class SearchSpec(Strict):
     sampler: Literal["tpe", "random", "grid", "cmaes", "nsga2"] = "tpe"
     """Optuna sampler (nsga2 for several objectives)."""
     pruner: Literal["median", "hyperband", "successive_halving", "none"] = "median"
-    """Optuna pruner, fed the eval loss every `train.eval_steps` (single objective only)."""
+    """Optuna pruner (single objective only), fed at every evaluation of the stage the
+    objective is measured on: the objective itself for `preference`/`perplexity` evals,
+    else that stage's eval loss."""
     seed: int | None = None
     """Sampler seed (default: the spec's seed)."""
     objectives: list[Objective] = Field(default_factory=lambda: [Objective()], min_length=1)
