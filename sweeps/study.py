@@ -86,6 +86,13 @@ def load(file: Path, overrides: list[str] | None = None) -> Sweep:
         )
     if len(search.objectives) > 1 and search.sampler not in ("nsga2", "random", "tpe"):
         bad(("search", "sampler"), "nsga2, tpe or random for several objectives", search.sampler)
+    if search.startup_trials is not None and search.sampler not in ("tpe", "cmaes"):
+        bad(
+            ("search", "startup_trials"),
+            "startup_trials only with sampler tpe or cmaes",
+            f"sampler {search.sampler}",
+            "remove startup_trials (this sampler has no start-up phase)",
+        )
     evals = {ev.key for ev in spec.evals}
     stages = {s.name for s in spec.stages}
     for i, obj in enumerate(search.objectives):
@@ -127,11 +134,13 @@ def _sampler(sweep: Sweep) -> Any:
                 n = int(round((p.high - p.low) / p.step)) + 1
                 grid[p.path] = [p.low + i * p.step for i in range(n)]
         return optuna.samplers.GridSampler(grid, seed=seed)
+    startup = sweep.spec.search.startup_trials
+    extra = {} if startup is None else {"n_startup_trials": startup}
     if kind == "cmaes":
-        return optuna.samplers.CmaEsSampler(seed=seed)
+        return optuna.samplers.CmaEsSampler(seed=seed, **extra)
     if kind == "nsga2":
         return optuna.samplers.NSGAIISampler(seed=seed)
-    return optuna.samplers.TPESampler(seed=seed)
+    return optuna.samplers.TPESampler(seed=seed, **extra)
 
 
 def prunes(sweep: Sweep) -> bool:

@@ -63,6 +63,17 @@ def test_bad_space_key_fails_before_the_study_starts(tmp_path) -> None:
         study_mod.load(bad_value)
 
 
+def test_startup_trials_reach_the_sampler(tmp_path) -> None:
+    path = _write(tmp_path, **{"sampler: random": "sampler: tpe\n  startup_trials: 3"})
+    assert study_mod._sampler(study_mod.load(path))._n_startup_trials == 3
+    default = study_mod.load(_write(tmp_path, **{"sampler: random": "sampler: tpe"}))
+    assert study_mod._sampler(default)._n_startup_trials == 10  # Optuna's
+    with pytest.raises(SpecError, match="search.startup_trials"):
+        study_mod.load(
+            _write(tmp_path, **{"sampler: random": "sampler: random\n  startup_trials: 3"})
+        )
+
+
 def test_multi_objective_cannot_prune_and_objectives_must_exist(tmp_path) -> None:
     path = _write(
         tmp_path,

@@ -257,6 +257,9 @@ class SearchSpec(Strict):
     else that stage's eval loss."""
     seed: int | None = None
     """Sampler seed (default: the spec's seed)."""
+    startup_trials: int | None = Field(None, ge=0)
+    """Random trials before tpe/cmaes start modelling the space (default: Optuna's 10 for
+    tpe, 1 for cmaes); a short study wants fewer, or it is mostly random search."""
     objectives: list[Objective] = Field(default_factory=lambda: [Objective()], min_length=1)
     """One objective, or several (a multi-objective study: no pruning)."""
     space: dict[str, Any] = {}
