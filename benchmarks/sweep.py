@@ -26,10 +26,11 @@ def run(
     naive: bool,
     verbose: bool = False,
     pruner: str | None = None,
+    extra: list[str] | None = None,
 ) -> tuple[float, float, int, int]:
     from ftlab.sweeps import study as study_mod
 
-    overrides = [f"output.dir={out}", f"search.n_trials={trials}"]
+    overrides = [f"output.dir={out}", f"search.n_trials={trials}", *(extra or [])]
     if naive:  # every trial trains every stage and computes every reference log-prob
         overrides += ["search.pruner=none", "output.reuse=false"]
     elif pruner:
@@ -64,6 +65,9 @@ def main() -> None:
     ap.add_argument("-v", "--verbose", action="store_true", help="one line per trial")
     ap.add_argument("--only", choices=("naive", "ftlab"), help="run one of the two sweeps")
     ap.add_argument("--pruner", help="ftlab's way with this pruner instead of the spec's")
+    ap.add_argument(
+        "--set", action="append", default=[], help="override for both sweeps (KEY=VALUE)"
+    )
     args = ap.parse_args()
     results = {}
     for label, naive in (
@@ -80,6 +84,7 @@ def main() -> None:
                 naive=naive,
                 verbose=args.verbose,
                 pruner=args.pruner,
+                extra=args.set,
             )
     base = results.get("naive (no reuse, no pruning)", (float("nan"),))[0]
     for label, (took, best, pruned, reused) in results.items():
