@@ -15,6 +15,11 @@ from ftlab.evals.generate import PROMPT_FORMATS, GenerationParams, user_prompt
 from ftlab.reports.stats import bootstrap_mean, wilson
 
 ALL_FORMATS = PROMPT_FORMATS
+JsonType = Literal["object", "array", "string", "number", "boolean", "null"]
+
+
+def _objects_only() -> list[JsonType]:
+    return ["object"]
 
 
 class FormatParams(BaseModel):
@@ -23,6 +28,10 @@ class FormatParams(BaseModel):
     check: Literal["json", "json_schema", "regex"] = "json"
     """json: the reply parses as JSON; json_schema: and matches `schema`; regex: the reply
     matches `pattern` (re.search; anchor it with ^…$ for a full match)."""
+    json_types: list[JsonType] = Field(default_factory=_objects_only, min_length=1)
+    """check: json: the top-level JSON types that count as adhering. Default: an object
+    (a bare number or string parses as JSON but is rarely what "answer in JSON" means);
+    e.g. [object, array]."""
     schema_: dict[str, Any] = Field({}, alias="schema")
     """JSON Schema for check: json_schema."""
     pattern: str = ""
@@ -54,6 +63,9 @@ def _adheres(reply: str, p: FormatParams) -> tuple[bool, str]:
     except ValueError as exc:
         return (False, f"not JSON: {exc}")
     if p.check == "json":
+        kind = _json_type(value)
+        if kind not in p.json_types:
+            return (False, f"JSON {kind}, expected {' or '.join(p.json_types)}")
         return (True, "")
     import jsonschema
 
@@ -62,6 +74,18 @@ def _adheres(reply: str, p: FormatParams) -> tuple[bool, str]:
     except jsonschema.ValidationError as exc:
         return (False, f"schema: {exc.message}")
     return (True, "")
+
+
+def _json_type(value: Any) -> str:
+    if isinstance(value, dict):
+        return "object"
+    if isinstance(value, list):
+        return "array"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    return "null" if value is None else "string"
 
 
 @dataclass(frozen=True)

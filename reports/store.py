@@ -9,8 +9,10 @@ timeout instead of failing. Connections are opened per operation and closed at o
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
+import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -66,6 +68,36 @@ class StoreBusy(RuntimeError):
     """The index stayed locked by another process for longer than the timeout."""
 
 
+# How long to wait for a process outside ftlab (a notebook's duckdb.connect) that holds the
+# database file: DuckDB refuses a second process at once, even a read-only one.
+OUTSIDE_WAIT_S = float(os.environ.get("FTLAB_INDEX_WAIT_S", "15"))
+UNINDEXED = "cache/unindexed"  # markers of runs whose ingest found the index busy
+
+
+def _open(db: Path, *, read_only: bool, timeout: float) -> Any:
+    """duckdb.connect, retried with backoff while another process holds the file."""
+    import duckdb
+
+    deadline = time.monotonic() + min(timeout, OUTSIDE_WAIT_S)
+    pause = 0.05
+    while True:
+        try:
+            return duckdb.connect(str(db), read_only=read_only)
+        except duckdb.IOException as exc:
+            if "lock" not in str(exc).lower():
+                raise
+            if time.monotonic() > deadline:
+                raise StoreBusy(
+                    f"another process holds {db} open (DuckDB lets one process at a time "
+                    "open the file, even read-only — a notebook's duckdb.connect, say). "
+                    "Close that connection (or read through "
+                    "ftlab.reports.store.query, which waits its turn); run directories are "
+                    "the source of truth: the next ftlab command indexes what was missed"
+                ) from None
+            time.sleep(pause)
+            pause = min(pause * 2, 1.0)
+
+
 @contextmanager
 def _locked(root: Path, *, exclusive: bool, timeout: float) -> Iterator[None]:
     root.mkdir(parents=True, exist_ok=True)
@@ -95,12 +127,14 @@ def connect(root: Path, *, write: bool, timeout: float = 120.0) -> Iterator[Any]
     import duckdb
 
     db = root / DB_NAME
+    if not write:
+        catch_up(root, timeout=timeout)
     with _locked(root, exclusive=write, timeout=timeout):
         if not write and not db.exists():
             con = duckdb.connect(":memory:")
             con.execute(SCHEMA)
         else:
-            con = duckdb.connect(str(db), read_only=not write)
+            con = _open(db, read_only=not write, timeout=timeout)
             if write:
                 con.execute(SCHEMA)
                 for statement in MIGRATIONS:
@@ -284,15 +318,38 @@ def ingest_runs(root: Path, run_dirs: list[Path], *, timeout: float = 120.0) -> 
         ):
             rows[table].extend(eval_rows)
     ids = [r["run_id"] for r in rows["runs"]]
-    with connect(root, write=True, timeout=timeout) as con:
-        con.execute("BEGIN TRANSACTION")
-        for table in TABLES:
-            con.execute(f"DELETE FROM {table} WHERE run_id IN (SELECT unnest(?))", [ids])
-            if rows[table]:
-                arrow = pa.Table.from_pylist(rows[table], schema=_arrow_schema(table))  # noqa: F841
-                con.execute(f"INSERT INTO {table} SELECT * FROM arrow")
-        con.execute("COMMIT")
+    tables = {t: pa.Table.from_pylist(rows[t], schema=_arrow_schema(t)) for t in TABLES if rows[t]}
+    pending = root / UNINDEXED
+    try:
+        with connect(root, write=True, timeout=timeout) as con:
+            con.execute("BEGIN TRANSACTION")
+            for table in TABLES:
+                con.execute(f"DELETE FROM {table} WHERE run_id IN (SELECT unnest(?))", [ids])
+                if table in tables:
+                    arrow = tables[table]  # noqa: F841 - read by name in the SQL below
+                    con.execute(f"INSERT INTO {table} SELECT * FROM arrow")
+            con.execute("COMMIT")
+    except StoreBusy:
+        pending.mkdir(parents=True, exist_ok=True)
+        for run_dir in run_dirs:  # the next command that reads or writes the index catches up
+            (pending / run_dir.name).write_text(str(run_dir.resolve()))
+        raise
+    for run_id in ids:
+        (pending / run_id).unlink(missing_ok=True)
     return len(ids)
+
+
+def catch_up(root: Path, *, timeout: float = 120.0) -> None:
+    """Index the runs whose ingest found the index busy (their markers in
+    `<runs>/cache/unindexed/`); a still-busy index leaves them for the next command."""
+    markers = sorted((root / UNINDEXED).glob("*"))
+    dirs = [Path(m.read_text()) for m in markers if Path(m.read_text(), "run.json").is_file()]
+    for m in markers:
+        if not Path(m.read_text(), "run.json").is_file():
+            m.unlink(missing_ok=True)  # the run directory is gone
+    if dirs:
+        with contextlib.suppress(StoreBusy):
+            ingest_runs(root, dirs, timeout=timeout)
 
 
 def _arrow_schema(table: str) -> Any:

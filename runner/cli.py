@@ -199,6 +199,14 @@ def run(
         console.rule(f"[bold]{rd.run_id}[/]  →  {execute.cwd_relative(rd.path)}")
         try:
             results.append(execute.execute(rd, spec_obj, resume=is_resume))
+        except KeyboardInterrupt:
+            _print_results(results)
+            err.print(
+                f"interrupted — continue with `ftlab run --resume {rd.run_id}`",
+                markup=False,
+                highlight=False,
+            )
+            raise typer.Exit(130) from None
         except Exception as exc:  # noqa: BLE001 - the run directory keeps the traceback
             _print_results(results)
             err.print(
@@ -680,9 +688,14 @@ def _quiet_libraries() -> None:
 
 
 def main() -> None:
+    from ftlab.reports.store import StoreBusy
+
     _quiet_libraries()
     try:
         app()
+    except StoreBusy as exc:  # another process holds the index: say so, no traceback
+        err.print(f"error: {exc}", markup=False, highlight=False)
+        sys.exit(1)
     except KeyboardInterrupt:
         err.print("interrupted; `ftlab run --resume RUN` continues a run")
         sys.exit(130)

@@ -78,7 +78,7 @@ def stage_hashes(
             "model": model_identity,
             "seed": spec.seed,
             "data": datasets[stage.data].content_hash,
-            "stage": stage.model_dump(mode="json", by_alias=True, exclude={"name"}),
+            "stage": METHODS.get(stage.method).hash_inputs(stage),
             "upstream": hashes[stage.from_] if stage.from_ else "",
             "depends": {d: hashes[d] for d in stage.depends_on() if d != stage.from_},
         }
@@ -205,17 +205,28 @@ def execute(
             state=state, stage="", finished=time.time(), wall_time_s=time.time() - started
         )
     except BaseException as exc:
-        state = exc.state if isinstance(exc, RunStopped) else "failed"
+        state = _ended_state(exc)
+        interrupted = state == "interrupted"
         run.set_status(
             state=state,
-            error=f"{type(exc).__name__}: {exc}",
-            traceback=traceback.format_exc(),
+            error="interrupted (Ctrl-C)" if interrupted else f"{type(exc).__name__}: {exc}",
+            traceback="" if interrupted else traceback.format_exc(),
             finished=time.time(),
         )
+        current = run.status().get("stage") or ""
+        record = run.stage(current) if current else {}
+        if record.get("state") == "running":  # the stage ends in the run's state
+            run.write_stage(current, {**record, "state": state})
         raise
     finally:
         _publish(run, spec)
     return RunResult(run.path, info.get("variant", ""), state, results)
+
+
+def _ended_state(exc: BaseException) -> str:
+    if isinstance(exc, RunStopped):
+        return exc.state
+    return "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
 
 
 def evaluate_run(run: RunDir, spec: Spec) -> dict[str, dict[str, Any]]:

@@ -65,13 +65,29 @@ class Registry(Generic[T]):
         self._entries: dict[str, T | str] = {}
 
     def register(self, name: str, target: T | str | None = None) -> Callable[[T], T]:
-        """Register ``target`` under ``name``; used bare it is a decorator."""
-        if name in self._entries and self._entries[name] != target:
+        """Register ``target`` under ``name``; used bare it is a decorator.
+
+        The decorator may replace a lazy ``"module:attr"`` placeholder when it runs in that
+        module (importing the module is how the placeholder resolves), and an object of the
+        same module registered before (a user's file executed again); anything else under a
+        taken name is an error.
+        """
+        if target is not None and name in self._entries and self._entries[name] != target:
             raise ValueError(f"{self.kind} '{name}' is already registered")
 
         def deco(obj: T) -> T:
             current = self._entries.get(name)
-            if current is not None and not isinstance(current, str) and current is not obj:
+            module = getattr(obj, "__module__", None)
+            if isinstance(current, str):
+                if current.partition(":")[0] != module:
+                    raise ValueError(
+                        f"{self.kind} '{name}' is already registered (lazily, as {current})"
+                    )
+            elif (
+                current is not None
+                and current is not obj
+                and getattr(current, "__module__", None) != module
+            ):
                 raise ValueError(f"{self.kind} '{name}' is already registered")
             self._entries[name] = obj
             return obj

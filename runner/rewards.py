@@ -15,9 +15,11 @@ users register their own in a Python file named by the stage's `params.reward_mo
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 import re
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -176,18 +178,29 @@ def resolve_stage_refs(specs: list[RewardSpec], artifacts: dict[str, Any]) -> li
     return out
 
 
+_LOADED: dict[Path, str] = {}  # reward file → content hash of the version executed
+
+
 def load_module(path: str, base_dir: Path) -> None:
-    """Import a user's reward file so its @reward registrations take effect."""
+    """Import a user's reward file so its @reward registrations take effect. A file is
+    executed once per content: the second run, variant or sweep trial that names it finds
+    its rewards registered (an edited file is executed again and replaces them)."""
     file = Path(path).expanduser()
-    file = file if file.is_absolute() else base_dir / file
+    file = (file if file.is_absolute() else base_dir / file).resolve()
     if not file.is_file():
         raise FileNotFoundError(
             f"reward_module {file} does not exist (paths are relative to the spec file)"
         )
-    spec = importlib.util.spec_from_file_location(f"ftlab_user_rewards_{file.stem}", file)
+    digest = hashlib.sha256(file.read_bytes()).hexdigest()
+    if _LOADED.get(file) == digest:
+        return
+    name = f"ftlab_user_rewards_{hashlib.sha256(str(file).encode()).hexdigest()[:12]}"
+    spec = importlib.util.spec_from_file_location(name, file)
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
     spec.loader.exec_module(module)
+    _LOADED[file] = digest
 
 
 def build(specs: list[RewardSpec]) -> tuple[list[RewardFn], list[float]]:

@@ -4,7 +4,8 @@ runs/<run_id>/
   run.json          identity: experiment, variant, spec file, overrides, created
   spec.yaml         the resolved spec (variant applied, defaults filled)
   env.json          package versions, git commit, hardware
-  status.json       state (running | completed | failed), current stage, pid, error
+  status.json       state (running | completed | failed | interrupted | pruned), current
+                    stage, pid, error
   metrics.jsonl     step metrics, one JSON object per line (append-only)
   stages/<name>/stage.json   hash, method, state, summary, artifact, reused_from
   stages/<name>/artifact/    adapter or full weights (+ tokenizer)

@@ -424,8 +424,23 @@ def test_format_adherence_checks() -> None:
     out = FORMAT.run(
         EvalInput(None, None, rows, FormatParams(), responses=['{"x": 1}', "nope", "[1, 2]", "{"])
     )
-    assert out.metrics["adherence"].value == 0.5
-    assert [s["scores"]["adheres"] for s in out.samples] == [1.0, 0.0, 1.0, 0.0]
+    assert out.metrics["adherence"].value == 0.25  # an array is not an object
+    assert [s["scores"]["adheres"] for s in out.samples] == [1.0, 0.0, 0.0, 0.0]
+
+
+def test_format_json_wants_an_object_by_default() -> None:
+    """Issue 14.4: a bare number parses as JSON but is not what "answer in JSON" asks."""
+    from ftlab.evals.checks import FormatParams, _adheres
+
+    ok, why = _adheres("959137137", FormatParams())
+    assert not ok and "JSON number, expected object" in why
+    assert not _adheres('"text"', FormatParams())[0]
+    assert not _adheres("[1, 2]", FormatParams())[0]
+    either = FormatParams(json_types=["object", "array"])
+    assert _adheres("[1, 2]", either)[0] and _adheres('{"a": 1}', either)[0]
+    assert _adheres("3", FormatParams(json_types=["number"]))[0]
+    with pytest.raises(ValueError):
+        FormatParams(json_types=["dict"])
 
 
 def test_contamination_flags_eval_items_seen_in_training() -> None:

@@ -120,3 +120,52 @@ def test_generations_must_divide_the_batch(tmp_path: Path) -> None:
     ctx.stage.params["num_generations"] = 3
     with pytest.raises(ValueError, match="must divide batch_size"):
         METHODS.get("grpo").train(ctx)
+
+
+def test_reward_module_loads_twice_and_resolves_from_the_spec(tmp_path: Path, write) -> None:
+    """Issue 14.3: a second load of the same reward file (second run, variant or trial)
+    does not fail 'already registered'; the path is relative to the spec file, not to
+    the data file's folder."""
+    from ftlab.runner.spec.load import load_spec
+
+    (tmp_path / "my_rewards2.py").write_text(
+        "from ftlab.runner.rewards import reward\n"
+        "@reward('twice_ok')\n"
+        "def twice_ok():\n"
+        "    return lambda completions, **kw: [1.0 for _ in completions]\n"
+    )
+    write("data/p.jsonl", '{"prompt": "hi"}\n{"prompt": "ho"}\n')
+    spec = load_spec(
+        write(
+            "s.yaml",
+            "name: t\ndata:\n  p: {path: data/p.jsonl, format: prompts}\n"
+            "stages:\n  - name: g\n    method: grpo\n    data: p\n"
+            "    params: {reward_module: my_rewards2.py, rewards: [{name: twice_ok}]}\n",
+        )
+    )
+    module = spec.stages[0].params["reward_module"]
+    assert Path(module) == tmp_path / "my_rewards2.py"  # anchored to the spec's folder
+    rewards.load_module(module, Path("/nonexistent"))
+    rewards.load_module(module, Path("/nonexistent"))  # again: no error
+    assert rewards.REWARDS.get("twice_ok")()(["a"]) == [1.0]
+
+
+def test_registry_decorator_replaces_its_lazy_placeholder() -> None:
+    """Issue 14.3: `@register("x")` in the module a lazy "module:attr" entry names
+    replaces the placeholder (as lm-eval's registry does) instead of raising."""
+    from ftlab.runner.registry import Registry
+
+    reg: Registry[object] = Registry("thing")
+    reg.register("x", f"{__name__}:_thing")
+
+    @reg.register("x")
+    def _thing() -> None: ...
+
+    assert reg.get("x") is _thing
+    import json
+
+    with pytest.raises(ValueError, match="already registered"):
+        reg.register("x")(json.dumps)  # another module's object under a taken name
+    reg.register("y", "json:dumps")
+    with pytest.raises(ValueError, match="lazily, as json:dumps"):
+        reg.register("y")(_thing)

@@ -137,3 +137,74 @@ def test_sigkill_then_resume_finishes_same_steps(write, sft_data, tmp_path) -> N
     assert max(steps) == 60
     assert rd.status()["state"] == "completed"
     assert store.list_runs(runs)[0]["state"] == "completed"
+
+
+def _hash(write, tmp_path: Path, overrides: list[str]) -> str:
+    from ftlab.runner import data as data_mod
+
+    ((_, spec),) = expand_runs(_spec(write, None, tmp_path), overrides)
+    datasets = {"sft": data_mod.load(spec.data["sft"], base_dir=tmp_path, seed=spec.seed)}
+    hashes = execute.stage_hashes(spec, spec_dir=tmp_path, model_identity="m", datasets=datasets)
+    return hashes["sft"]
+
+
+def test_stage_hash_covers_only_what_the_method_uses(write, sft_data, tmp_path) -> None:
+    """Issue 14.2: `full` ignores adapter settings, LoRA ignores num_virtual_tokens and
+    the 4-bit settings; those never retrain a stage. What the method uses still does."""
+    full = ["stages.sft.method=full"]
+    assert _hash(write, tmp_path, full) == _hash(
+        write, tmp_path, [*full, "stages.sft.adapter.dropout=0.3", "stages.sft.adapter.r=64"]
+    )
+    lora = _hash(write, tmp_path, [])
+    assert lora == _hash(write, tmp_path, ["stages.sft.adapter.num_virtual_tokens=4"])
+    assert lora == _hash(write, tmp_path, ["stages.sft.adapter.quant_type=fp4"])
+    assert lora != _hash(write, tmp_path, ["stages.sft.adapter.dropout=0.3"])
+    qlora = ["stages.sft.method=qlora"]
+    assert _hash(write, tmp_path, qlora) != _hash(
+        write, tmp_path, [*qlora, "stages.sft.adapter.quant_type=fp4"]
+    )
+    pt = ["stages.sft.method=prompt_tuning"]
+    assert _hash(write, tmp_path, pt) == _hash(write, tmp_path, [*pt, "stages.sft.adapter.r=2"])
+    assert _hash(write, tmp_path, pt) != _hash(
+        write, tmp_path, [*pt, "stages.sft.adapter.num_virtual_tokens=4"]
+    )
+
+
+@pytest.mark.integration
+def test_ctrl_c_leaves_an_interrupted_run_that_resumes(write, sft_data, tmp_path) -> None:
+    """Issue 14.9: Ctrl-C prints how to resume, exits 130, and leaves the run and its
+    stage `interrupted`; the resumed stage still shows its eval loss before training."""
+    path = _spec(write, sft_data, tmp_path, steps=60, save=5)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ftlab.runner.cli", "run", str(path)],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    runs = tmp_path / "runs"
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if list(runs.glob("*/stages/sft/checkpoints/checkpoint-*/trainer_state.json")):
+            proc.send_signal(signal.SIGINT)
+            break
+        time.sleep(0.05)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-2000:]
+    (run_dir,) = [p for p in runs.iterdir() if (p / "run.json").exists()]
+    rd = RunDir(run_dir)
+    assert f"interrupted — continue with `ftlab run --resume {rd.run_id}`" in err
+    assert "Traceback" not in err + out
+    assert rd.status()["state"] == "interrupted"
+    assert rd.stage("sft")["state"] == "interrupted"
+    done = subprocess.run(
+        [sys.executable, "-m", "ftlab.runner.cli", "run", "--resume", rd.run_id],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = rd.stage("sft")["summary"]
+    assert "checkpoint-" in rd.stage("sft")["resumed_from"]
+    assert summary["initial_eval_loss"] > summary["eval_loss"]
+    assert f"{summary['initial_eval_loss']:.3f} → {summary['eval_loss']:.3f}" in done.stdout

@@ -316,3 +316,30 @@ def test_tracking_mode_is_checked(write) -> None:
     assert load_spec(write("a.yaml", MINIMAL + "tracking: {wandb: {mode: auto}}\n"))
     with pytest.raises(SpecError, match="tracking.wandb.mode"):
         load_spec(write("b.yaml", MINIMAL + "tracking: {wandb: {mode: always}}\n"))
+
+
+def test_command_line_override_wins_over_a_variant(write) -> None:
+    """Issue 14.1: `--variant full stages.sft.train.learning_rate=2e-3` trains with 2e-3."""
+    text = MINIMAL + (
+        "variants:\n  full: {stages.sft.method: full, stages.sft.train.learning_rate: 1.0e-3}\n"
+    )
+    runs = dict(expand_runs(write("a.yaml", text), ["stages.sft.train.learning_rate=2e-3"]))
+    assert runs["full"].stages[0].method == "full"
+    assert runs["full"].stages[0].train.learning_rate == 2e-3
+    assert runs["base"].stages[0].train.learning_rate == 2e-3
+    # an override of the variant itself still reaches it
+    runs = dict(expand_runs(write("a.yaml", text), ["variants.full.seed=5"]))
+    assert runs["full"].seed == 5 and runs["base"].seed == 42
+
+
+def test_one_typo_is_one_problem_naming_the_runs(write) -> None:
+    """Issue 14.8: a misspelt key shared by every run is reported once, not per variant."""
+    text = MINIMAL.replace("max_steps: 3", "max_stesp: 3") + (
+        "variants:\n  q: {stages.sft.method: qlora}\n  d: {stages.sft.method: dora}\n"
+    )
+    with pytest.raises(SpecError) as err:
+        expand_runs(write("a.yaml", text), only=["d"])
+    (p,) = err.value.problems
+    assert p.path == "stages.0.train.max_stesp"
+    assert p.context == "all 3 runs: base, q, d"
+    assert err.value.format().startswith("1 problem in the spec:")

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
 import shutil
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -111,3 +114,76 @@ def test_busy_store_times_out_with_a_clear_error(runs: Path) -> None:
     with pytest.raises(store.StoreBusy, match="locked by another ftlab process"):
         store.query(runs, "SELECT 1", timeout=0.3)
     writer.join(30)
+
+
+def _hold(db: Path) -> subprocess.Popen[str]:
+    """Another process (a notebook, say) holding the index open read-only."""
+    code = (
+        "import duckdb, sys, time\n"
+        f"con = duckdb.connect({str(db)!r}, read_only=True)\n"
+        "print('ready', flush=True)\n"
+        "sys.stdin.read()\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+    return proc
+
+
+def test_outside_reader_holding_the_file_gives_a_clear_error_and_a_catch_up(
+    runs: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 14.6: a process outside ftlab holding runs/ftlab.duckdb makes `ftlab sync`
+    say what to do (no traceback); an ingest that found it busy is made by the next
+    command that reads the index."""
+    store.sync(runs)
+    copy = runs / (RUN_ID[:-4] + "ffff")
+    shutil.copytree(runs / RUN_ID, copy)
+    holder = _hold(runs / store.DB_NAME)
+    try:
+        out = subprocess.run(
+            [sys.executable, "-m", "ftlab.runner.cli", "sync", "--dir", str(runs)],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "FTLAB_INDEX_WAIT_S": "1"},
+        )
+        assert out.returncode == 1
+        assert "another process holds" in out.stderr and "Traceback" not in out.stderr
+        monkeypatch.setattr(store, "OUTSIDE_WAIT_S", 0.5)
+        with pytest.raises(store.StoreBusy):
+            store.ingest_runs(runs, [copy])
+    finally:
+        holder.communicate("")
+    assert (runs / store.UNINDEXED / copy.name).is_file()
+    assert {r["run_id"] for r in store.list_runs(runs)} == {RUN_ID, copy.name}
+    assert not (runs / store.UNINDEXED / copy.name).exists()
+
+
+@pytest.mark.integration
+def test_a_run_that_finishes_while_the_index_is_held_is_completed(
+    write, sft_data, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 14.6: `ftlab run` never reports a completed run as failed because the index
+    was busy; the run shows up in `ftlab runs` once the holder lets go."""
+    from ftlab.runner import execute
+    from ftlab.runner.spec.load import expand_runs
+
+    runs_dir = tmp_path / "runs"
+    spec_file = write(
+        "s.yaml",
+        "name: busy\ndata:\n  sft: {path: data/support_sft.jsonl, max_rows: 16}\n"
+        "stages:\n  - {name: sft, method: lora, train: {max_steps: 2, max_length: 64, "
+        f"precision: fp32}}}}\noutput: {{dir: {runs_dir}}}\n",
+    )
+    store.sync(runs_dir)  # creates the (empty) index file the holder opens
+    ((name, spec),) = expand_runs(spec_file)
+    rd = execute.create_run(spec, variant=name, spec_file=spec_file, overrides=[])
+    monkeypatch.setattr(store, "OUTSIDE_WAIT_S", 0.5)
+    holder = _hold(runs_dir / store.DB_NAME)
+    try:
+        result = execute.execute(rd, spec)
+    finally:
+        holder.communicate("")
+    assert result.state == "completed" and rd.status()["state"] == "completed"
+    assert [r["run_id"] for r in store.list_runs(runs_dir)] == [rd.run_id]

@@ -59,3 +59,20 @@ class Method(Protocol):
     params_model: type[BaseModel]
 
     def train(self, ctx: StageContext) -> StageResult: ...
+
+    def hash_inputs(self, stage: StageSpec) -> dict[str, Any]:
+        """The stage settings this method reads (see `stage_inputs`): the stage hash
+        covers these and nothing else, so a setting it ignores never retrains it."""
+        ...
+
+
+LORA_KEYS = ("r", "alpha", "dropout", "target_modules", "rslora")
+QUANT_KEYS = ("quant_type", "double_quant")
+
+
+def stage_inputs(stage: StageSpec, *, adapter: tuple[str, ...]) -> dict[str, Any]:
+    """A stage's settings for its hash: everything but its name, with the `adapter:`
+    block cut to the keys the method uses (`full` uses none)."""
+    data = stage.model_dump(mode="json", by_alias=True, exclude={"name"})
+    data["adapter"] = {k: v for k, v in data["adapter"].items() if k in adapter}
+    return data

@@ -224,7 +224,7 @@ def run_trainer(
     trainer.remove_callback(ProgressCallback)
     trainer.add_callback(QuietProgress(f"{ctx.stage.name} ({method})"))
     trainable, total = count_parameters(trainer.model)
-    initial = _evaluate(trainer) if ctx.resume_from is None else None
+    initial = _initial_eval_loss(ctx, trainer)
     output = trainer.train(resume_from_checkpoint=str(ctx.resume_from) if ctx.resume_from else None)
     final = _evaluate(trainer, reuse_last=not trainer.args.load_best_model_at_end)
     config = getattr(trainer.model, "config", None)
@@ -284,6 +284,24 @@ def _evaluate(trainer: Any, *, reuse_last: bool = False) -> float | None:
                     return float(entry["eval_loss"])
                 break
     return float(trainer.evaluate()["eval_loss"])
+
+
+def _initial_eval_loss(ctx: StageContext, trainer: Any) -> float | None:
+    """The eval loss before training; kept in the stage folder, so a resumed stage still
+    reports where it started."""
+    import json
+
+    kept = ctx.work_dir / "initial_eval.json"
+    if ctx.resume_from is not None:
+        try:
+            return json.loads(kept.read_text())["eval_loss"]  # type: ignore[no-any-return]
+        except (OSError, ValueError, KeyError):
+            return None
+    loss = _evaluate(trainer)
+    if launch.is_main():
+        kept.parent.mkdir(parents=True, exist_ok=True)
+        kept.write_text(json.dumps({"eval_loss": loss}))
+    return loss
 
 
 def _last_train_loss(trainer: Any) -> float | None:

@@ -15,7 +15,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ftlab.runner.methods.base import StageContext, StageResult
+from ftlab.runner.methods.base import LORA_KEYS, StageContext, StageResult, stage_inputs
 from ftlab.runner.methods.common import (
     callbacks,
     policy,
@@ -36,7 +36,8 @@ class RolloutParams(BaseModel):
     rewards: list[RewardSpec] = Field(min_length=1)
     """Reward terms, e.g. [{name: keywords}, {name: reward_model, params: {stage: rm}}]."""
     reward_module: str = ""
-    """A Python file (relative to the spec) that registers more reward functions."""
+    """A Python file (relative to the spec file) that registers more reward functions; its
+    content is part of the stage's hash."""
     max_completion_length: int = Field(48, ge=1)
     """Tokens generated per completion."""
     temperature: float = Field(1.0, gt=0)
@@ -48,9 +49,21 @@ def reward_functions(ctx: StageContext, params: RolloutParams) -> tuple[list[Any
     from ftlab.runner import rewards
 
     if params.reward_module:
-        spec_dir = Path(ctx.spec.data[ctx.stage.data].path).parent
-        rewards.load_module(params.reward_module, spec_dir)
+        # the spec loader made the path absolute (relative to the spec file that named it)
+        rewards.load_module(params.reward_module, Path.cwd())
     return rewards.build(rewards.resolve_stage_refs(params.rewards, ctx.artifacts))
+
+
+def rollout_inputs(stage: Any) -> dict[str, Any]:
+    """The hash inputs of an online method: the stage's LoRA settings and params, plus
+    the content of its reward module (an edited reward function trains anew)."""
+    import hashlib
+
+    inputs = stage_inputs(stage, adapter=LORA_KEYS)
+    module = stage.params.get("reward_module")
+    if isinstance(module, str) and module and Path(module).is_file():
+        inputs["reward_module_sha256"] = hashlib.sha256(Path(module).read_bytes()).hexdigest()
+    return inputs
 
 
 class OnlineParams(RolloutParams):
@@ -68,6 +81,9 @@ class Online:
 
     def train(self, ctx: StageContext) -> StageResult:
         return train_online(ctx, method=self.name)
+
+    def hash_inputs(self, stage: Any) -> dict[str, Any]:
+        return rollout_inputs(stage)
 
 
 GRPO = Online("grpo")

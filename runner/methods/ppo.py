@@ -26,7 +26,7 @@ from pydantic import BaseModel, Field
 
 from ftlab.runner.methods.base import Artifact, StageContext, StageResult
 from ftlab.runner.methods.common import count_parameters, peak_memory_mb, policy
-from ftlab.runner.methods.online import RolloutParams, reward_functions
+from ftlab.runner.methods.online import RolloutParams, reward_functions, rollout_inputs
 
 
 class PPOParams(RolloutParams):
@@ -64,6 +64,9 @@ class PPO:
 
     def train(self, ctx: StageContext) -> StageResult:
         return train_ppo(ctx)
+
+    def hash_inputs(self, stage: Any) -> dict[str, Any]:
+        return rollout_inputs(stage)
 
 
 PPO_METHOD = PPO()

@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from ftlab.runner.methods.base import StageContext, StageResult
+from ftlab.runner.methods.base import LORA_KEYS, StageContext, StageResult, stage_inputs
 from ftlab.runner.methods.common import (
     callbacks,
     policy,
@@ -124,6 +124,9 @@ class Preference:
 
     def train(self, ctx: StageContext) -> StageResult:
         return train_preference(ctx, method=self)
+
+    def hash_inputs(self, stage: Any) -> dict[str, Any]:
+        return stage_inputs(stage, adapter=LORA_KEYS)
 
 
 DPO = Preference("dpo", DPOParams)

@@ -14,7 +14,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ftlab.runner.methods.base import StageContext, StageResult
+from ftlab.runner.methods.base import LORA_KEYS, StageContext, StageResult, stage_inputs
 from ftlab.runner.methods.common import (
     base_weights,
     quiet_library_bars,
@@ -40,6 +40,10 @@ class RewardModel:
 
     def train(self, ctx: StageContext) -> StageResult:
         return train_reward_model(ctx)
+
+    def hash_inputs(self, stage: Any) -> dict[str, Any]:
+        full = RewardParams.model_validate(stage.params).full
+        return stage_inputs(stage, adapter=() if full else LORA_KEYS)
 
 
 REWARD_MODEL = RewardModel()

@@ -10,7 +10,14 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from ftlab.runner.methods.base import NoParams, StageContext, StageResult
+from ftlab.runner.methods.base import (
+    LORA_KEYS,
+    QUANT_KEYS,
+    NoParams,
+    StageContext,
+    StageResult,
+    stage_inputs,
+)
 from ftlab.runner.methods.common import (
     callbacks,
     policy,
@@ -20,6 +27,15 @@ from ftlab.runner.methods.common import (
 )
 
 SFT_FORMATS = ("messages", "sharegpt", "alpaca", "prompt_completion")
+ADAPTER_KEYS = {  # the adapter settings each method reads (common.peft_config, load_model)
+    "full": (),
+    "lora": LORA_KEYS,
+    "dora": LORA_KEYS,
+    "qlora": LORA_KEYS + QUANT_KEYS,
+    "ia3": ("target_modules",),
+    "prompt_tuning": ("num_virtual_tokens",),
+    "prefix_tuning": ("num_virtual_tokens",),
+}
 
 
 @dataclass(frozen=True)
@@ -32,6 +48,9 @@ class Supervised:
 
     def train(self, ctx: StageContext) -> StageResult:
         return train_supervised(ctx, method=self.name)
+
+    def hash_inputs(self, stage: Any) -> dict[str, Any]:
+        return stage_inputs(stage, adapter=ADAPTER_KEYS[self.name])
 
 
 FULL = Supervised("full")

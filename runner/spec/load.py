@@ -9,7 +9,7 @@ from __future__ import annotations
 import copy
 import types
 import typing
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -607,6 +607,35 @@ def _anchor_data_paths(raw: Raw, prefix: str) -> list[Problem]:
                     prefix,
                 )
             )
+    return problems + _anchor_reward_modules(raw, prefix)
+
+
+def _anchor_reward_modules(raw: Raw, prefix: str) -> list[Problem]:
+    """`stages[*].params.reward_module`: absolute, relative to the declaring file."""
+    problems: list[Problem] = []
+    stages = raw.data.get("stages")
+    for i, stage in enumerate(stages if isinstance(stages, list) else []):
+        params = stage.get("params") if isinstance(stage, dict) else None
+        if not isinstance(params, dict) or not isinstance(params.get("reward_module"), str):
+            continue
+        module = Path(params["reward_module"]).expanduser()
+        where = raw.loc(("stages", i, "params", "reward_module"))
+        base = Path(where.file).parent if Path(where.file).is_file() else Path.cwd()
+        candidate = module if module.is_absolute() else base / module
+        if candidate.is_file():
+            params["reward_module"] = str(candidate.resolve())
+        else:
+            problems.append(
+                Problem(
+                    where.file,
+                    where.line,
+                    f"stages.{i}.params.reward_module",
+                    f"a Python file that registers reward functions (relative to {base})",
+                    params["reward_module"],
+                    "fix the path",
+                    prefix,
+                )
+            )
     return problems
 
 
@@ -628,31 +657,57 @@ def validate(raw: Raw, prefix: str = "") -> Spec:
 
 def load_raw(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Raw:
     raw = resolve(Path(path))
+    _apply_cli(raw, overrides)
+    return raw
+
+
+def _apply_cli(raw: Raw, overrides: list[str] | tuple[str, ...], *, variants: bool = True) -> None:
+    """Apply command-line overrides (`variants=False`: all but those inside `variants:`)."""
     for text in overrides:
         key, value = parse_override(text)
-        apply_override(raw, key, value, Loc(f"<override {text}>", 0))
-    return raw
+        if variants or key.split(".", 1)[0] != "variants":
+            apply_override(raw, key, value, Loc(f"<override {text}>", 0))
 
 
 def load_spec(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Spec:
     """Load, merge, override and validate one spec file (variants checked too)."""
-    raw = load_raw(path, overrides)
-    problems: list[Problem] = []
-    spec = None
+    return _all_runs(load_raw(path, overrides), overrides)[0][1]
+
+
+def _all_runs(raw: Raw, overrides: list[str] | tuple[str, ...]) -> list[tuple[str, Spec]]:
+    """`base` and every variant, validated; every problem of the file raised at once, each
+    reported once with the runs it affects."""
+    runs: list[tuple[str, Spec]] = []
+    found: dict[Problem, list[str]] = {}  # problem (without context) → runs it affects
+    names = ["base"]
     try:
-        spec = validate(raw)
+        runs.append(("base", validate(raw)))
     except SpecError as exc:
-        problems.extend(exc.problems)
+        for p in exc.problems:
+            found.setdefault(replace(p, context=""), []).append("base")
     variants = raw.data.get("variants")
-    if isinstance(variants, dict):
-        for name in variants:
-            try:
-                variant_raw(raw, name)
-            except SpecError as exc:
-                problems.extend(p for p in exc.problems if p not in problems)
-    if problems or spec is None:
-        raise SpecError(problems)
-    return spec
+    for name in variants if isinstance(variants, dict) else {}:
+        names.append(str(name))
+        try:
+            runs.append((str(name), variant_raw(raw, str(name), overrides)))
+        except SpecError as exc:
+            for p in exc.problems:
+                affected = found.setdefault(replace(p, context=""), [])
+                if name not in affected:
+                    affected.append(str(name))
+    if found:
+        raise SpecError([replace(p, context=_affects(runs, names)) for p, runs in found.items()])
+    return runs
+
+
+def _affects(affected: list[str], names: list[str]) -> str:
+    if len(names) == 1:
+        return ""
+    if affected == names:
+        return f"all {len(names)} runs: {', '.join(names)}"
+    if len(affected) == 1 and affected[0] != "base":
+        return f"variant '{affected[0]}'"
+    return "runs " + ", ".join(affected)
 
 
 def with_evals(spec_path: Path, evals_path: Path) -> Spec:
@@ -674,8 +729,9 @@ def with_evals(spec_path: Path, evals_path: Path) -> Spec:
     return validate(raw)
 
 
-def variant_raw(raw: Raw, name: str) -> Spec:
-    """Apply variant `name`'s overrides to a copy of `raw` and validate the result."""
+def variant_raw(raw: Raw, name: str, overrides: list[str] | tuple[str, ...] = ()) -> Spec:
+    """Apply variant `name`'s overrides to a copy of `raw`, then the command line's
+    `overrides` (the command line wins over the spec and its variants), and validate."""
     prefix = f"variant '{name}'"
     if name == "base":
         raise SpecError(
@@ -690,10 +746,10 @@ def variant_raw(raw: Raw, name: str) -> Spec:
                 )
             ]
         )
-    overrides = raw.data["variants"][name]
+    changes = raw.data["variants"][name]
     copy_ = Raw(copy.deepcopy(raw.data), dict(raw.locs))
     copy_.data["variants"] = {}
-    if not isinstance(overrides, dict):
+    if not isinstance(changes, dict):
         where = raw.loc(("variants", name))
         raise SpecError(
             [
@@ -702,18 +758,19 @@ def variant_raw(raw: Raw, name: str) -> Spec:
                     where.line,
                     f"variants.{name}",
                     "a mapping of dotted keys to values",
-                    _short(overrides),
+                    _short(changes),
                 )
             ]
         )
     problems: list[Problem] = []
-    for key, value in overrides.items():
+    for key, value in changes.items():
         try:
             apply_override(copy_, str(key), value, raw.loc(("variants", name, key)))
         except SpecError as exc:
             problems.extend(Problem(**{**p.__dict__, "context": prefix}) for p in exc.problems)
     if problems:
         raise SpecError(problems)
+    _apply_cli(copy_, overrides, variants=False)
     return validate(copy_, prefix)
 
 
@@ -721,10 +778,7 @@ def expand_runs(
     path: str | Path, overrides: list[str] | tuple[str, ...] = (), only: list[str] | None = None
 ) -> list[tuple[str, Spec]]:
     """The runs a spec file declares: `base` plus one per variant (filtered by `only`)."""
-    raw = load_raw(path, overrides)
-    load_spec(path, overrides)  # every problem at once, variants included
-    base = validate(raw)
-    runs = [("base", base)] + [(name, variant_raw(raw, name)) for name in base.variants]
+    runs = _all_runs(load_raw(path, overrides), overrides)  # every problem at once
     if only:
         names = [n for n, _ in runs]
         unknown = [n for n in only if n not in names]
