@@ -141,7 +141,7 @@ def eval_cmd(
                 rd.path,
                 rd.info().get("variant", ""),
                 rd.status().get("state", ""),
-                {d.name: rd.stage(d.name) for d in sorted((rd.path / "stages").glob("*"))},
+                {name: rd.stage(name) for name in rd.stage_names()},
             )
         ]
     )
@@ -615,11 +615,28 @@ def wandb_sync(runs_dir: RunsDir = Path("runs")) -> None:
         raise typer.Exit(1)
 
 
+def _find_run(ref: str, runs_dir: Path) -> Any:
+    """A run by id, unambiguous id prefix or directory; anything else exits 2 with why."""
+    from ftlab.runner import execute
+
+    try:
+        return execute.find_run(ref, runs_dir)
+    except FileNotFoundError as exc:
+        err.print(f"error: {exc}", markup=False, highlight=False)
+        raise typer.Exit(2) from None
+
+
+RunRef = Annotated[
+    str, typer.Argument(metavar="RUN", help="Run id, unambiguous id prefix, or run directory.")
+]
+
+
 @wandb_app.command("show")
-def wandb_show(run_dir: Annotated[Path, typer.Argument(help="A run directory.")]) -> None:
+def wandb_show(run_ref: RunRef, runs_dir: RunsDir = Path("runs")) -> None:
     """What a run's offline W&B log holds (read from the `.wandb` file, no network)."""
     from ftlab.runner import tracking
 
+    run_dir = _find_run(run_ref, runs_dir).path
     record = (
         json.loads((run_dir / "wandb.json").read_text())
         if (run_dir / "wandb.json").exists()
@@ -641,14 +658,18 @@ def wandb_show(run_dir: Annotated[Path, typer.Argument(help="A run directory.")]
 
 @wandb_app.command("log")
 def wandb_log(
-    run_dirs: Annotated[list[Path], typer.Argument(help="Run directories.")],
+    run_refs: Annotated[
+        list[str],
+        typer.Argument(metavar="RUN...", help="Run ids, id prefixes or run directories."),
+    ],
     mode: Annotated[str, typer.Option(help="auto | online | offline")] = "auto",
     project: Annotated[str, typer.Option(help="W&B project.")] = "ftlab",
+    runs_dir: RunsDir = Path("runs"),
 ) -> None:
     """Log finished runs to W&B (again): config, curves, eval summary, sample tables."""
     from ftlab.runner import tracking
 
-    for run_dir in run_dirs:
+    for run_dir in [_find_run(ref, runs_dir).path for ref in run_refs]:  # all checked first
         try:
             folder = tracking.log_run(run_dir, project=project, mode=mode)
         except tracking.TrackingError as exc:

@@ -399,9 +399,9 @@ def summarise(run: RunDir) -> dict[str, Any]:
     """The one-screen summary of a run (also `summary.json`)."""
     info, status = run.info(), run.status()
     stages = {}
-    for d in sorted((run.path / "stages").glob("*")):
-        st = run.stage(d.name)
-        stages[d.name] = {
+    for name in run.stage_names():
+        st = run.stage(name)
+        stages[name] = {
             "method": st.get("method"),
             "state": st.get("state"),
             "reused_from": st.get("reused_from", ""),
@@ -426,11 +426,21 @@ def summarise(run: RunDir) -> dict[str, Any]:
 
 
 def find_run(ref: str, root: Path) -> RunDir:
-    """A run by directory path, run id, or unique run-id prefix under `root`."""
+    """A run by directory path, run id, or unique run-id prefix under `root`; anything
+    else is an error (nothing is created)."""
     path = Path(ref)
     if (path / "run.json").is_file():
         return RunDir(path)
-    candidates = [p for p in root.glob(f"{ref}*") if (p / "run.json").is_file()]
+    if "/" in ref or ref in ("", ".", ".."):
+        raise FileNotFoundError(
+            f"{ref} is not a run directory (it has no run.json). `ftlab runs` lists the runs"
+        )
+    names = [p.name for p in root.iterdir()] if root.is_dir() else []
+    candidates = [
+        root / n for n in names if n.startswith(ref) and (root / n / "run.json").is_file()
+    ]
+    if root / ref in candidates:  # an exact id wins over longer ids it prefixes
+        return RunDir(root / ref)
     if len(candidates) == 1:
         return RunDir(candidates[0])
     if not candidates:
@@ -438,8 +448,8 @@ def find_run(ref: str, root: Path) -> RunDir:
             f"no run '{ref}' (looked for a run directory, and under {root}/)."
             " `ftlab runs` lists the runs"
         )
-    names = ", ".join(sorted(p.name for p in candidates)[:5])
-    raise FileNotFoundError(f"'{ref}' matches several runs ({names}); give more of the id")
+    several = ", ".join(sorted(p.name for p in candidates)[:5])
+    raise FileNotFoundError(f"'{ref}' matches several runs ({several}); give more of the id")
 
 
 def cwd_relative(path: Path) -> str:

@@ -36,9 +36,7 @@ class ExportError(Exception):
 
 def stage_artifact(run: RunDir, stage: str | None) -> tuple[str, dict[str, Any]]:
     """(stage name, artifact record) of a finished stage; the last stage by default."""
-    stages = [d.name for d in sorted((run.path / "stages").glob("*"))]
-    spec_order = _stage_order(run)
-    stages = [s for s in spec_order if s in stages] or stages
+    stages = run.stage_names()
     if not stages:
         raise ExportError(f"run {run.run_id} has no stages yet")
     name = stage or stages[-1]
@@ -51,16 +49,6 @@ def stage_artifact(run: RunDir, stage: str | None) -> tuple[str, dict[str, Any]]
             f"(state {record.get('state')}); `ftlab run --resume {run.run_id}`"
         )
     return name, record["artifact"]
-
-
-def _stage_order(run: RunDir) -> list[str]:
-    from ruamel.yaml import YAML
-
-    try:
-        spec = YAML(typ="safe", pure=True).load((run.path / "spec.yaml").read_text())
-        return [s["name"] for s in spec.get("stages", [])]
-    except (OSError, KeyError, TypeError, AttributeError):
-        return []
 
 
 def export(run: RunDir, out: Path, *, stage: str | None = None, merge: bool = False) -> Path:

@@ -98,6 +98,19 @@ class RunDir:
         status.update(fields, updated=time.time(), pid=os.getpid())
         write_json(self.path / "status.json", status)
 
+    def stage_names(self) -> list[str]:
+        """The run's stages that have a folder, in the spec's order (not alphabetical:
+        the last one is the run's final model)."""
+        present = sorted(d.name for d in (self.path / "stages").glob("*") if d.is_dir())
+        from ruamel.yaml import YAML
+
+        try:
+            spec = YAML(typ="safe", pure=True).load((self.path / "spec.yaml").read_text())
+            order = [str(s["name"]) for s in spec.get("stages", [])]
+        except Exception:  # noqa: BLE001 - a damaged spec.yaml: fall back to the folders
+            order = []
+        return [s for s in order if s in present] + [s for s in present if s not in order]
+
     def stage(self, stage: str) -> dict[str, Any]:
         return read_json(self.stage_dir(stage) / "stage.json", {})
 

@@ -343,3 +343,40 @@ def test_one_typo_is_one_problem_naming_the_runs(write) -> None:
     assert p.path == "stages.0.train.max_stesp"
     assert p.context == "all 3 runs: base, q, d"
     assert err.value.format().startswith("1 problem in the spec:")
+
+
+def test_validate_checks_the_search_space(write) -> None:
+    """Issue 14.7: a misspelt search.space path fails `ftlab validate`, not `ftlab sweep`."""
+    text = MINIMAL + (
+        "search:\n  space:\n    stages.sft.train.learnin_rate: {low: 1.0e-4, high: 1.0e-3}\n"
+    )
+    with pytest.raises(SpecError) as err:
+        load_spec(write("a.yaml", text))
+    (p,) = err.value.problems
+    assert p.path == "stages.0.train.learnin_rate" and p.line == 11
+    assert "Did you mean 'learning_rate'" in p.hint
+
+
+def test_schema_and_cross_stage_problems_in_one_pass(write) -> None:
+    """Issue 14.7: `from: <a later stage>` is reported with the schema's problems."""
+    text = (
+        MINIMAL.replace("name: sft\n", "name: sft\n    from: dpo\n").replace(
+            "max_steps: 3", "max_steps: -3"
+        )
+        + "  - {name: dpo, method: dpo, data: prefs}\n"
+    )
+    with pytest.raises(SpecError) as err:
+        load_spec(write("a.yaml", text))
+    paths = {p.path for p in err.value.problems}
+    assert {"stages.0.from", "stages.0.train.max_steps", "stages.1.data"} <= paths
+
+
+def test_extends_cycle_names_the_line(write) -> None:
+    """Issue 14.7: the cycle is reported at the extends: entry that closes it."""
+    write("x.yaml", "seed: 1\nextends: y.yaml\n" + MINIMAL)
+    y = write("y.yaml", "description: d\nextends: [x.yaml]\n")
+    with pytest.raises(SpecError) as err:
+        load_spec(y)
+    (p,) = err.value.problems
+    assert p.file.endswith("x.yaml") and p.line == 2
+    assert "y.yaml → x.yaml → y.yaml" in p.found

@@ -187,3 +187,28 @@ def test_a_run_that_finishes_while_the_index_is_held_is_completed(
         holder.communicate("")
     assert result.state == "completed" and rd.status()["state"] == "completed"
     assert [r["run_id"] for r in store.list_runs(runs_dir)] == [rd.run_id]
+
+
+def test_every_run_argument_takes_an_id_a_prefix_or_a_directory(
+    runs: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 14.10: `ftlab wandb log RUN` logs into the run's own folder (not ./RUN/),
+    `wandb show RUN` takes an id, and a path that is not a run is refused, not created."""
+    from typer.testing import CliRunner
+
+    from ftlab.runner.cli import app
+
+    monkeypatch.chdir(tmp_path)
+    cli = CliRunner()
+    log = cli.invoke(app, ["wandb", "log", RUN_ID[:20], "--mode", "offline"])
+    assert log.exit_code == 0, log.output
+    assert not (tmp_path / RUN_ID[:20]).exists() and not (tmp_path / RUN_ID).exists()
+    assert list((runs / RUN_ID / "wandb").glob("offline-run-*"))
+    show = cli.invoke(app, ["wandb", "show", RUN_ID])
+    assert show.exit_code == 0, show.output
+    assert "offline W&B run" in show.output
+    for bad in ("/nonexistent/dir", "nope", str(runs)):
+        out = cli.invoke(app, ["wandb", "log", bad, "--mode", "offline"])
+        assert out.exit_code == 2, (bad, out.output)
+        assert "Traceback" not in out.output
+    assert not Path("/nonexistent/dir").exists()

@@ -184,6 +184,20 @@ def resolve(path: Path, _chain: tuple[Path, ...] = ()) -> Raw:
     merged = Raw({}, {(): Loc(str(path), 1)})
     for i, parent in enumerate(parents):
         target = (path.parent / parent).resolve()
+        if target in (*_chain, path):
+            cycle = " → ".join(p.name for p in (*_chain, path, target))
+            raise SpecError(
+                [
+                    Problem(
+                        str(path),
+                        raw.loc(("extends", i)).line,
+                        f"extends.{i}",
+                        "an extends chain without cycles",
+                        cycle,
+                        "remove one of the extends: entries",
+                    )
+                ]
+            )
         if not target.is_file():
             raise SpecError(
                 [
@@ -381,7 +395,6 @@ def _cross_check(raw: Raw, spec: Spec, prefix: str) -> list[Problem]:
     from ftlab.runner.methods import METHODS
 
     problems: list[Problem] = []
-    seen: list[str] = []
 
     def add(path: PathT, expected: str, found: str, hint: str = "") -> None:
         where = raw.loc(path)
@@ -390,15 +403,6 @@ def _cross_check(raw: Raw, spec: Spec, prefix: str) -> list[Problem]:
         )
 
     for i, stage in enumerate(spec.stages):
-        if stage.name in seen:
-            add(("stages", i, "name"), "a stage name not used before", stage.name)
-        if stage.from_ and stage.from_ not in seen:
-            add(
-                ("stages", i, "from"),
-                f"an earlier stage ({', '.join(seen) or 'none'})",
-                stage.from_,
-                did_you_mean(stage.from_, seen).strip(),
-            )
         if stage.adapter_mode == "continue" and stage.method == "ppo":
             add(
                 ("stages", i, "adapter_mode"),
@@ -425,23 +429,6 @@ def _cross_check(raw: Raw, spec: Spec, prefix: str) -> list[Problem]:
                     stage.method,
                     f"set method: {up.method}, or adapter_mode: merge",
                 )
-        for ref in stage.depends_on():
-            if ref != stage.from_ and ref not in seen:
-                add(
-                    ("stages", i, "params", "rewards"),
-                    f"a reward stage that comes earlier ({', '.join(seen) or 'none'})",
-                    ref,
-                    did_you_mean(ref, seen).strip(),
-                )
-        seen.append(stage.name)
-        if stage.data not in spec.data:
-            add(
-                ("stages", i, "data"),
-                f"a dataset declared under data: ({', '.join(spec.data) or 'none declared'})",
-                stage.data,
-                did_you_mean(stage.data, list(spec.data)).strip()
-                or "declare it under data:, e.g. data: {sft: {path: data/x.jsonl}}",
-            )
         method = METHODS.get(stage.method)
         fmt = spec.data[stage.data].format if stage.data in spec.data else None
         if fmt is not None and fmt not in method.data_formats:
@@ -473,6 +460,58 @@ def _cross_check(raw: Raw, spec: Spec, prefix: str) -> list[Problem]:
             "pass --main-address HOST:PORT (the same on every node)",
         )
     _check_evals(spec, add)
+    return problems
+
+
+def _stage_refs(raw: Raw, prefix: str) -> list[Problem]:
+    """Stage names, `from:`, `data:` and reward-stage references, checked on the raw data:
+    they are reported together with the schema's problems, not in a second pass."""
+    problems: list[Problem] = []
+
+    def add(path: PathT, expected: str, found: str, hint: str = "") -> None:
+        where = raw.loc(path)
+        problems.append(
+            Problem(where.file, where.line, ".".join(map(str, path)), expected, found, hint, prefix)
+        )
+
+    stages = raw.data.get("stages")
+    data = raw.data.get("data")
+    declared = [str(k) for k in data] if isinstance(data, dict) else []
+    seen: list[str] = []
+    for i, stage in enumerate(stages if isinstance(stages, list) else []):
+        if not isinstance(stage, dict):
+            continue
+        name, from_, ds = stage.get("name"), stage.get("from") or "", stage.get("data", "sft")
+        if isinstance(name, str) and name in seen:
+            add(("stages", i, "name"), "a stage name not used before", name)
+        if isinstance(from_, str) and from_ and from_ not in seen:
+            add(
+                ("stages", i, "from"),
+                f"an earlier stage ({', '.join(seen) or 'none'})",
+                from_,
+                did_you_mean(from_, seen).strip(),
+            )
+        params = stage.get("params")
+        rewards = params.get("rewards") if isinstance(params, dict) else None
+        for j, reward in enumerate(rewards if isinstance(rewards, list) else []):
+            ref = reward.get("params", {}).get("stage") if isinstance(reward, dict) else None
+            if isinstance(ref, str) and ref not in seen:
+                add(
+                    ("stages", i, "params", "rewards", j),
+                    f"a reward stage that comes earlier ({', '.join(seen) or 'none'})",
+                    ref,
+                    did_you_mean(ref, seen).strip(),
+                )
+        if isinstance(name, str):
+            seen.append(name)
+        if isinstance(ds, str) and isinstance(data, dict) and ds not in declared:
+            add(
+                ("stages", i, "data"),
+                f"a dataset declared under data: ({', '.join(declared) or 'none declared'})",
+                ds,
+                did_you_mean(ds, declared).strip()
+                or "declare it under data:, e.g. data: {sft: {path: data/x.jsonl}}",
+            )
     return problems
 
 
@@ -641,7 +680,7 @@ def _anchor_reward_modules(raw: Raw, prefix: str) -> list[Problem]:
 
 def validate(raw: Raw, prefix: str = "") -> Spec:
     """Validate merged data into a Spec, or raise one SpecError with every problem."""
-    path_problems = _anchor_data_paths(raw, prefix)
+    path_problems = _anchor_data_paths(raw, prefix) + _stage_refs(raw, prefix)
     try:
         spec = Spec.model_validate(raw.data)
     except ValidationError as exc:
@@ -695,9 +734,28 @@ def _all_runs(raw: Raw, overrides: list[str] | tuple[str, ...]) -> list[tuple[st
                 affected = found.setdefault(replace(p, context=""), [])
                 if name not in affected:
                     affected.append(str(name))
-    if found:
-        raise SpecError([replace(p, context=_affects(runs, names)) for p, runs in found.items()])
+    problems = [replace(p, context=_affects(on, names)) for p, on in found.items()]
+    for p in _space_problems(raw, runs[0][1] if runs and runs[0][0] == "base" else None):
+        if replace(p, context="") not in found:
+            problems.append(p)
+    if problems:
+        raise SpecError(problems)
     return runs
+
+
+def _space_problems(raw: Raw, spec: Spec | None) -> list[Problem]:
+    """`search.space`: every path and value a trial can take, checked now (`ftlab validate`
+    catches a misspelt path before `ftlab sweep` starts)."""
+    from ftlab.runner.spec import space
+
+    search = raw.data.get("search")
+    if not isinstance(search, dict) or not search.get("space"):
+        return []
+    try:
+        space.parse(spec, raw)
+    except SpecError as exc:
+        return exc.problems
+    return []
 
 
 def _affects(affected: list[str], names: list[str]) -> str:
