@@ -14,6 +14,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from ftlab.reports.units import fmt_mb, fmt_s
+
 console = Console(width=None if sys.stdout.isatty() else 260)
 err = Console(stderr=True, soft_wrap=True)
 
@@ -127,13 +129,13 @@ def _table(cmp: Any) -> Table:
         table.add_column(f"{head}\n{rest} {arrow}" if rest else f"{m} {arrow}", no_wrap=True)
         if cmp.baseline is not None:
             table.add_column("Δ vs baseline", no_wrap=True)
-    for col in ("time", "peak mem", "trainable"):
+    for col in ("run time", "peak mem", "trainable"):
         table.add_column(col, justify="right")
     for row in cmp.rows:
         cells = _row_cells(cmp, row, params)
         cells += [
-            f"{row.wall_time_s:.0f}s" if row.wall_time_s is not None else "-",
-            f"{row.peak_memory_mb / 1024:.1f} GB" if row.peak_memory_mb else "-",
+            fmt_s(row.wall_time_s),
+            fmt_mb(row.peak_memory_mb),
             f"{row.trainable_params:,}" if row.trainable_params else "-",
         ]
         table.add_row(*cells)
@@ -189,11 +191,11 @@ def _markdown(cmp: Any) -> str:
         head.append(m)
         if cmp.baseline is not None:
             head.append(f"Δ {m}")
-    head += ["time (s)", "trainable"]
+    head += ["run time", "trainable"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in cmp.rows:
         cells = _row_cells(cmp, row, params)
-        cells += [_num(row.wall_time_s, ".0f"), f"{row.trainable_params or 0:,}"]
+        cells += [fmt_s(row.wall_time_s), f"{row.trainable_params or 0:,}"]
         lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
     return "\n".join([*lines, "", *_notes(cmp)])
 

@@ -21,6 +21,7 @@ from typing import Any
 
 from ftlab.reports import store
 from ftlab.reports.compare import Comparison, compare
+from ftlab.reports.units import fmt_mb, fmt_s
 
 PALETTE = (
     "#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd",
@@ -338,7 +339,7 @@ def _leaderboard(cmp: Comparison) -> str:
         head.append(f"{esc(ev)}<br>{esc(metric)} {arrow}" if metric else f"{esc(m)} {arrow}")
         if cmp.baseline is not None:
             head.append("Δ")
-    head += ["time", "peak mem", "trainable"]
+    head += ["run time", "peak mem", "trainable"]
     out = ["<div class='scroll'><table id='leaderboard'><thead><tr>"]
     out += [f"<th>{h}</th>" for h in head]
     out.append("</tr></thead><tbody>")
@@ -380,8 +381,8 @@ def _leaderboard(cmp: Comparison) -> str:
             test = f" title='{esc(d.test or 'no per-item scores: no test')}, n={d.n}'"
             flag = " <small>~seed</small>" if cell.seed_noise else ""
             out.append(f"<td class='{cls}'{test}>{d.delta:+.3f}<small>{pt}</small>{flag}</td>")
-        out.append(f"<td>{_fmt(row.wall_time_s, '.0f')} s</td>")
-        mem = f"{row.peak_memory_mb / 1024:.1f} GB" if row.peak_memory_mb else "–"
+        out.append(f"<td>{esc(fmt_s(row.wall_time_s))}</td>")
+        mem = fmt_mb(row.peak_memory_mb)
         out.append(f"<td>{mem}</td><td>{_fmt(row.trainable_params, ',')}</td></tr>")
     out.append("</tbody></table></div>")
     return "".join(out)

@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ftlab.reports import cli as reports_cli
+from ftlab.reports.units import fmt_mb, fmt_s
 
 app = typer.Typer(
     add_completion=False,
@@ -285,8 +286,8 @@ def _print_results(results: list[Any]) -> None:
         "eval loss",
         "method metric",
         *(f"{name} {metric}" for name, metric in eval_cols),
-        "time",
-        "recipe",
+        "stage time",
+        "recipe time",
         "peak mem",
     ]
     rows: list[list[str]] = []
@@ -306,21 +307,22 @@ def _print_results(results: list[Any]) -> None:
                 f"{_fmt(before)} → {_fmt(after)}" if before is not None else _fmt(after),
                 _method_metric(last),
                 *(_eval_cell(evals[res.run_dir].get(name), metric) for name, metric in eval_cols),
-                f"{last.get('wall_time_s') or 0:.0f}s",
-                f"{recipe:.0f}s" + ("*" if reused else ""),
-                _fmt_mb(last.get("peak_memory_mb")),
+                fmt_s(last.get("wall_time_s")),
+                fmt_s(recipe) + ("*" if reused else ""),
+                fmt_mb(last.get("peak_memory_mb")),
             ]
         )
     keep = [i for i in range(len(columns)) if any(r[i] != "-" for r in rows)]  # no empty columns
     for i in keep:
-        right = columns[i] in ("trainable", "eval loss", "time", "recipe", "peak mem")
+        right = columns[i] in ("trainable", "eval loss", "stage time", "recipe time", "peak mem")
         table.add_column(columns[i], justify="right" if right else "left", no_wrap=True)
     for row in rows:
         table.add_row(*(row[i] for i in keep))
     console.print(table)
     notes = [
         "eval loss: the last stage's validation loss before → after training;"
-        " time: the last stage; recipe: all stages (* = some reused from the stage cache);"
+        " stage time: the last stage's training; recipe time: every stage's training"
+        " (* = some reused from the stage cache);"
         f" peak mem: {'GPU memory allocated' if _cuda() else 'peak RAM (RSS)'} of the last stage"
     ]
     if eval_cols:
@@ -385,12 +387,6 @@ def _eval_cell(summary: dict[str, Any] | None, metric: str) -> str:
         else:
             parts.append(f"{target} {m['value']:.3f}")
     return "; ".join(parts) or "-"
-
-
-def _fmt_mb(mb: float | None) -> str:
-    if not mb:
-        return "-"
-    return f"{mb / 1024:.2f} GiB" if mb >= 1024 else f"{mb:.0f} MiB"
 
 
 METHOD_METRICS = (  # summary key, label: the headline figures of each method family
@@ -565,7 +561,7 @@ def list_runs_cmd(
         "untrained eval",
         "train loss",
         "eval loss",
-        "wall",
+        "run time",
     ):
         table.add_column(col)
     for r in rows:
@@ -577,7 +573,7 @@ def list_runs_cmd(
             _fmt(r["initial_eval_loss"]),
             _fmt(r["train_loss"]),
             _fmt(r["eval_loss"]),
-            _fmt(r["wall_time_s"], ".1f"),
+            fmt_s(r["wall_time_s"]),
         )
     console.print(table)
     if not rows:

@@ -380,3 +380,12 @@ def test_extends_cycle_names_the_line(write) -> None:
     (p,) = err.value.problems
     assert p.file.endswith("x.yaml") and p.line == 2
     assert "y.yaml → x.yaml → y.yaml" in p.found
+
+
+def test_extends_explicit_empty_mapping_drops_what_it_inherits(write) -> None:
+    """Issue 14.16: `variants: {}` in the child removes the parent's variants."""
+    write("base.yaml", MINIMAL + "variants:\n  q: {stages.sft.method: qlora}\n")
+    child = write("child.yaml", "extends: base.yaml\nvariants: {}\n")
+    assert [n for n, _ in expand_runs(child)] == ["base"]
+    keep = write("keep.yaml", "extends: base.yaml\nvariants:\n  f: {stages.sft.method: full}\n")
+    assert [n for n, _ in expand_runs(keep)] == ["base", "q", "f"]  # non-empty: merged

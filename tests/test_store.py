@@ -212,3 +212,33 @@ def test_every_run_argument_takes_an_id_a_prefix_or_a_directory(
         assert out.exit_code == 2, (bad, out.output)
         assert "Traceback" not in out.output
     assert not Path("/nonexistent/dir").exists()
+
+
+def test_time_columns_say_what_they_time_with_units(
+    runs: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 14.13: no bare `time` column meaning the last stage in one table and the
+    whole run in another; every duration has its unit."""
+    from typer.testing import CliRunner
+
+    from ftlab.runner import cli
+    from ftlab.runner.execute import RunResult
+    from ftlab.runner.rundir import RunDir
+
+    store.sync(runs)
+    rd = RunDir(runs / RUN_ID)
+    cli._print_results(
+        [RunResult(rd.path, "base", "completed", {n: rd.stage(n) for n in rd.stage_names()})]
+    )
+    table = capsys.readouterr().out
+    assert "stage time" in table and "recipe time" in table
+    stage_s = rd.stage("sft")["summary"]["wall_time_s"]
+    assert f"{stage_s:.0f}s" in table
+    for args in (["runs", "--dir", str(runs)], ["compare", "--dir", str(runs)]):
+        out = CliRunner().invoke(cli.app, args)
+        assert out.exit_code == 0, out.output
+        header = out.output.replace("\n", " ")
+        assert "run time" in header, args
+        assert " time " not in header.replace("run time", ""), args
+    wall = store.list_runs(runs)[0]["wall_time_s"]
+    assert f"{wall:.0f}s" in CliRunner().invoke(cli.app, ["runs", "--dir", str(runs)]).output

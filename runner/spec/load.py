@@ -127,12 +127,14 @@ def read_yaml(path: Path) -> Raw:
 
 
 def _merge(base: Raw, child: Raw, path: PathT = ()) -> None:
-    """Deep-merge `child` into `base` in place: mappings merge, anything else is replaced."""
+    """Deep-merge `child` into `base` in place: mappings merge key by key; anything else —
+    a list, a value, an explicit empty mapping (`variants: {}` drops inherited variants) —
+    replaces what `base` had."""
     base_node = _get(base.data, path)
     child_node = _get(child.data, path)
     for key, value in child_node.items():
         sub = (*path, key)
-        if isinstance(value, dict) and isinstance(base_node.get(key), dict):
+        if value and isinstance(value, dict) and isinstance(base_node.get(key), dict):
             base.locs[sub] = child.locs.get(sub, base.loc(sub))
             _merge(base, child, sub)
             continue
