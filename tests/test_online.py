@@ -169,3 +169,43 @@ def test_registry_decorator_replaces_its_lazy_placeholder() -> None:
     reg.register("y", "json:dumps")
     with pytest.raises(ValueError, match="lazily, as json:dumps"):
         reg.register("y")(_thing)
+
+
+@pytest.mark.integration
+def test_reward_module_spec_runs_variants_and_a_sweep_in_one_process(tmp_path: Path) -> None:
+    """Issue 14.3 (done when): a spec naming `params.reward_module` (next to the spec;
+    its data elsewhere) runs two variants and a 2-trial sweep in one process."""
+    from ftlab.runner import execute
+    from ftlab.runner.spec.load import expand_runs
+    from ftlab.sweeps import study as study_mod
+
+    (tmp_path / "my_rules.py").write_text(
+        "from ftlab.runner.rewards import reward, text_of\n"
+        "@reward('short_reply')\n"
+        "def short_reply(*, words=12):\n"
+        "    return lambda completions, **kw: [\n"
+        "        -abs(len(text_of(c).split()) - words) / words for c in completions]\n"
+    )
+    spec_file = tmp_path / "rl.yaml"
+    spec_file.write_text(
+        f"name: rltest\ndata:\n  p: {{path: {DATA}/support_eval.jsonl, format: prompts, "
+        "max_rows: 16, val_fraction: 0.0}\n"
+        "stages:\n  - name: rl\n    method: grpo\n    data: p\n    adapter: {r: 4}\n"
+        "    params: {reward_module: my_rules.py, rewards: [{name: short_reply}],\n"
+        "             num_generations: 2, max_completion_length: 8}\n"
+        "    train: {max_steps: 1, batch_size: 4, precision: fp32, learning_rate: 1.0e-3}\n"
+        "variants:\n  fast: {stages.rl.train.learning_rate: 5.0e-3}\n"
+        "search:\n  n_trials: 2\n  sampler: random\n  pruner: none\n"
+        "  objectives: [{metric: stage.rl.reward_last, direction: maximize}]\n"
+        "  space: {stages.rl.adapter.r: [2, 8]}\n"
+        f"output: {{dir: {tmp_path / 'runs'}}}\n"
+    )
+    states = []
+    for name, spec in expand_runs(spec_file):
+        rd = execute.create_run(spec, variant=name, spec_file=spec_file, overrides=[])
+        states.append(execute.execute(rd, spec).state)
+    assert states == ["completed", "completed"]
+    sweep = study_mod.load(spec_file)
+    study_mod.run_sweep(sweep)
+    trials = study_mod.open_study(sweep).get_trials()
+    assert [t.state.name for t in trials] == ["COMPLETE", "COMPLETE"]
