@@ -8,7 +8,11 @@ Peak memory (bytes), the sum of:
                  (w_bytes: 4 for full FT and fp32, 2 for a bf16/fp16 adapter base,
                  ~0.56 for QLoRA's NF4 linear weights incl. double-quant constants)
   gradients    = trainable_params × 4
-  optimizer    = trainable_params × 8 (AdamW: two fp32 moments; sgd 0, adafactor 4)
+  optimizer    = trainable_params × state tensors × bytes (AdamW: two fp32 moments = 8;
+                 8-bit optimizers (adamw_8bit, paged_adamw_8bit, …): 1 byte per value + an
+                 fp32 scale per 256, for tensors of ≥ 4096 values, fp32 for smaller ones;
+                 sgd 0, adafactor 4: the table in runner/optimizers.py); ftlab's PPO
+                 loop always uses AdamW
   activations  = b·s·h·L·(34 + 5·a·s/h) × act_bytes/2   (Korthikanti et al. 2022)
                  with gradient checkpointing: b·s·h·L·2·act_bytes + one layer as above
   logits       = b·s·V × 8 (fp32 logits and their gradient; 0 for a reward model's head)
@@ -24,15 +28,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from rich.console import Console
 from rich.table import Table
 
+from ftlab.runner import optimizers
+
 FORMULA = (
     "peak ≈ weights + gradients + optimizer + activations + logits + extra models;  "
     "activations = b·s·h·L·(34 + 5·a·s/h)·act_bytes/2 (checkpointing: b·s·h·L·2·act_bytes "
-    "+ one layer);  logits = b·s·V·8;  AdamW = 8 B per trainable param"
+    "+ one layer);  logits = b·s·V·8;  AdamW = 8 B per trainable param, 8-bit AdamW ≈ 2 B"
 )
 
 
@@ -47,6 +53,7 @@ class StagePlan:
     seq_len: int
     precision: str
     memory: dict[str, float] = field(default_factory=dict)  # bytes per component
+    notes: tuple[str, ...] = ()  # where a figure is an estimate, and why
 
     @property
     def peak_bytes(self) -> float:
@@ -146,8 +153,15 @@ def _config(spec: Any) -> tuple[Any, Any]:
     return models.load_config(ref), models.load_tokenizer(ref)
 
 
-def meta_counts(config: Any, method: str, adapter: Any) -> tuple[int, int, int]:
-    """(trainable, total, quantisable linear) parameter counts from a meta-device model."""
+class Counts(NamedTuple):
+    trainable: int
+    total: int
+    linear: int  # quantisable linear weights (QLoRA's 4-bit part)
+    trainable_small: int  # trainable values in tensors too small for 8-bit optimizer state
+
+
+def meta_counts(config: Any, method: str, adapter: Any) -> Counts:
+    """Parameter counts from a meta-device model wrapped with the method's peft config."""
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -166,14 +180,17 @@ def meta_counts(config: Any, method: str, adapter: Any) -> tuple[int, int, int]:
 
         model = get_peft_model(model, cfg, low_cpu_mem_usage=True)
     trainable, total = count_parameters(model)
-    return trainable, total, linear
+    small = sum(
+        p.numel()
+        for p in model.parameters()
+        if p.requires_grad and p.numel() < optimizers.MIN_QUANTISED_SIZE
+    )
+    return Counts(trainable, total, linear, small)
 
 
 def estimate(
     *,
-    trainable: int,
-    total: int,
-    linear: int,
+    counts: Counts,
     method: str,
     precision: str,
     optimizer: str,
@@ -182,6 +199,7 @@ def estimate(
     config: Any,
     checkpointing: bool,
 ) -> dict[str, float]:
+    trainable, total, linear, small = counts
     frozen = total - trainable
     half = precision in ("bf16", "fp16")
     if method == "full":
@@ -199,11 +217,10 @@ def estimate(
         if checkpointing
         else per_layer * layers
     )
-    opt = {"adamw_torch": 8.0, "adamw_torch_fused": 8.0, "sgd": 0.0, "adafactor": 4.0}[optimizer]
     return {
         "weights": weights,
         "gradients": trainable * 4.0,
-        "optimizer": trainable * opt,
+        "optimizer": optimizers.state_bytes(optimizer, large=trainable - small, small=small),
         "activations": activations,
         "logits": batch * seq * vocab * 8.0,
     }
@@ -240,6 +257,17 @@ def _token_lengths(rows: list[dict[str, Any]], tokenizer: Any, max_length: int) 
     return lengths
 
 
+def _optimizer_notes(stage: Any) -> tuple[str, ...]:
+    if stage.method == "ppo":
+        return (
+            ()
+            if stage.train.optimizer == "adamw_torch"
+            else (f"ftlab's PPO loop uses AdamW, not train.optimizer {stage.train.optimizer}",)
+        )
+    note = optimizers.state(stage.train.optimizer).note
+    return (f"optimizer {stage.train.optimizer}: {note}",) if note else ()
+
+
 def plan_runs(path: Path, overrides: list[str]) -> list[RunPlan]:
     from ftlab.runner import data as data_mod
     from ftlab.runner.execute import resolve_precision
@@ -258,7 +286,8 @@ def plan_runs(path: Path, overrides: list[str]) -> list[RunPlan]:
             peft_method, rows = (stage.method, 1) if stage.method in SUPERVISED else ("lora", 2)
             if stage.adapter_mode == "continue" and stage.from_:
                 peft_method = spec.stage(stage.from_).method
-            trainable, total, linear = meta_counts(config, peft_method, stage.adapter)
+            counts = meta_counts(config, peft_method, stage.adapter)
+            trainable, total = counts.trainable, counts.total
             precision = resolve_precision(stage.train.precision)
             t = stage.train
             seq = max(lengths)
@@ -270,12 +299,10 @@ def plan_runs(path: Path, overrides: list[str]) -> list[RunPlan]:
                     stage, config, trainable=trainable, total=total, precision=precision
                 )
             memory = estimate(
-                trainable=trainable,
-                total=total,
-                linear=linear,
+                counts=counts,
                 method=peft_method,
                 precision=precision,
-                optimizer=t.optimizer,
+                optimizer="adamw_torch" if stage.method == "ppo" else t.optimizer,
                 batch=t.batch_size * rows,
                 seq=seq,
                 config=config,
@@ -296,6 +323,7 @@ def plan_runs(path: Path, overrides: list[str]) -> list[RunPlan]:
                     seq,
                     precision,
                     memory,
+                    _optimizer_notes(stage),
                 )
             )
         plans.append(RunPlan(variant, spec.model.name, stages, spec.resources))
@@ -360,6 +388,7 @@ def render(plans: list[RunPlan], console: Console, gpu_memory_gb: float | None =
             )
     console.print(table)
     console.print(f"[dim]{FORMULA}[/]")
+    _print_notes(plans, console)
     res = plans[0].resources if plans else None
     if res is not None:
         console.print(
@@ -372,3 +401,14 @@ def render(plans: list[RunPlan], console: Console, gpu_memory_gb: float | None =
             for s in p.stages:
                 if text := advice(s, p.resources, budget):
                     console.print(f"[yellow]warning[/] ({p.variant}): {text}")
+
+
+def _print_notes(plans: list[RunPlan], console: Console) -> None:
+    """Each distinct note once, with the run/stage rows it applies to."""
+    where: dict[str, list[str]] = {}
+    for p in plans:
+        for s in p.stages:
+            for note in s.notes:
+                where.setdefault(note, []).append(f"{p.variant}/{s.stage}")
+    for note, rows in where.items():
+        console.print(f"[dim]note ({', '.join(rows)}): {note}[/]", markup=True, highlight=False)

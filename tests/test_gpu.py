@@ -54,14 +54,12 @@ def test_method_on_real_shape_with_memory_plan(method: str, tmp_path) -> None:
         assert not torch.equal(snap.before[name], snap.after[name]), name
 
     config = models.load_config(ref)
-    trainable, total, linear = meta_counts(config, method, spec.stages[0].adapter)
-    assert trainable == s["trainable_params"]
+    counts = meta_counts(config, method, spec.stages[0].adapter)
+    assert counts.trainable == s["trainable_params"]
     seq = max(_token_lengths(ctx.data.train, tok, 128))
     planned = sum(
         estimate(
-            trainable=trainable,
-            total=total,
-            linear=linear,
+            counts=counts,
             method=method,
             precision="bf16",
             optimizer="adamw_torch",

@@ -14,6 +14,12 @@ from ftlab.runner.spec.schema import AdapterSpec
 
 from .conftest import EXPERIMENTS
 
+FULL_SPEC = """\
+name: p
+data: {sft: {path: data/support_sft.jsonl}}
+stages: [{name: sft, method: full, train: {max_length: 128}}]
+"""
+
 SUPERVISED = ["full", "lora", "qlora", "dora", "ia3", "prompt_tuning", "prefix_tuning"]
 
 
@@ -29,8 +35,8 @@ def test_meta_counts_match_a_real_model(method: str) -> None:
     cfg = peft_config(method, adapter)
     if cfg is not None:
         model = get_peft_model(model, cfg)
-    trainable, total, _ = meta_counts(models.load_config(ref), method, adapter)
-    assert (trainable, total) == count_parameters(model)
+    counts = meta_counts(models.load_config(ref), method, adapter)
+    assert (counts.trainable, counts.total) == count_parameters(model)
 
 
 def test_quickstart_plan() -> None:
@@ -113,3 +119,19 @@ def test_per_gpu_share_under_each_strategy_and_fit_advice() -> None:
     text = advice(stage, ddp, 16 * g)
     assert "needs ≈36.0G per GPU" in text and "lora or qlora" in text
     assert "ZeRO-3 on 4 GPUs" in text
+
+
+def test_8bit_optimizer_state_counts_one_byte_per_value(write, sft_data) -> None:
+    """bitsandbytes keeps 8-bit state (plus an fp32 absmax per 256 values) for tensors of
+    at least 4096 values and fp32 state for smaller ones."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    spec = write("full.yaml", FULL_SPEC)
+    (torch32,) = plan_runs(spec, [])
+    (bnb8,) = plan_runs(spec, ["stages.sft.train.optimizer=adamw_8bit"])
+    model = AutoModelForCausalLM.from_pretrained(models.resolve("tiny").path, dtype=torch.float32)
+    large = sum(p.numel() for p in model.parameters() if p.numel() >= 4096)
+    assert 0 < large < torch32.stages[0].trainable
+    saved = torch32.stages[0].memory["optimizer"] - bnb8.stages[0].memory["optimizer"]
+    assert saved == pytest.approx(large * (8 - 2 * (1 + 4 / 256)))

@@ -316,3 +316,45 @@ def test_tracking_mode_is_checked(write) -> None:
     assert load_spec(write("a.yaml", MINIMAL + "tracking: {wandb: {mode: auto}}\n"))
     with pytest.raises(SpecError, match="tracking.wandb.mode"):
         load_spec(write("b.yaml", MINIMAL + "tracking: {wandb: {mode: always}}\n"))
+
+
+QLORA_RECIPE = """\
+name: qlora_recipe
+data:
+  sft: {path: data/support_sft.jsonl}
+stages:
+  - name: sft
+    method: qlora
+    adapter: {r: 16, alpha: 32, quant_type: nf4}
+    train:
+      learning_rate: 2.0e-4
+      batch_size: 4
+      grad_accum: 4
+      optimizer: paged_adamw_8bit
+      scheduler: cosine
+      warmup_ratio: 0.1
+"""
+
+
+def test_qlora_recipe_with_paged_adamw_8bit_validates(write) -> None:
+    spec = load_spec(write("a.yaml", QLORA_RECIPE))
+    assert spec.stages[0].train.optimizer == "paged_adamw_8bit"
+
+
+def test_misspelt_optimizer_names_key_line_and_suggests(write) -> None:
+    text = QLORA_RECIPE.replace("paged_adamw_8bit", "paged_adamw_8bt")
+    with pytest.raises(SpecError) as err:
+        load_spec(write("a.yaml", text))
+    (p,) = err.value.problems
+    assert (p.path, p.line) == ("stages.0.train.optimizer", 12)
+    assert "'paged_adamw_8bt'" in p.found
+    assert "Did you mean 'paged_adamw_8bit'" in p.hint
+    assert "transformers" in p.expected
+
+
+def test_optimizer_names_are_transformers_own() -> None:
+    from transformers.training_args import OptimizerNames
+
+    from ftlab.runner import optimizers
+
+    assert optimizers.names() == tuple(o.value for o in OptimizerNames)
