@@ -42,13 +42,14 @@ FORMULA = (
 )
 
 
-@dataclass
+@dataclass(kw_only=True)
 class StagePlan:
     stage: str
     method: str
     trainable: int
     total: int
     tokens_per_epoch: int
+    tokens_estimated: bool = False  # no tokenizer, or no chat template (see notes)
     steps_per_epoch: int
     seq_len: int
     precision: str
@@ -139,8 +140,17 @@ def advice(plan: StagePlan, resources: Any, budget: float) -> str:
     )
 
 
-def _config(spec: Any) -> tuple[Any, Any]:
-    """(model config, tokenizer) without loading weights."""
+@dataclass(frozen=True)
+class Tokens:
+    """What counts a stage's tokens: the model's tokenizer, or none (estimates)."""
+
+    tokenizer: Any  # None when no tokenizer loads from `where`
+    where: str  # the folder (or hub id) the tokenizer was looked for in
+
+
+def _config(spec: Any) -> tuple[Any, Tokens]:
+    """The model config and its tokenizer, without loading weights. A folder holding only
+    config.json (planning before a download) plans from the config alone."""
     from ftlab.runner import models
 
     name = spec.model.name
@@ -148,9 +158,18 @@ def _config(spec: Any) -> tuple[Any, Any]:
         shape = name.split(":", 1)[1]
         if shape not in models.RANDOM_SHAPES:
             models.resolve(name)  # raises the helpful unknown-shape error
-        return models.random_config(shape), models.load_tokenizer(str(models.ensure_tiny()))
+        return models.random_config(shape), _tokens(str(models.ensure_tiny()))
     ref = models.resolve(name, revision=spec.model.revision, seed=spec.seed)
-    return models.load_config(ref), models.load_tokenizer(ref)
+    return models.load_config(ref), _tokens(ref.path)
+
+
+def _tokens(where: str) -> Tokens:
+    from ftlab.runner import models
+
+    try:
+        return Tokens(models.load_tokenizer(where), where)
+    except Exception:  # noqa: BLE001 - no or an unloadable tokenizer: token counts are estimated
+        return Tokens(None, where)
 
 
 class Counts(NamedTuple):
@@ -242,19 +261,42 @@ def _extra_models(stage: Any, config: Any, *, trainable: int, total: int, precis
     return n_reward_models * (total - trainable) * w_bytes + value_head
 
 
-def _token_lengths(rows: list[dict[str, Any]], tokenizer: Any, max_length: int) -> list[int]:
+def _token_lengths(
+    rows: list[dict[str, Any]], tokens: Tokens, max_length: int
+) -> tuple[list[int], str]:
+    """Tokens per example (at most max_length) and, when they are estimates, why: without
+    a tokenizer, characters / 4; without a chat template, the messages as plain text."""
+    tok = tokens.tokenizer
+    if tok is None:
+        note = (
+            f"≈ tokens estimated as characters / 4: no tokenizer in {tokens.where} "
+            "(its tokenizer files there give exact counts)"
+        )
+        return [min(-(-len(_plain_text(r)) // 4), max_length) for r in rows], note
+    templated = bool(getattr(tok, "chat_template", None))
     lengths = []
     for row in rows:
-        if "messages" in row:
-            ids = tokenizer.apply_chat_template(row["messages"], tokenize=True)
+        if "messages" in row and templated:
+            ids = tok.apply_chat_template(row["messages"], tokenize=True)
             if isinstance(ids, dict) or hasattr(ids, "keys"):
                 ids = ids["input_ids"]
-        elif "completion" in row:
-            ids = tokenizer(row["prompt"] + row["completion"])["input_ids"]
         else:
-            ids = tokenizer(row.get("prompt", "") + row.get("chosen", ""))["input_ids"]
+            ids = tok(_plain_text(row))["input_ids"]
         lengths.append(min(len(ids), max_length))
-    return lengths
+    if templated or not any("messages" in r for r in rows):
+        return lengths, ""
+    return lengths, (
+        f"≈ the tokenizer in {tokens.where} has no chat template: messages counted as "
+        "plain text (role: content), without the template's markers"
+    )
+
+
+def _plain_text(row: dict[str, Any]) -> str:
+    if "messages" in row:
+        return "\n".join(f"{m['role']}: {m['content']}" for m in row["messages"])
+    if "completion" in row:
+        return str(row["prompt"]) + str(row["completion"])
+    return str(row.get("prompt", "")) + str(row.get("chosen", ""))
 
 
 def _optimizer_notes(stage: Any) -> tuple[str, ...]:
@@ -269,65 +311,69 @@ def _optimizer_notes(stage: Any) -> tuple[str, ...]:
 
 
 def plan_runs(path: Path, overrides: list[str]) -> list[RunPlan]:
-    from ftlab.runner import data as data_mod
-    from ftlab.runner.execute import resolve_precision
-    from ftlab.runner.spec.load import SUPERVISED, expand_runs
+    from ftlab.runner.spec.load import expand_runs
 
     plans = []
     spec_dir = Path(path).resolve().parent
     for variant, spec in expand_runs(path, overrides):
-        config, tokenizer = _config(spec)
-        stages = []
-        for stage in spec.needed_stages():
-            ds = data_mod.load(spec.data[stage.data], base_dir=spec_dir, seed=spec.seed)
-            lengths = _token_lengths(ds.train, tokenizer, stage.train.max_length)
-            # alignment methods train a LoRA policy; each example is a pair (chosen and
-            # rejected, or KTO's target and KL sample), so a batch forwards twice the rows
-            peft_method, rows = (stage.method, 1) if stage.method in SUPERVISED else ("lora", 2)
-            if stage.adapter_mode == "continue" and stage.from_:
-                peft_method = spec.stage(stage.from_).method
-            counts = meta_counts(config, peft_method, stage.adapter)
-            trainable, total = counts.trainable, counts.total
-            precision = resolve_precision(stage.train.precision)
-            t = stage.train
-            seq = max(lengths)
-            extra = 0.0
-            if stage.method in ONLINE:
-                rows = 1  # prompts; each sequence grows by the generated completion
-                seq = min(seq, t.max_length) + int(stage.params.get("max_completion_length", 48))
-                extra = _extra_models(
-                    stage, config, trainable=trainable, total=total, precision=precision
-                )
-            memory = estimate(
-                counts=counts,
-                method=peft_method,
-                precision=precision,
-                optimizer="adamw_torch" if stage.method == "ppo" else t.optimizer,
-                batch=t.batch_size * rows,
-                seq=seq,
-                config=config,
-                checkpointing=t.gradient_checkpointing,
-            )
-            if stage.method == "reward_model":
-                memory["logits"] = 0.0  # a scalar head, no vocabulary logits
-            memory["extra models"] = extra
-            steps = -(-len(lengths) // (t.batch_size * t.grad_accum))
-            stages.append(
-                StagePlan(
-                    stage.name,
-                    stage.method,
-                    trainable,
-                    total,
-                    sum(lengths),
-                    steps,
-                    seq,
-                    precision,
-                    memory,
-                    _optimizer_notes(stage),
-                )
-            )
+        config, tokens = _config(spec)
+        stages = [
+            _plan_stage(spec=spec, stage=s, config=config, tokens=tokens, spec_dir=spec_dir)
+            for s in spec.needed_stages()
+        ]
         plans.append(RunPlan(variant, spec.model.name, stages, spec.resources))
     return plans
+
+
+def _plan_stage(*, spec: Any, stage: Any, config: Any, tokens: Tokens, spec_dir: Path) -> StagePlan:
+    from ftlab.runner import data as data_mod
+    from ftlab.runner.execute import resolve_precision
+    from ftlab.runner.spec.load import SUPERVISED
+
+    t = stage.train
+    ds = data_mod.load(spec.data[stage.data], base_dir=spec_dir, seed=spec.seed)
+    lengths, tokens_note = _token_lengths(ds.train, tokens, t.max_length)
+    # alignment methods train a LoRA policy; each example is a pair (chosen and
+    # rejected, or KTO's target and KL sample), so a batch forwards twice the rows
+    peft_method, rows = (stage.method, 1) if stage.method in SUPERVISED else ("lora", 2)
+    if stage.adapter_mode == "continue" and stage.from_:
+        peft_method = spec.stage(stage.from_).method
+    counts = meta_counts(config, peft_method, stage.adapter)
+    precision = resolve_precision(t.precision)
+    seq = max(lengths)
+    extra = 0.0
+    if stage.method in ONLINE:
+        rows = 1  # prompts; each sequence grows by the generated completion
+        seq = min(seq, t.max_length) + int(stage.params.get("max_completion_length", 48))
+        extra = _extra_models(
+            stage, config, trainable=counts.trainable, total=counts.total, precision=precision
+        )
+    memory = estimate(
+        counts=counts,
+        method=peft_method,
+        precision=precision,
+        optimizer="adamw_torch" if stage.method == "ppo" else t.optimizer,
+        batch=t.batch_size * rows,
+        seq=seq,
+        config=config,
+        checkpointing=t.gradient_checkpointing,
+    )
+    if stage.method == "reward_model":
+        memory["logits"] = 0.0  # a scalar head, no vocabulary logits
+    memory["extra models"] = extra
+    return StagePlan(
+        stage=stage.name,
+        method=stage.method,
+        trainable=counts.trainable,
+        total=counts.total,
+        tokens_per_epoch=sum(lengths),
+        tokens_estimated=bool(tokens_note),
+        steps_per_epoch=-(-len(lengths) // (t.batch_size * t.grad_accum)),
+        seq_len=seq,
+        precision=precision,
+        memory=memory,
+        notes=(tokens_note,) * bool(tokens_note) + _optimizer_notes(stage),
+    )
 
 
 def _count(n: int) -> str:
@@ -369,7 +415,7 @@ def render(plans: list[RunPlan], console: Console, gpu_memory_gb: float | None =
                 s.method,
                 _count(s.trainable),
                 _count(s.total),
-                f"{s.tokens_per_epoch:,}",
+                f"{'≈' * s.tokens_estimated}{s.tokens_per_epoch:,}",
                 str(s.steps_per_epoch),
                 s.precision,
                 *(

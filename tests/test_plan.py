@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -114,7 +117,17 @@ def test_per_gpu_share_under_each_strategy_and_fit_advice() -> None:
         deepspeed={"stage": 3, "offload_optimizer": True, "offload_params": True},
     )
     assert per_gpu(memory, offload)["optimizer"] == 0 and per_gpu(memory, offload)["weights"] == 0
-    stage = StagePlan("sft", "full", 1, 1, 1, 1, 1, "bf16", memory)
+    stage = StagePlan(
+        stage="sft",
+        method="full",
+        trainable=1,
+        total=1,
+        tokens_per_epoch=1,
+        steps_per_epoch=1,
+        seq_len=1,
+        precision="bf16",
+        memory=memory,
+    )
     assert advice(stage, SimpleNamespace(world_size=1, strategy="ddp"), 64 * g) == ""
     text = advice(stage, ddp, 16 * g)
     assert "needs ≈36.0G per GPU" in text and "lora or qlora" in text
@@ -135,3 +148,43 @@ def test_8bit_optimizer_state_counts_one_byte_per_value(write, sft_data) -> None
     assert 0 < large < torch32.stages[0].trainable
     saved = torch32.stages[0].memory["optimizer"] - bnb8.stages[0].memory["optimizer"]
     assert saved == pytest.approx(large * (8 - 2 * (1 + 4 / 256)))
+
+
+def _plan_cli(*args: str) -> Any:
+    from typer.testing import CliRunner
+
+    from ftlab.runner.cli import app
+
+    result = CliRunner().invoke(app, ["plan", *args])
+    assert result.exception is None and result.exit_code == 0, result.output
+    return " ".join(result.output.split())  # rich wraps long lines
+
+
+def _tiny_files(folder: Path, *names: str) -> Path:
+    folder.mkdir()
+    for name in names:
+        shutil.copy(models.ensure_tiny() / name, folder / name)
+    return folder
+
+
+def test_plan_cli_from_config_json_alone(write, sft_data, tmp_path: Path) -> None:
+    folder = _tiny_files(tmp_path / "weights-not-downloaded", "config.json")
+    spec = write("s.yaml", FULL_SPEC + f"model: {folder}\n")
+    out = _plan_cli(str(spec))
+    assert f"no tokenizer in {folder}" in out and "≈" in out
+    (estimated,) = plan_runs(spec, [])
+    (exact,) = plan_runs(spec, ["model=tiny"])
+    assert estimated.stages[0].total == exact.stages[0].total  # counts need the config only
+    assert 0.5 < estimated.stages[0].tokens_per_epoch / exact.stages[0].tokens_per_epoch < 2
+
+
+def test_plan_cli_with_a_tokenizer_but_no_chat_template(write, sft_data, tmp_path: Path) -> None:
+    folder = _tiny_files(
+        tmp_path / "no-template", "config.json", "tokenizer.json", "tokenizer_config.json"
+    )
+    spec = write("s.yaml", FULL_SPEC + f"model: {folder}\n")
+    out = _plan_cli(str(spec))
+    assert f"the tokenizer in {folder} has no chat template" in out
+    (plan,) = plan_runs(spec, [])
+    (exact,) = plan_runs(spec, ["model=tiny"])
+    assert 0.5 < plan.stages[0].tokens_per_epoch / exact.stages[0].tokens_per_epoch <= 1
