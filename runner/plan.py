@@ -34,7 +34,14 @@ from rich.console import Console
 from rich.table import Table
 
 from ftlab.runner import optimizers
+from ftlab.runner.steps import stage_steps
 
+STEPS = (
+    "optim steps = optimizer steps of the whole stage: max_steps, else ⌈epochs × per epoch⌉;  "
+    "per epoch = ⌈batches / grad_accum⌉ with batches = ⌈⌈examples / batch_size⌉ / processes⌉ "
+    "(as transformers counts; examples = packed sequences with packing, completions for "
+    "grpo/rloo)"
+)
 FORMULA = (
     "peak ≈ weights + gradients + optimizer + activations + logits + extra models;  "
     "activations = b·s·h·L·(34 + 5·a·s/h)·act_bytes/2 (checkpointing: b·s·h·L·2·act_bytes "
@@ -50,6 +57,7 @@ class StagePlan:
     total: int
     tokens_per_epoch: int
     tokens_estimated: bool = False  # no tokenizer, or no chat template (see notes)
+    steps: int  # optimizer steps of the whole stage (runner/steps.py)
     steps_per_epoch: int
     seq_len: int
     precision: str
@@ -301,10 +309,12 @@ def _plain_text(row: dict[str, Any]) -> str:
 
 def _optimizer_notes(stage: Any) -> tuple[str, ...]:
     if stage.method == "ppo":
+        rollout = "optim steps of ppo count rollout batches (ppo_epochs × minibatch updates each)"
+        if stage.train.optimizer == "adamw_torch":
+            return (rollout,)
         return (
-            ()
-            if stage.train.optimizer == "adamw_torch"
-            else (f"ftlab's PPO loop uses AdamW, not train.optimizer {stage.train.optimizer}",)
+            rollout,
+            f"ftlab's PPO loop uses AdamW, not train.optimizer {stage.train.optimizer}",
         )
     note = optimizers.state(stage.train.optimizer).note
     return (f"optimizer {stage.train.optimizer}: {note}",) if note else ()
@@ -361,6 +371,7 @@ def _plan_stage(*, spec: Any, stage: Any, config: Any, tokens: Tokens, spec_dir:
     if stage.method == "reward_model":
         memory["logits"] = 0.0  # a scalar head, no vocabulary logits
     memory["extra models"] = extra
+    steps = stage_steps(stage=stage, lengths=lengths, processes=spec.resources.world_size)
     return StagePlan(
         stage=stage.name,
         method=stage.method,
@@ -368,7 +379,8 @@ def _plan_stage(*, spec: Any, stage: Any, config: Any, tokens: Tokens, spec_dir:
         total=counts.total,
         tokens_per_epoch=sum(lengths),
         tokens_estimated=bool(tokens_note),
-        steps_per_epoch=-(-len(lengths) // (t.batch_size * t.grad_accum)),
+        steps=steps.total,
+        steps_per_epoch=steps.per_epoch,
         seq_len=seq,
         precision=precision,
         memory=memory,
@@ -393,7 +405,8 @@ def render(plans: list[RunPlan], console: Console, gpu_memory_gb: float | None =
         "trainable",
         "total",
         "tok/epoch",
-        "steps",
+        "optim steps",
+        "per epoch",
         "prec",
         "weights",
         "grads",
@@ -416,7 +429,8 @@ def render(plans: list[RunPlan], console: Console, gpu_memory_gb: float | None =
                 _count(s.trainable),
                 _count(s.total),
                 f"{'≈' * s.tokens_estimated}{s.tokens_per_epoch:,}",
-                str(s.steps_per_epoch),
+                f"{s.steps:,}",
+                f"{s.steps_per_epoch:,}",
                 s.precision,
                 *(
                     _mb(m[k])
@@ -434,6 +448,7 @@ def render(plans: list[RunPlan], console: Console, gpu_memory_gb: float | None =
             )
     console.print(table)
     console.print(f"[dim]{FORMULA}[/]")
+    console.print(f"[dim]{STEPS}[/]")
     _print_notes(plans, console)
     res = plans[0].resources if plans else None
     if res is not None:

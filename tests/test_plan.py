@@ -123,6 +123,7 @@ def test_per_gpu_share_under_each_strategy_and_fit_advice() -> None:
         trainable=1,
         total=1,
         tokens_per_epoch=1,
+        steps=1,
         steps_per_epoch=1,
         seq_len=1,
         precision="bf16",
@@ -188,3 +189,46 @@ def test_plan_cli_with_a_tokenizer_but_no_chat_template(write, sft_data, tmp_pat
     (plan,) = plan_runs(spec, [])
     (exact,) = plan_runs(spec, ["model=tiny"])
     assert 0.5 < plan.stages[0].tokens_per_epoch / exact.stages[0].tokens_per_epoch <= 1
+
+
+STEPS_SPEC = """\
+name: steps
+data:
+  sft: {{path: data/support_sft.jsonl, max_rows: 48, val_fraction: 0.125}}
+stages:
+  - name: sft
+    method: lora
+    adapter: {{r: 4, alpha: 8, dropout: 0.0}}
+    train: {{learning_rate: 5.0e-3, epochs: {epochs}, grad_accum: {accum}, batch_size: 4,
+             max_length: {max_length}, packing: {packing}, logging_steps: 2, save_steps: 1000,
+             precision: fp32}}
+output: {{dir: {runs}}}
+"""
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize(
+    ("epochs", "accum", "max_length", "packing"),
+    [(3, 3, 96, False), (2.5, 2, 256, True)],
+    ids=["3-epochs-accum-3", "2.5-epochs-accum-2-packed"],
+)
+def test_plan_steps_are_the_optimizer_steps_a_real_run_does(
+    write, sft_data, tmp_path: Path, epochs: float, accum: int, max_length: int, packing: bool
+) -> None:
+    from ftlab.runner import execute
+    from ftlab.runner.spec.load import expand_runs
+
+    text = STEPS_SPEC.format(
+        epochs=epochs,
+        accum=accum,
+        max_length=max_length,
+        packing=str(packing).lower(),
+        runs=tmp_path / "runs",
+    )
+    path = write("steps.yaml", text)
+    (plan,) = plan_runs(path, [])
+    ((variant, spec),) = expand_runs(path, [])
+    rd = execute.create_run(spec, variant=variant, spec_file=path, overrides=[])
+    done = execute.execute(rd, spec).stages["sft"]["summary"]
+    assert done["steps"] > done["train_rows"] / 4 / accum  # several epochs, accumulated
+    assert plan.stages[0].steps == done["steps"]  # the trainer's global_step
