@@ -86,19 +86,24 @@ def per_gpu(memory: dict[str, float], resources: Any) -> dict[str, float]:
         return dict(memory)
     n = max(1, resources.world_size)
     out = dict(memory)
-    sharded: tuple[str, ...] = ()
-    offloaded: tuple[str, ...] = ()
+    sharded, offloaded = _placement(resources)
+    for key in sharded:
+        out[key] = out.get(key, 0.0) / n
+    for key in offloaded:
+        out[key] = 0.0
+    return out
+
+
+def _placement(resources: Any) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(components sharded over the GPUs, components offloaded to CPU RAM)."""
     if resources.strategy == "fsdp":
         f = resources.fsdp
-        sharded = (
-            ("weights", "gradients", "optimizer")
-            if f.sharding == "full_shard"
-            else ("gradients", "optimizer")
-        )
-        offloaded = ("weights", "gradients", "optimizer") if f.cpu_offload else ()
-    elif resources.strategy == "deepspeed":
+        everything: tuple[str, ...] = ("weights", "gradients", "optimizer")
+        on_gpus = everything if f.sharding == "full_shard" else ("gradients", "optimizer")
+        return on_gpus, everything if f.cpu_offload else ()
+    if resources.strategy == "deepspeed":
         d = resources.deepspeed
-        sharded = {
+        sharded: tuple[str, ...] = {
             1: ("optimizer",),
             2: ("gradients", "optimizer"),
             3: ("weights", "gradients", "optimizer"),
@@ -106,11 +111,8 @@ def per_gpu(memory: dict[str, float], resources: Any) -> dict[str, float]:
         offloaded = (("optimizer",) if d.offload_optimizer else ()) + (
             ("weights",) if d.offload_params and d.stage == 3 else ()
         )
-    for key in sharded:
-        out[key] = out.get(key, 0.0) / n
-    for key in offloaded:
-        out[key] = 0.0
-    return out
+        return sharded, offloaded
+    return (), ()
 
 
 def advice(plan: StagePlan, resources: Any, budget: float) -> str:
@@ -128,6 +130,8 @@ def advice(plan: StagePlan, resources: Any, budget: float) -> str:
             if plan.method != "full"
             else "method lora or qlora (frozen base, small optimizer state)"
         )
+    if offload := _offload_tip(m, resources, budget):
+        tips.append(offload)
     for gpus in (2, 4, 8, 16, 32, 64):
         zero3 = SimpleNamespace(
             world_size=gpus,
@@ -146,6 +150,69 @@ def advice(plan: StagePlan, resources: Any, budget: float) -> str:
         f"stage {plan.stage} needs ≈{_mb(need)} per GPU, more than {_mb(budget)}; "
         f"try: {'; '.join(tips) or 'a smaller model'}"
     )
+
+
+def _offload_tip(memory: dict[str, float], resources: Any, budget: float) -> str:
+    """The least offload to CPU RAM that makes a stage fit on the spec's own GPUs, with
+    the resources keys that turn it on (YAML keys, or `ftlab run SPEC key=value`)."""
+    current = _resources(resources)
+    for label, option in _offload_options(current):
+        gpu = sum(per_gpu(memory, option).values())
+        if gpu > budget:
+            continue
+        cpu = sum(memory.get(k, 0.0) for k in _placement(option)[1]) / current.nodes
+        keys = " ".join(_changed_keys(current, option))
+        n = current.world_size
+        return (
+            f"{label} on {n} GPU{'s' * (n != 1)} (≈{_mb(gpu)} each; "
+            f"≈{_mb(cpu)} of CPU RAM per node): {keys}"
+        )
+    return ""
+
+
+def _resources(resources: Any) -> Any:
+    """The spec's resources with every setting present (None: one GPU, the defaults)."""
+    from ftlab.runner.spec.schema import ResourcesSpec
+
+    return resources if isinstance(resources, ResourcesSpec) else ResourcesSpec()
+
+
+def _offload_options(current: Any) -> list[tuple[str, Any]]:
+    """Offload settings to try, least offloaded first, on the spec's own GPUs."""
+    if current.strategy == "fsdp":
+        fsdp = current.fsdp.model_copy(update={"cpu_offload": True})
+        return [("FSDP with CPU offload", current.model_copy(update={"fsdp": fsdp}))]
+
+    def zero(stage: int, *, params: bool) -> Any:
+        ds = current.deepspeed.model_copy(
+            update={"stage": stage, "offload_optimizer": True, "offload_params": params}
+        )
+        return current.model_copy(update={"strategy": "deepspeed", "deepspeed": ds})
+
+    options = []
+    if current.strategy == "deepspeed" and current.deepspeed.stage != 3:
+        stage = current.deepspeed.stage
+        options.append((f"ZeRO-{stage} with optimizer offload", zero(stage, params=False)))
+    options.append(("ZeRO-3 with optimizer offload", zero(3, params=False)))
+    options.append(("ZeRO-3 with optimizer and parameter offload", zero(3, params=True)))
+    return options
+
+
+def _changed_keys(current: Any, option: Any) -> list[str]:
+    """`resources.…=value` for each setting `option` changes."""
+    keys = []
+    if option.strategy != current.strategy:
+        keys.append(f"resources.strategy={option.strategy}")
+    for group in ("deepspeed", "fsdp"):
+        old, new = getattr(current, group), getattr(option, group)
+        for name in type(new).model_fields:
+            if getattr(new, name) != getattr(old, name):
+                keys.append(f"resources.{group}.{name}={_yaml(getattr(new, name))}")
+    return keys
+
+
+def _yaml(value: Any) -> str:
+    return str(value).lower() if isinstance(value, bool) else str(value)
 
 
 @dataclass(frozen=True)

@@ -232,3 +232,43 @@ def test_plan_steps_are_the_optimizer_steps_a_real_run_does(
     done = execute.execute(rd, spec).stages["sft"]["summary"]
     assert done["steps"] > done["train_rows"] / 4 / accum  # several epochs, accumulated
     assert plan.stages[0].steps == done["steps"]  # the trainer's global_step
+
+
+SEVENTY_B = """\
+name: big
+model: random:llama-70b
+data: {sft: {path: data/support_sft.jsonl, max_rows: 64}}
+stages: [{name: sft, method: full, train: {precision: bf16, batch_size: 1}}]
+resources: {processes: 8, strategy: deepspeed, deepspeed: {stage: 3}}
+"""
+
+
+def test_plan_advises_offload_when_it_makes_a_70b_full_finetune_fit(write, sft_data) -> None:
+    from ftlab.runner.plan import _mb, advice, per_gpu
+    from ftlab.runner.spec.schema import ResourcesSpec
+
+    path = write("big.yaml", SEVENTY_B)
+    out = _plan_cli(str(path), "--gpu-memory", "80")
+    (plan,) = plan_runs(path, [])
+    stage, g = plan.stages[0], 2**30
+    assert stage.total > 69e9
+    zero3 = dict(processes=8, strategy="deepspeed")
+    offload_opt = ResourcesSpec(**zero3, deepspeed={"stage": 3, "offload_optimizer": True})
+    both = ResourcesSpec(
+        **zero3, deepspeed={"stage": 3, "offload_optimizer": True, "offload_params": True}
+    )
+    as_planned, opt_only, everything = (
+        sum(per_gpu(stage.memory, r).values()) for r in (plan.resources, offload_opt, both)
+    )
+    assert as_planned > 80 * g >= opt_only > 40 * g >= everything
+    assert (
+        f"ZeRO-3 with optimizer offload on 8 GPUs (≈{_mb(opt_only)} each" in out
+        and "resources.deepspeed.offload_optimizer=true" in out
+    )
+    fsdp = advice(stage, ResourcesSpec(processes=8, strategy="fsdp"), 80 * g)
+    assert "FSDP with CPU offload on 8 GPUs" in fsdp and "resources.fsdp.cpu_offload=true" in fsdp
+    tight = advice(stage, plan.resources, 40 * g)  # only both offloads fit in 40 GiB
+    assert f"(≈{_mb(everything)} each" in tight
+    assert "resources.deepspeed.offload_optimizer=true resources.deepspeed.offload_params=true" in (
+        tight
+    )
