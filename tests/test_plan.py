@@ -272,3 +272,39 @@ def test_plan_advises_offload_when_it_makes_a_70b_full_finetune_fit(write, sft_d
     assert "resources.deepspeed.offload_optimizer=true resources.deepspeed.offload_params=true" in (
         tight
     )
+
+
+GRPO_SPEC = """\
+name: grpo_steps
+data:
+  p: {{path: {data}/support_eval.jsonl, format: prompts, max_rows: 11, val_fraction: 0.0}}
+stages:
+  - name: rl
+    method: grpo
+    data: p
+    adapter: {{r: 4}}
+    params:
+      rewards: [{{name: length, params: {{target_words: 4}}}}]
+      num_generations: 4
+      max_completion_length: 6
+    train: {{epochs: 1.5, batch_size: 4, grad_accum: 2, precision: fp32, save_steps: 1000}}
+"""
+
+
+@pytest.mark.integration
+def test_plan_steps_of_grpo_are_the_steps_a_real_run_does(write, tmp_path: Path) -> None:
+    """trl's GRPO loader draws whole generation batches of batch_size × grad_accum / 4
+    unique prompts (here 2 of 11: one is left out), each repeated num_generations times."""
+    from ftlab.runner.methods import METHODS
+    from ftlab.runner.spec.load import expand_runs
+
+    from .conftest import DATA
+    from .helpers import stage_ctx
+
+    path = write("grpo.yaml", GRPO_SPEC.format(data=DATA))
+    (plan,) = plan_runs(path, [])
+    ((_, spec),) = expand_runs(path, [])
+    ctx = stage_ctx(spec, spec.stages[0], "p", tmp_path / "work")
+    done = METHODS.get("grpo").train(ctx).summary
+    assert (plan.stages[0].steps_per_epoch, plan.stages[0].steps) == (5, 8)
+    assert plan.stages[0].steps == done["steps"]
