@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from ftlab.runner import optimizers
@@ -345,7 +346,7 @@ def _token_lengths(
     if tok is None:
         note = (
             f"≈ tokens estimated as characters / 4: no tokenizer in {tokens.where} "
-            "(its tokenizer files there give exact counts)"
+            "(copy the model's tokenizer files there for exact counts)"
         )
         return [min(-(-len(_plain_text(r)) // 4), max_length) for r in rows], note
     templated = bool(getattr(tok, "chat_template", None))
@@ -539,4 +540,5 @@ def _print_notes(plans: list[RunPlan], console: Console) -> None:
             for note in s.notes:
                 where.setdefault(note, []).append(f"{p.variant}/{s.stage}")
     for note, rows in where.items():
-        console.print(f"[dim]note ({', '.join(rows)}): {note}[/]", markup=True, highlight=False)
+        text = escape(f"note ({', '.join(rows)}): {note}")  # paths may hold [brackets]
+        console.print(f"[dim]{text}[/]", highlight=False)
