@@ -103,6 +103,20 @@ RANDOM_SHAPES: dict[str, tuple[str, dict[str, Any]]] = {
             tie_word_embeddings=False,
         ),
     ),
+    # Llama 3 70B's shape: for `ftlab plan` (a meta-device model); training it would first
+    # write ~141 GB of random bf16 weights into the cache.
+    "llama-70b": (
+        "llama",
+        dict(
+            hidden_size=8192,
+            intermediate_size=28672,
+            num_hidden_layers=80,
+            num_attention_heads=64,
+            num_key_value_heads=8,
+            vocab_size=128256,
+            tie_word_embeddings=False,
+        ),
+    ),
 }
 
 

@@ -8,7 +8,11 @@ Peak memory (bytes), the sum of:
                  (w_bytes: 4 for full FT and fp32, 2 for a bf16/fp16 adapter base,
                  ~0.56 for QLoRA's NF4 linear weights incl. double-quant constants)
   gradients    = trainable_params × 4
-  optimizer    = trainable_params × 8 (AdamW: two fp32 moments; sgd 0, adafactor 4)
+  optimizer    = trainable_params × state tensors × bytes (AdamW: two fp32 moments = 8;
+                 8-bit optimizers (adamw_8bit, paged_adamw_8bit, …): 1 byte per value + an
+                 fp32 scale per 256, for tensors of ≥ 4096 values, fp32 for smaller ones;
+                 sgd 0, adafactor 4: the table in runner/optimizers.py); ftlab's PPO
+                 loop always uses AdamW
   activations  = b·s·h·L·(34 + 5·a·s/h) × act_bytes/2   (Korthikanti et al. 2022)
                  with gradient checkpointing: b·s·h·L·2·act_bytes + one layer as above
   logits       = b·s·V × 8 (fp32 logits and their gradient; 0 for a reward model's head)
@@ -24,29 +28,42 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
+from ftlab.runner import optimizers
+from ftlab.runner.steps import stage_steps
+
+STEPS = (
+    "optim steps = optimizer steps of the whole stage: max_steps, else ⌈epochs × per epoch⌉;  "
+    "per epoch = ⌈batches / grad_accum⌉ with batches = ⌈⌈examples / batch_size⌉ / processes⌉ "
+    "(as transformers counts; examples = packed sequences with packing, completions for "
+    "grpo/rloo)"
+)
 FORMULA = (
     "peak ≈ weights + gradients + optimizer + activations + logits + extra models;  "
     "activations = b·s·h·L·(34 + 5·a·s/h)·act_bytes/2 (checkpointing: b·s·h·L·2·act_bytes "
-    "+ one layer);  logits = b·s·V·8;  AdamW = 8 B per trainable param"
+    "+ one layer);  logits = b·s·V·8;  AdamW = 8 B per trainable param, 8-bit AdamW ≈ 2 B"
 )
 
 
-@dataclass
+@dataclass(kw_only=True)
 class StagePlan:
     stage: str
     method: str
     trainable: int
     total: int
     tokens_per_epoch: int
+    tokens_estimated: bool = False  # no tokenizer, or no chat template (see notes)
+    steps: int  # optimizer steps of the whole stage (runner/steps.py)
     steps_per_epoch: int
     seq_len: int
     precision: str
     memory: dict[str, float] = field(default_factory=dict)  # bytes per component
+    notes: tuple[str, ...] = ()  # where a figure is an estimate, and why
 
     @property
     def peak_bytes(self) -> float:
@@ -70,19 +87,24 @@ def per_gpu(memory: dict[str, float], resources: Any) -> dict[str, float]:
         return dict(memory)
     n = max(1, resources.world_size)
     out = dict(memory)
-    sharded: tuple[str, ...] = ()
-    offloaded: tuple[str, ...] = ()
+    sharded, offloaded = _placement(resources)
+    for key in sharded:
+        out[key] = out.get(key, 0.0) / n
+    for key in offloaded:
+        out[key] = 0.0
+    return out
+
+
+def _placement(resources: Any) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(components sharded over the GPUs, components offloaded to CPU RAM)."""
     if resources.strategy == "fsdp":
         f = resources.fsdp
-        sharded = (
-            ("weights", "gradients", "optimizer")
-            if f.sharding == "full_shard"
-            else ("gradients", "optimizer")
-        )
-        offloaded = ("weights", "gradients", "optimizer") if f.cpu_offload else ()
-    elif resources.strategy == "deepspeed":
+        everything: tuple[str, ...] = ("weights", "gradients", "optimizer")
+        on_gpus = everything if f.sharding == "full_shard" else ("gradients", "optimizer")
+        return on_gpus, everything if f.cpu_offload else ()
+    if resources.strategy == "deepspeed":
         d = resources.deepspeed
-        sharded = {
+        sharded: tuple[str, ...] = {
             1: ("optimizer",),
             2: ("gradients", "optimizer"),
             3: ("weights", "gradients", "optimizer"),
@@ -90,11 +112,8 @@ def per_gpu(memory: dict[str, float], resources: Any) -> dict[str, float]:
         offloaded = (("optimizer",) if d.offload_optimizer else ()) + (
             ("weights",) if d.offload_params and d.stage == 3 else ()
         )
-    for key in sharded:
-        out[key] = out.get(key, 0.0) / n
-    for key in offloaded:
-        out[key] = 0.0
-    return out
+        return sharded, offloaded
+    return (), ()
 
 
 def advice(plan: StagePlan, resources: Any, budget: float) -> str:
@@ -112,6 +131,8 @@ def advice(plan: StagePlan, resources: Any, budget: float) -> str:
             if plan.method != "full"
             else "method lora or qlora (frozen base, small optimizer state)"
         )
+    if offload := _offload_tip(m, resources, budget):
+        tips.append(offload)
     for gpus in (2, 4, 8, 16, 32, 64):
         zero3 = SimpleNamespace(
             world_size=gpus,
@@ -132,8 +153,80 @@ def advice(plan: StagePlan, resources: Any, budget: float) -> str:
     )
 
 
-def _config(spec: Any) -> tuple[Any, Any]:
-    """(model config, tokenizer) without loading weights."""
+def _offload_tip(memory: dict[str, float], resources: Any, budget: float) -> str:
+    """The least offload to CPU RAM that makes a stage fit on the spec's own GPUs, with
+    the resources keys that turn it on (YAML keys, or `ftlab run SPEC key=value`)."""
+    current = _resources(resources)
+    for label, option in _offload_options(current):
+        gpu = sum(per_gpu(memory, option).values())
+        if gpu > budget:
+            continue
+        cpu = sum(memory.get(k, 0.0) for k in _placement(option)[1]) / current.nodes
+        keys = " ".join(_changed_keys(current, option))
+        n = current.world_size
+        return (
+            f"{label} on {n} GPU{'s' * (n != 1)} (≈{_mb(gpu)} each; "
+            f"≈{_mb(cpu)} of CPU RAM per node): {keys}"
+        )
+    return ""
+
+
+def _resources(resources: Any) -> Any:
+    """The spec's resources with every setting present (None: one GPU, the defaults)."""
+    from ftlab.runner.spec.schema import ResourcesSpec
+
+    return resources if isinstance(resources, ResourcesSpec) else ResourcesSpec()
+
+
+def _offload_options(current: Any) -> list[tuple[str, Any]]:
+    """Offload settings to try, least offloaded first, on the spec's own GPUs."""
+    if current.strategy == "fsdp":
+        fsdp = current.fsdp.model_copy(update={"cpu_offload": True})
+        return [("FSDP with CPU offload", current.model_copy(update={"fsdp": fsdp}))]
+
+    def zero(stage: int, *, params: bool) -> Any:
+        ds = current.deepspeed.model_copy(
+            update={"stage": stage, "offload_optimizer": True, "offload_params": params}
+        )
+        return current.model_copy(update={"strategy": "deepspeed", "deepspeed": ds})
+
+    options = []
+    if current.strategy == "deepspeed" and current.deepspeed.stage != 3:
+        stage = current.deepspeed.stage
+        options.append((f"ZeRO-{stage} with optimizer offload", zero(stage, params=False)))
+    options.append(("ZeRO-3 with optimizer offload", zero(3, params=False)))
+    options.append(("ZeRO-3 with optimizer and parameter offload", zero(3, params=True)))
+    return options
+
+
+def _changed_keys(current: Any, option: Any) -> list[str]:
+    """`resources.…=value` for each setting `option` changes."""
+    keys = []
+    if option.strategy != current.strategy:
+        keys.append(f"resources.strategy={option.strategy}")
+    for group in ("deepspeed", "fsdp"):
+        old, new = getattr(current, group), getattr(option, group)
+        for name in type(new).model_fields:
+            if getattr(new, name) != getattr(old, name):
+                keys.append(f"resources.{group}.{name}={_yaml(getattr(new, name))}")
+    return keys
+
+
+def _yaml(value: Any) -> str:
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+@dataclass(frozen=True)
+class Tokens:
+    """What counts a stage's tokens: the model's tokenizer, or none (estimates)."""
+
+    tokenizer: Any  # None when no tokenizer loads from `where`
+    where: str  # the folder (or hub id) the tokenizer was looked for in
+
+
+def _config(spec: Any) -> tuple[Any, Tokens]:
+    """The model config and its tokenizer, without loading weights. A folder holding only
+    config.json (planning before a download) plans from the config alone."""
     from ftlab.runner import models
 
     name = spec.model.name
@@ -141,13 +234,29 @@ def _config(spec: Any) -> tuple[Any, Any]:
         shape = name.split(":", 1)[1]
         if shape not in models.RANDOM_SHAPES:
             models.resolve(name)  # raises the helpful unknown-shape error
-        return models.random_config(shape), models.load_tokenizer(str(models.ensure_tiny()))
+        return models.random_config(shape), _tokens(str(models.ensure_tiny()))
     ref = models.resolve(name, revision=spec.model.revision, seed=spec.seed)
-    return models.load_config(ref), models.load_tokenizer(ref)
+    return models.load_config(ref), _tokens(ref.path)
 
 
-def meta_counts(config: Any, method: str, adapter: Any) -> tuple[int, int, int]:
-    """(trainable, total, quantisable linear) parameter counts from a meta-device model."""
+def _tokens(where: str) -> Tokens:
+    from ftlab.runner import models
+
+    try:
+        return Tokens(models.load_tokenizer(where), where)
+    except Exception:  # noqa: BLE001 - no or an unloadable tokenizer: token counts are estimated
+        return Tokens(None, where)
+
+
+class Counts(NamedTuple):
+    trainable: int
+    total: int
+    linear: int  # quantisable linear weights (QLoRA's 4-bit part)
+    trainable_small: int  # trainable values in tensors too small for 8-bit optimizer state
+
+
+def meta_counts(config: Any, method: str, adapter: Any) -> Counts:
+    """Parameter counts from a meta-device model wrapped with the method's peft config."""
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -166,14 +275,17 @@ def meta_counts(config: Any, method: str, adapter: Any) -> tuple[int, int, int]:
 
         model = get_peft_model(model, cfg, low_cpu_mem_usage=True)
     trainable, total = count_parameters(model)
-    return trainable, total, linear
+    small = sum(
+        p.numel()
+        for p in model.parameters()
+        if p.requires_grad and p.numel() < optimizers.MIN_QUANTISED_SIZE
+    )
+    return Counts(trainable, total, linear, small)
 
 
 def estimate(
     *,
-    trainable: int,
-    total: int,
-    linear: int,
+    counts: Counts,
     method: str,
     precision: str,
     optimizer: str,
@@ -182,6 +294,7 @@ def estimate(
     config: Any,
     checkpointing: bool,
 ) -> dict[str, float]:
+    trainable, total, linear, small = counts
     frozen = total - trainable
     half = precision in ("bf16", "fp16")
     if method == "full":
@@ -199,11 +312,10 @@ def estimate(
         if checkpointing
         else per_layer * layers
     )
-    opt = {"adamw_torch": 8.0, "adamw_torch_fused": 8.0, "sgd": 0.0, "adafactor": 4.0}[optimizer]
     return {
         "weights": weights,
         "gradients": trainable * 4.0,
-        "optimizer": trainable * opt,
+        "optimizer": optimizers.state_bytes(optimizer, large=trainable - small, small=small),
         "activations": activations,
         "logits": batch * seq * vocab * 8.0,
     }
@@ -225,81 +337,123 @@ def _extra_models(stage: Any, config: Any, *, trainable: int, total: int, precis
     return n_reward_models * (total - trainable) * w_bytes + value_head
 
 
-def _token_lengths(rows: list[dict[str, Any]], tokenizer: Any, max_length: int) -> list[int]:
+def _token_lengths(
+    rows: list[dict[str, Any]], tokens: Tokens, max_length: int
+) -> tuple[list[int], str]:
+    """Tokens per example (at most max_length) and, when they are estimates, why: without
+    a tokenizer, characters / 4; without a chat template, the messages as plain text."""
+    tok = tokens.tokenizer
+    if tok is None:
+        note = (
+            f"≈ tokens estimated as characters / 4: no tokenizer in {tokens.where} "
+            "(copy the model's tokenizer files there for exact counts)"
+        )
+        return [min(-(-len(_plain_text(r)) // 4), max_length) for r in rows], note
+    templated = bool(getattr(tok, "chat_template", None))
     lengths = []
     for row in rows:
-        if "messages" in row:
-            ids = tokenizer.apply_chat_template(row["messages"], tokenize=True)
+        if "messages" in row and templated:
+            ids = tok.apply_chat_template(row["messages"], tokenize=True)
             if isinstance(ids, dict) or hasattr(ids, "keys"):
                 ids = ids["input_ids"]
-        elif "completion" in row:
-            ids = tokenizer(row["prompt"] + row["completion"])["input_ids"]
         else:
-            ids = tokenizer(row.get("prompt", "") + row.get("chosen", ""))["input_ids"]
+            ids = tok(_plain_text(row))["input_ids"]
         lengths.append(min(len(ids), max_length))
-    return lengths
+    if templated or not any("messages" in r for r in rows):
+        return lengths, ""
+    return lengths, (
+        f"≈ the tokenizer in {tokens.where} has no chat template: messages counted as "
+        "plain text (role: content), without the template's markers"
+    )
+
+
+def _plain_text(row: dict[str, Any]) -> str:
+    if "messages" in row:
+        return "\n".join(f"{m['role']}: {m['content']}" for m in row["messages"])
+    if "completion" in row:
+        return str(row["prompt"]) + str(row["completion"])
+    return str(row.get("prompt", "")) + str(row.get("chosen", ""))
+
+
+def _optimizer_notes(stage: Any) -> tuple[str, ...]:
+    if stage.method == "ppo":
+        rollout = "optim steps of ppo count rollout batches (ppo_epochs × minibatch updates each)"
+        if stage.train.optimizer == "adamw_torch":
+            return (rollout,)
+        return (
+            rollout,
+            f"ftlab's PPO loop uses AdamW, not train.optimizer {stage.train.optimizer}",
+        )
+    note = optimizers.state(stage.train.optimizer).note
+    return (f"optimizer {stage.train.optimizer}: {note}",) if note else ()
 
 
 def plan_runs(path: Path, overrides: list[str]) -> list[RunPlan]:
-    from ftlab.runner import data as data_mod
-    from ftlab.runner.execute import resolve_precision
-    from ftlab.runner.spec.load import SUPERVISED, expand_runs
+    from ftlab.runner.spec.load import expand_runs
 
     plans = []
     spec_dir = Path(path).resolve().parent
     for variant, spec in expand_runs(path, overrides):
-        config, tokenizer = _config(spec)
-        stages = []
-        for stage in spec.needed_stages():
-            ds = data_mod.load(spec.data[stage.data], base_dir=spec_dir, seed=spec.seed)
-            lengths = _token_lengths(ds.train, tokenizer, stage.train.max_length)
-            # alignment methods train a LoRA policy; each example is a pair (chosen and
-            # rejected, or KTO's target and KL sample), so a batch forwards twice the rows
-            peft_method, rows = (stage.method, 1) if stage.method in SUPERVISED else ("lora", 2)
-            if stage.adapter_mode == "continue" and stage.from_:
-                peft_method = spec.stage(stage.from_).method
-            trainable, total, linear = meta_counts(config, peft_method, stage.adapter)
-            precision = resolve_precision(stage.train.precision)
-            t = stage.train
-            seq = max(lengths)
-            extra = 0.0
-            if stage.method in ONLINE:
-                rows = 1  # prompts; each sequence grows by the generated completion
-                seq = min(seq, t.max_length) + int(stage.params.get("max_completion_length", 48))
-                extra = _extra_models(
-                    stage, config, trainable=trainable, total=total, precision=precision
-                )
-            memory = estimate(
-                trainable=trainable,
-                total=total,
-                linear=linear,
-                method=peft_method,
-                precision=precision,
-                optimizer=t.optimizer,
-                batch=t.batch_size * rows,
-                seq=seq,
-                config=config,
-                checkpointing=t.gradient_checkpointing,
-            )
-            if stage.method == "reward_model":
-                memory["logits"] = 0.0  # a scalar head, no vocabulary logits
-            memory["extra models"] = extra
-            steps = -(-len(lengths) // (t.batch_size * t.grad_accum))
-            stages.append(
-                StagePlan(
-                    stage.name,
-                    stage.method,
-                    trainable,
-                    total,
-                    sum(lengths),
-                    steps,
-                    seq,
-                    precision,
-                    memory,
-                )
-            )
+        config, tokens = _config(spec)
+        stages = [
+            _plan_stage(spec=spec, stage=s, config=config, tokens=tokens, spec_dir=spec_dir)
+            for s in spec.needed_stages()
+        ]
         plans.append(RunPlan(variant, spec.model.name, stages, spec.resources))
     return plans
+
+
+def _plan_stage(*, spec: Any, stage: Any, config: Any, tokens: Tokens, spec_dir: Path) -> StagePlan:
+    from ftlab.runner import data as data_mod
+    from ftlab.runner.execute import resolve_precision
+    from ftlab.runner.spec.load import SUPERVISED
+
+    t = stage.train
+    ds = data_mod.load(spec.data[stage.data], base_dir=spec_dir, seed=spec.seed)
+    lengths, tokens_note = _token_lengths(ds.train, tokens, t.max_length)
+    # alignment methods train a LoRA policy; each example is a pair (chosen and
+    # rejected, or KTO's target and KL sample), so a batch forwards twice the rows
+    peft_method, rows = (stage.method, 1) if stage.method in SUPERVISED else ("lora", 2)
+    if stage.adapter_mode == "continue" and stage.from_:
+        peft_method = spec.stage(stage.from_).method
+    counts = meta_counts(config, peft_method, stage.adapter)
+    precision = resolve_precision(t.precision)
+    seq = max(lengths)
+    extra = 0.0
+    if stage.method in ONLINE:
+        rows = 1  # prompts; each sequence grows by the generated completion
+        seq = min(seq, t.max_length) + int(stage.params.get("max_completion_length", 48))
+        extra = _extra_models(
+            stage, config, trainable=counts.trainable, total=counts.total, precision=precision
+        )
+    memory = estimate(
+        counts=counts,
+        method=peft_method,
+        precision=precision,
+        optimizer="adamw_torch" if stage.method == "ppo" else t.optimizer,
+        batch=t.batch_size * rows,
+        seq=seq,
+        config=config,
+        checkpointing=t.gradient_checkpointing,
+    )
+    if stage.method == "reward_model":
+        memory["logits"] = 0.0  # a scalar head, no vocabulary logits
+    memory["extra models"] = extra
+    steps = stage_steps(stage=stage, lengths=lengths, processes=spec.resources.world_size)
+    return StagePlan(
+        stage=stage.name,
+        method=stage.method,
+        trainable=counts.trainable,
+        total=counts.total,
+        tokens_per_epoch=sum(lengths),
+        tokens_estimated=bool(tokens_note),
+        steps=steps.total,
+        steps_per_epoch=steps.per_epoch,
+        seq_len=seq,
+        precision=precision,
+        memory=memory,
+        notes=(tokens_note,) * bool(tokens_note) + _optimizer_notes(stage),
+    )
 
 
 def _count(n: int) -> str:
@@ -319,7 +473,8 @@ def render(plans: list[RunPlan], console: Console, gpu_memory_gb: float | None =
         "trainable",
         "total",
         "tok/epoch",
-        "steps",
+        "optim steps",
+        "per epoch",
         "prec",
         "weights",
         "grads",
@@ -341,8 +496,9 @@ def render(plans: list[RunPlan], console: Console, gpu_memory_gb: float | None =
                 s.method,
                 _count(s.trainable),
                 _count(s.total),
-                f"{s.tokens_per_epoch:,}",
-                str(s.steps_per_epoch),
+                f"{'≈' * s.tokens_estimated}{s.tokens_per_epoch:,}",
+                f"{s.steps:,}",
+                f"{s.steps_per_epoch:,}",
                 s.precision,
                 *(
                     _mb(m[k])
@@ -360,6 +516,8 @@ def render(plans: list[RunPlan], console: Console, gpu_memory_gb: float | None =
             )
     console.print(table)
     console.print(f"[dim]{FORMULA}[/]")
+    console.print(f"[dim]{STEPS}[/]")
+    _print_notes(plans, console)
     res = plans[0].resources if plans else None
     if res is not None:
         console.print(
@@ -372,3 +530,15 @@ def render(plans: list[RunPlan], console: Console, gpu_memory_gb: float | None =
             for s in p.stages:
                 if text := advice(s, p.resources, budget):
                     console.print(f"[yellow]warning[/] ({p.variant}): {text}")
+
+
+def _print_notes(plans: list[RunPlan], console: Console) -> None:
+    """Each distinct note once, with the run/stage rows it applies to."""
+    where: dict[str, list[str]] = {}
+    for p in plans:
+        for s in p.stages:
+            for note in s.notes:
+                where.setdefault(note, []).append(f"{p.variant}/{s.stage}")
+    for note, rows in where.items():
+        text = escape(f"note ({', '.join(rows)}): {note}")  # paths may hold [brackets]
+        console.print(f"[dim]{text}[/]", highlight=False)

@@ -13,7 +13,7 @@ import pytest
 
 from ftlab.runner import models
 from ftlab.runner.methods import METHODS
-from ftlab.runner.plan import _token_lengths, estimate, meta_counts
+from ftlab.runner.plan import Tokens, _token_lengths, estimate, meta_counts
 
 from .helpers import Snapshot, context, tiny_spec
 
@@ -54,14 +54,13 @@ def test_method_on_real_shape_with_memory_plan(method: str, tmp_path) -> None:
         assert not torch.equal(snap.before[name], snap.after[name]), name
 
     config = models.load_config(ref)
-    trainable, total, linear = meta_counts(config, method, spec.stages[0].adapter)
-    assert trainable == s["trainable_params"]
-    seq = max(_token_lengths(ctx.data.train, tok, 128))
+    counts = meta_counts(config, method, spec.stages[0].adapter)
+    assert counts.trainable == s["trainable_params"]
+    lengths, _ = _token_lengths(ctx.data.train, Tokens(tok, ref.path), 128)
+    seq = max(lengths)
     planned = sum(
         estimate(
-            trainable=trainable,
-            total=total,
-            linear=linear,
+            counts=counts,
             method=method,
             precision="bf16",
             optimizer="adamw_torch",

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -13,6 +16,12 @@ from ftlab.runner.plan import meta_counts, plan_runs
 from ftlab.runner.spec.schema import AdapterSpec
 
 from .conftest import EXPERIMENTS
+
+FULL_SPEC = """\
+name: p
+data: {sft: {path: data/support_sft.jsonl}}
+stages: [{name: sft, method: full, train: {max_length: 128}}]
+"""
 
 SUPERVISED = ["full", "lora", "qlora", "dora", "ia3", "prompt_tuning", "prefix_tuning"]
 
@@ -29,8 +38,8 @@ def test_meta_counts_match_a_real_model(method: str) -> None:
     cfg = peft_config(method, adapter)
     if cfg is not None:
         model = get_peft_model(model, cfg)
-    trainable, total, _ = meta_counts(models.load_config(ref), method, adapter)
-    assert (trainable, total) == count_parameters(model)
+    counts = meta_counts(models.load_config(ref), method, adapter)
+    assert (counts.trainable, counts.total) == count_parameters(model)
 
 
 def test_quickstart_plan() -> None:
@@ -108,8 +117,194 @@ def test_per_gpu_share_under_each_strategy_and_fit_advice() -> None:
         deepspeed={"stage": 3, "offload_optimizer": True, "offload_params": True},
     )
     assert per_gpu(memory, offload)["optimizer"] == 0 and per_gpu(memory, offload)["weights"] == 0
-    stage = StagePlan("sft", "full", 1, 1, 1, 1, 1, "bf16", memory)
+    stage = StagePlan(
+        stage="sft",
+        method="full",
+        trainable=1,
+        total=1,
+        tokens_per_epoch=1,
+        steps=1,
+        steps_per_epoch=1,
+        seq_len=1,
+        precision="bf16",
+        memory=memory,
+    )
     assert advice(stage, SimpleNamespace(world_size=1, strategy="ddp"), 64 * g) == ""
     text = advice(stage, ddp, 16 * g)
     assert "needs ≈36.0G per GPU" in text and "lora or qlora" in text
     assert "ZeRO-3 on 4 GPUs" in text
+
+
+def test_8bit_optimizer_state_counts_one_byte_per_value(write, sft_data) -> None:
+    """bitsandbytes keeps 8-bit state (plus an fp32 absmax per 256 values) for tensors of
+    at least 4096 values and fp32 state for smaller ones."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    spec = write("full.yaml", FULL_SPEC)
+    (torch32,) = plan_runs(spec, [])
+    (bnb8,) = plan_runs(spec, ["stages.sft.train.optimizer=adamw_8bit"])
+    model = AutoModelForCausalLM.from_pretrained(models.resolve("tiny").path, dtype=torch.float32)
+    large = sum(p.numel() for p in model.parameters() if p.numel() >= 4096)
+    assert 0 < large < torch32.stages[0].trainable
+    saved = torch32.stages[0].memory["optimizer"] - bnb8.stages[0].memory["optimizer"]
+    assert saved == pytest.approx(large * (8 - 2 * (1 + 4 / 256)))
+
+
+def _plan_cli(*args: str) -> Any:
+    from typer.testing import CliRunner
+
+    from ftlab.runner.cli import app
+
+    result = CliRunner().invoke(app, ["plan", *args])
+    assert result.exception is None and result.exit_code == 0, result.output
+    return " ".join(result.output.split())  # rich wraps long lines
+
+
+def _tiny_files(folder: Path, *names: str) -> Path:
+    folder.mkdir()
+    for name in names:
+        shutil.copy(models.ensure_tiny() / name, folder / name)
+    return folder
+
+
+def test_plan_cli_from_config_json_alone(write, sft_data, tmp_path: Path) -> None:
+    folder = _tiny_files(tmp_path / "weights-not-downloaded", "config.json")
+    spec = write("s.yaml", FULL_SPEC + f"model: {folder}\n")
+    out = _plan_cli(str(spec))
+    assert f"no tokenizer in {folder}" in out and "≈" in out
+    (estimated,) = plan_runs(spec, [])
+    (exact,) = plan_runs(spec, ["model=tiny"])
+    assert estimated.stages[0].total == exact.stages[0].total  # counts need the config only
+    assert 0.5 < estimated.stages[0].tokens_per_epoch / exact.stages[0].tokens_per_epoch < 2
+
+
+def test_plan_cli_with_a_tokenizer_but_no_chat_template(write, sft_data, tmp_path: Path) -> None:
+    folder = _tiny_files(
+        tmp_path / "no-template", "config.json", "tokenizer.json", "tokenizer_config.json"
+    )
+    spec = write("s.yaml", FULL_SPEC + f"model: {folder}\n")
+    out = _plan_cli(str(spec))
+    assert f"the tokenizer in {folder} has no chat template" in out
+    (plan,) = plan_runs(spec, [])
+    (exact,) = plan_runs(spec, ["model=tiny"])
+    assert 0.5 < plan.stages[0].tokens_per_epoch / exact.stages[0].tokens_per_epoch <= 1
+
+
+STEPS_SPEC = """\
+name: steps
+data:
+  sft: {{path: data/support_sft.jsonl, max_rows: 48, val_fraction: 0.125}}
+stages:
+  - name: sft
+    method: lora
+    adapter: {{r: 4, alpha: 8, dropout: 0.0}}
+    train: {{learning_rate: 5.0e-3, epochs: {epochs}, grad_accum: {accum}, batch_size: 4,
+             max_length: {max_length}, packing: {packing}, logging_steps: 2, save_steps: 1000,
+             precision: fp32}}
+output: {{dir: {runs}}}
+"""
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize(
+    ("epochs", "accum", "max_length", "packing"),
+    [(3, 3, 96, False), (2.5, 2, 256, True)],
+    ids=["3-epochs-accum-3", "2.5-epochs-accum-2-packed"],
+)
+def test_plan_steps_are_the_optimizer_steps_a_real_run_does(
+    write, sft_data, tmp_path: Path, epochs: float, accum: int, max_length: int, packing: bool
+) -> None:
+    from ftlab.runner import execute
+    from ftlab.runner.spec.load import expand_runs
+
+    text = STEPS_SPEC.format(
+        epochs=epochs,
+        accum=accum,
+        max_length=max_length,
+        packing=str(packing).lower(),
+        runs=tmp_path / "runs",
+    )
+    path = write("steps.yaml", text)
+    (plan,) = plan_runs(path, [])
+    ((variant, spec),) = expand_runs(path, [])
+    rd = execute.create_run(spec, variant=variant, spec_file=path, overrides=[])
+    done = execute.execute(rd, spec).stages["sft"]["summary"]
+    assert done["steps"] > done["train_rows"] / 4 / accum  # several epochs, accumulated
+    assert plan.stages[0].steps == done["steps"]  # the trainer's global_step
+
+
+SEVENTY_B = """\
+name: big
+model: random:llama-70b
+data: {sft: {path: data/support_sft.jsonl, max_rows: 64}}
+stages: [{name: sft, method: full, train: {precision: bf16, batch_size: 1}}]
+resources: {processes: 8, strategy: deepspeed, deepspeed: {stage: 3}}
+"""
+
+
+def test_plan_advises_offload_when_it_makes_a_70b_full_finetune_fit(write, sft_data) -> None:
+    from ftlab.runner.plan import _mb, advice, per_gpu
+    from ftlab.runner.spec.schema import ResourcesSpec
+
+    path = write("big.yaml", SEVENTY_B)
+    out = _plan_cli(str(path), "--gpu-memory", "80")
+    (plan,) = plan_runs(path, [])
+    stage, g = plan.stages[0], 2**30
+    assert stage.total > 69e9
+    zero3 = dict(processes=8, strategy="deepspeed")
+    offload_opt = ResourcesSpec(**zero3, deepspeed={"stage": 3, "offload_optimizer": True})
+    both = ResourcesSpec(
+        **zero3, deepspeed={"stage": 3, "offload_optimizer": True, "offload_params": True}
+    )
+    as_planned, opt_only, everything = (
+        sum(per_gpu(stage.memory, r).values()) for r in (plan.resources, offload_opt, both)
+    )
+    assert as_planned > 80 * g >= opt_only > 40 * g >= everything
+    assert (
+        f"ZeRO-3 with optimizer offload on 8 GPUs (≈{_mb(opt_only)} each" in out
+        and "resources.deepspeed.offload_optimizer=true" in out
+    )
+    fsdp = advice(stage, ResourcesSpec(processes=8, strategy="fsdp"), 80 * g)
+    assert "FSDP with CPU offload on 8 GPUs" in fsdp and "resources.fsdp.cpu_offload=true" in fsdp
+    tight = advice(stage, plan.resources, 40 * g)  # only both offloads fit in 40 GiB
+    assert f"(≈{_mb(everything)} each" in tight
+    assert "resources.deepspeed.offload_optimizer=true resources.deepspeed.offload_params=true" in (
+        tight
+    )
+
+
+GRPO_SPEC = """\
+name: grpo_steps
+data:
+  p: {{path: {data}/support_eval.jsonl, format: prompts, max_rows: 11, val_fraction: 0.0}}
+stages:
+  - name: rl
+    method: grpo
+    data: p
+    adapter: {{r: 4}}
+    params:
+      rewards: [{{name: length, params: {{target_words: 4}}}}]
+      num_generations: 4
+      max_completion_length: 6
+    train: {{epochs: 1.5, batch_size: 4, grad_accum: 2, precision: fp32, save_steps: 1000}}
+"""
+
+
+@pytest.mark.integration
+def test_plan_steps_of_grpo_are_the_steps_a_real_run_does(write, tmp_path: Path) -> None:
+    """trl's GRPO loader draws whole generation batches of batch_size × grad_accum / 4
+    unique prompts (here 2 of 11: one is left out), each repeated num_generations times."""
+    from ftlab.runner.methods import METHODS
+    from ftlab.runner.spec.load import expand_runs
+
+    from .conftest import DATA
+    from .helpers import stage_ctx
+
+    path = write("grpo.yaml", GRPO_SPEC.format(data=DATA))
+    (plan,) = plan_runs(path, [])
+    ((_, spec),) = expand_runs(path, [])
+    ctx = stage_ctx(spec, spec.stages[0], "p", tmp_path / "work")
+    done = METHODS.get("grpo").train(ctx).summary
+    assert (plan.stages[0].steps_per_epoch, plan.stages[0].steps) == (5, 8)
+    assert plan.stages[0].steps == done["steps"]

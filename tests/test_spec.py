@@ -389,3 +389,45 @@ def test_extends_explicit_empty_mapping_drops_what_it_inherits(write) -> None:
     assert [n for n, _ in expand_runs(child)] == ["base"]
     keep = write("keep.yaml", "extends: base.yaml\nvariants:\n  f: {stages.sft.method: full}\n")
     assert [n for n, _ in expand_runs(keep)] == ["base", "q", "f"]  # non-empty: merged
+
+
+QLORA_RECIPE = """\
+name: qlora_recipe
+data:
+  sft: {path: data/support_sft.jsonl}
+stages:
+  - name: sft
+    method: qlora
+    adapter: {r: 16, alpha: 32, quant_type: nf4}
+    train:
+      learning_rate: 2.0e-4
+      batch_size: 4
+      grad_accum: 4
+      optimizer: paged_adamw_8bit
+      scheduler: cosine
+      warmup_ratio: 0.1
+"""
+
+
+def test_qlora_recipe_with_paged_adamw_8bit_validates(write) -> None:
+    spec = load_spec(write("a.yaml", QLORA_RECIPE))
+    assert spec.stages[0].train.optimizer == "paged_adamw_8bit"
+
+
+def test_misspelt_optimizer_names_key_line_and_suggests(write) -> None:
+    text = QLORA_RECIPE.replace("paged_adamw_8bit", "paged_adamw_8bt")
+    with pytest.raises(SpecError) as err:
+        load_spec(write("a.yaml", text))
+    (p,) = err.value.problems
+    assert (p.path, p.line) == ("stages.0.train.optimizer", 12)
+    assert "'paged_adamw_8bt'" in p.found
+    assert "Did you mean 'paged_adamw_8bit'" in p.hint
+    assert "transformers" in p.expected
+
+
+def test_optimizer_names_are_transformers_own() -> None:
+    from transformers.training_args import OptimizerNames
+
+    from ftlab.runner import optimizers
+
+    assert optimizers.names() == tuple(o.value for o in OptimizerNames)

@@ -27,6 +27,7 @@ from pydantic import BaseModel, Field
 from ftlab.runner.methods.base import Artifact, StageContext, StageResult
 from ftlab.runner.methods.common import count_parameters, peak_memory_mb, policy
 from ftlab.runner.methods.online import RolloutParams, reward_functions, rollout_inputs
+from ftlab.runner.steps import ppo_steps
 
 
 class PPOParams(RolloutParams):
@@ -155,8 +156,10 @@ def train_ppo(ctx: StageContext) -> StageResult:
         params.kl_coef, target=params.kl_target or None, horizon=params.kl_horizon
     )
     prompts = _encode_prompts(ctx.data.train, tokenizer)
-    batches_per_epoch = max(1, len(prompts) // t.batch_size)
-    total_steps = t.max_steps or int(t.epochs * batches_per_epoch)
+    planned = ppo_steps(
+        rows=len(prompts), batch=t.batch_size, epochs=t.epochs, max_steps=t.max_steps
+    )
+    batches_per_epoch, total_steps = planned.per_epoch, planned.total
     step = 0
     if ctx.resume_from is not None:
         step = _load_checkpoint(ctx.resume_from, model, value_head, optimizer, kl_ctl)

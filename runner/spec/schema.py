@@ -10,6 +10,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from ftlab.runner.optimizers import names as optim_names
 from ftlab.runner.registry import did_you_mean
 
 DataFormat = Literal[
@@ -127,8 +128,12 @@ class TrainSpec(Strict):
     """AdamW weight decay."""
     max_grad_norm: float = Field(1.0, ge=0.0)
     """Gradient clipping norm (0 = off)."""
-    optimizer: Literal["adamw_torch", "adamw_torch_fused", "sgd", "adafactor"] = "adamw_torch"
-    """Optimizer name as transformers knows it."""
+    optimizer: str = Field(
+        "adamw_torch", json_schema_extra=lambda schema: schema.update(enum=list(optim_names()))
+    )
+    """Optimizer name as transformers knows it (`TrainingArguments.optim`): adamw_torch,
+    adamw_torch_fused, adamw_8bit, paged_adamw_8bit (QLoRA's), adafactor, sgd, lion_8bit, …
+    (`ftlab schema` lists them all). 8-bit and paged optimizers need bitsandbytes."""
     precision: Precision = "auto"
     """Training precision. `auto` = bf16 where the hardware supports it (CUDA with bf16,
     or a CPU with native bf16 matrix units), else fp32. The run records what was used."""
@@ -146,6 +151,16 @@ class TrainSpec(Strict):
     """Write a resumable checkpoint every N steps."""
     early_stopping_patience: int = Field(0, ge=0)
     """Stop after N evaluations without improvement of eval loss; 0 = off (needs eval_steps)."""
+
+    @field_validator("optimizer")
+    @classmethod
+    def _known_optimizer(cls, value: str) -> str:
+        if value not in optim_names():
+            raise ValueError(
+                f"an optimizer name transformers knows (TrainingArguments.optim), one of "
+                f"{', '.join(optim_names())}.{did_you_mean(value, optim_names())}"
+            )
+        return value
 
     @model_validator(mode="after")
     def _early_stopping_needs_evals(self) -> TrainSpec:
