@@ -16,8 +16,8 @@ from rich.table import Table
 
 from ftlab.reports.units import fmt_mb, fmt_s
 
-console = Console(width=None if sys.stdout.isatty() else 260)
-err = Console(stderr=True, soft_wrap=True)
+console = Console(width=None if sys.stdout.isatty() else 260, markup=False)  # see runner/cli.py
+err = Console(stderr=True, soft_wrap=True, markup=False)
 
 Refs = Annotated[
     list[str] | None,

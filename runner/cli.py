@@ -11,6 +11,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from ftlab.reports import cli as reports_cli
 from ftlab.reports.units import fmt_mb, fmt_s
@@ -21,8 +22,10 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     help="ftlab: declarative LLM fine-tuning experiments.",
 )
-console = Console(width=None if sys.stdout.isatty() else 200)
-err = Console(stderr=True, soft_wrap=True)
+# markup=False: names, paths and values from specs and data are printed as they are
+# ("[red]x" is not a style, "[/bold]" no crash); ftlab's own styles use Text and style=.
+console = Console(width=None if sys.stdout.isatty() else 200, markup=False)
+err = Console(stderr=True, soft_wrap=True, markup=False)
 
 Overrides = Annotated[
     list[str] | None,
@@ -70,9 +73,8 @@ def validate(files: Annotated[list[Path], typer.Argument(help="Spec files.")]) -
             bad += 1
             err.print(exc.format(), markup=False, highlight=False)
             continue
-        console.print(
-            f"[green]ok[/] {file}: {len(runs)} run(s): " + ", ".join(name for name, _ in runs)
-        )
+        names = ", ".join(name for name, _ in runs)
+        console.print(Text.assemble(("ok", "green"), f" {file}: {len(runs)} run(s): {names}"))
     if bad:
         raise typer.Exit(2)
 
@@ -197,7 +199,7 @@ def run(
     results = []
     for make_run, spec_obj, is_resume in planned:
         rd = make_run()  # created when its turn comes: an interrupt leaves no empty runs
-        console.rule(f"[bold]{rd.run_id}[/]  →  {execute.cwd_relative(rd.path)}")
+        console.rule(Text.assemble((rd.run_id, "bold"), f"  →  {execute.cwd_relative(rd.path)}"))
         try:
             results.append(execute.execute(rd, spec_obj, resume=is_resume))
         except KeyboardInterrupt:

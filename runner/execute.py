@@ -111,6 +111,8 @@ def create_run(
 
     root = Path(spec.output.dir)
     run = RunDir(root / new_run_id(spec.name, variant))
+    if run.path.resolve().parent != root.resolve():  # names are checked; paths are too
+        raise ValueError(f"run directory {run.path} would not be inside output.dir {root}")
     run.path.mkdir(parents=True)
     write_json(
         run.path / "run.json",

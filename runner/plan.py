@@ -31,8 +31,8 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from ftlab.runner import optimizers
 from ftlab.runner.steps import stage_steps
@@ -515,21 +515,23 @@ def render(plans: list[RunPlan], console: Console, gpu_memory_gb: float | None =
                 _mb(sum(per_gpu(s.memory, p.resources).values())),
             )
     console.print(table)
-    console.print(f"[dim]{FORMULA}[/]")
-    console.print(f"[dim]{STEPS}[/]")
+    console.print(FORMULA, style="dim", markup=False)
+    console.print(STEPS, style="dim", markup=False)
     _print_notes(plans, console)
     res = plans[0].resources if plans else None
     if res is not None:
         console.print(
-            f"[dim]per GPU: {res.strategy} on {res.world_size} process(es); sharding divides "
-            "weights/gradients/optimizer state, offload moves them to CPU RAM[/]"
+            f"per GPU: {res.strategy} on {res.world_size} process(es); sharding divides "
+            "weights/gradients/optimizer state, offload moves them to CPU RAM",
+            style="dim",
+            markup=False,
         )
     if gpu_memory_gb:
         budget = gpu_memory_gb * 2**30
         for p in plans:
             for s in p.stages:
                 if text := advice(s, p.resources, budget):
-                    console.print(f"[yellow]warning[/] ({p.variant}): {text}")
+                    console.print(Text.assemble(("warning", "yellow"), f" ({p.variant}): {text}"))
 
 
 def _print_notes(plans: list[RunPlan], console: Console) -> None:
@@ -540,5 +542,5 @@ def _print_notes(plans: list[RunPlan], console: Console) -> None:
             for note in s.notes:
                 where.setdefault(note, []).append(f"{p.variant}/{s.stage}")
     for note, rows in where.items():
-        text = escape(f"note ({', '.join(rows)}): {note}")  # paths may hold [brackets]
-        console.print(f"[dim]{text}[/]", highlight=False)
+        text = f"note ({', '.join(rows)}): {note}"  # printed without markup: paths hold [x]
+        console.print(text, style="dim", highlight=False, markup=False)

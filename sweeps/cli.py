@@ -50,9 +50,10 @@ def start(
     sweep = study_mod.load(file, overrides)  # every problem reported before any trial
     study = study_mod.open_study(sweep)
     console.print(
-        f"study [bold]{sweep.name}[/] in {sweep.storage_url}: {len(sweep.params)} parameter(s), "
+        f"study {sweep.name} in {sweep.storage_url}: {len(sweep.params)} parameter(s), "
         f"{sweep.spec.search.n_trials} trials, sampler {sweep.spec.search.sampler}, "
-        f"pruner {sweep.spec.search.pruner}"
+        f"pruner {sweep.spec.search.pruner}",
+        markup=False,
     )
     procs = []
     if workers > 1:

@@ -431,3 +431,58 @@ def test_optimizer_names_are_transformers_own() -> None:
     from ftlab.runner import optimizers
 
     assert optimizers.names() == tuple(o.value for o in OptimizerNames)
+
+
+def test_yaml_alias_bomb_is_refused_fast(write) -> None:
+    """Issue 15.1: aliases of aliases expanding to millions of values: a clear error in
+    well under a second, not gigabytes."""
+    import time
+
+    bomb = "lol1: &l1 [x, x, x, x, x, x, x, x, x]\n"
+    for i in range(2, 9):
+        bomb += f"lol{i}: &l{i} [" + ", ".join([f"*l{i - 1}"] * 9) + "]\n"
+    path = write("bomb.yaml", bomb + MINIMAL)
+    started = time.monotonic()
+    with pytest.raises(SpecError) as err:
+        expand_runs(path)
+    assert time.monotonic() - started < 5.0  # (about 0.3 s here; it was minutes and GBs)
+    (p,) = err.value.problems
+    assert "aliases" in p.found and "20,000 values" in p.expected
+
+
+@pytest.mark.parametrize("name", ["a/../../../elsewhere/pwn", "sub/dir", "[/bold]", "..", ""])
+def test_variant_names_cannot_leave_the_runs_directory(write, name: str) -> None:
+    """Issue 15.2: variant names follow the pattern of experiment and stage names."""
+    text = MINIMAL + f"variants:\n  {name!r}: {{seed: 2}}\n"
+    with pytest.raises(SpecError) as err:
+        expand_runs(write("a.yaml", text))
+    assert any(p.path == "variants" for p in err.value.problems)
+
+
+def test_user_text_is_printed_as_is_never_as_markup(write, tmp_path) -> None:
+    """Issue 15.3: names and paths are not rich markup: `[/bold]` cannot crash a command
+    and `[red]x` is shown as written."""
+    folder = tmp_path / "[red]x" / "[/bold]"
+    folder.mkdir(parents=True)
+    (folder / "data").mkdir()
+    (folder / "data" / "support_sft.jsonl").write_text(
+        (tmp_path / "data" / "support_sft.jsonl").read_text()
+    )
+    spec = folder / "s.yaml"
+    spec.write_text(MINIMAL)
+    out = subprocess.run(
+        [sys.executable, "-m", "ftlab.runner.cli", "validate", str(spec)],
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode == 0, out.stderr
+    assert f"ok {spec}: 1 run(s): base" in out.stdout.replace("\n", "")
+    bad = folder / "bad.yaml"
+    bad.write_text(MINIMAL + "variants:\n  '[/bold]': {seed: 2}\n")
+    out = subprocess.run(
+        [sys.executable, "-m", "ftlab.runner.cli", "validate", str(bad)],
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert "'[/bold]'" in out.stderr

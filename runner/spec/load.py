@@ -48,8 +48,23 @@ class Raw:
 # ---------------------------------------------------------------- reading YAML
 
 
-def _plain(node: Any, file: str, path: PathT, locs: dict[PathT, Loc]) -> Any:
-    """Turn ruamel's round-trip nodes into plain Python, recording line numbers."""
+MAX_NODES = 20_000  # values in one spec file after YAML aliases are expanded
+
+
+class _TooBig(Exception):
+    pass
+
+
+def _plain(
+    node: Any, file: str, path: PathT, locs: dict[PathT, Loc], budget: list[int] | None = None
+) -> Any:
+    """Turn ruamel's round-trip nodes into plain Python, recording line numbers. Aliases
+    (`*x`) are expanded, within `MAX_NODES` values: an alias "bomb" (aliases of aliases
+    of lists) stops here in milliseconds instead of expanding to gigabytes."""
+    budget = budget if budget is not None else [MAX_NODES]
+    budget[0] -= 1
+    if budget[0] < 0:
+        raise _TooBig
     if isinstance(node, dict):
         out: dict[str, Any] = {}
         for key, value in node.items():
@@ -58,7 +73,7 @@ def _plain(node: Any, file: str, path: PathT, locs: dict[PathT, Loc]) -> Any:
                 locs[sub] = Loc(file, node.lc.key(key)[0] + 1)  # type: ignore[attr-defined]
             except (AttributeError, KeyError, TypeError):
                 locs[sub] = locs.get(path, Loc(file, 0))
-            out[str(key)] = _plain(value, file, sub, locs)
+            out[str(key)] = _plain(value, file, sub, locs, budget)
         return out
     if isinstance(node, list):
         items = []
@@ -68,7 +83,7 @@ def _plain(node: Any, file: str, path: PathT, locs: dict[PathT, Loc]) -> Any:
                 locs[sub] = Loc(file, node.lc.item(i)[0] + 1)  # type: ignore[attr-defined]
             except (AttributeError, KeyError, TypeError, IndexError):
                 locs[sub] = locs.get(path, Loc(file, 0))
-            items.append(_plain(value, file, sub, locs))
+            items.append(_plain(value, file, sub, locs, budget))
         return items
     if isinstance(node, str):
         return str(node)
@@ -120,6 +135,19 @@ def read_yaml(path: Path) -> Raw:
         data = _plain(node, file, (), locs)
     except RecursionError:
         raise SpecError([Problem(file, 0, "", "a spec nested less deeply", "too deep")]) from None
+    except _TooBig:
+        raise SpecError(
+            [
+                Problem(
+                    file,
+                    0,
+                    "",
+                    f"a spec of at most {MAX_NODES:,} values once YAML aliases are expanded",
+                    "more (aliases of aliases multiply: an alias bomb?)",
+                    "remove the &anchor/*alias chains; reuse whole specs with extends:",
+                )
+            ]
+        ) from None
     return Raw(data, locs)
 
 

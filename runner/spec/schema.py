@@ -6,6 +6,7 @@ becomes the JSON Schema description (`ftlab schema`) and the text of errors.
 
 from __future__ import annotations
 
+import re
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -17,6 +18,7 @@ DataFormat = Literal[
     "messages", "sharegpt", "alpaca", "prompt_completion", "preference", "unpaired", "prompts"
 ]
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
+NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")  # experiment, stage, eval, variant names
 
 
 class Strict(BaseModel):
@@ -406,6 +408,17 @@ class Spec(Strict):
     @classmethod
     def _one_or_many(cls, value: Any) -> Any:
         return [value] if isinstance(value, str) else value
+
+    @field_validator("variants")
+    @classmethod
+    def _variant_names(cls, value: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        bad = [name for name in value if not NAME.fullmatch(name)]
+        if bad:
+            raise ValueError(
+                f"variant names of letters, digits and `_ . -` (they become run ids and "
+                f"folder names), not {', '.join(repr(b) for b in bad)}"
+            )
+        return value
 
     def needed_stages(self) -> list[StageSpec]:
         """The stages a run trains, in order: the last stage, the stages evals name, and
