@@ -9,6 +9,8 @@ time and never stores it; it retries 429/5xx/timeouts/malformed replies with bac
 from __future__ import annotations
 
 import json
+import os
+import sys
 import threading
 import time
 import urllib.error
@@ -131,6 +133,12 @@ class OpenAIBackend:
         self.model = model
         self.identity = f"openai:{base_url.rstrip('/')}:{model}"
         self.api_key_env = api_key_env
+        if api_key_env and not os.environ.get(api_key_env):
+            print(
+                f"warning: judge backend {base_url}: ${api_key_env} is not set; requests go "
+                "without an API key (export it, or drop api_key_env for a server without one)",
+                file=sys.stderr,
+            )
         self.concurrency = concurrency
         self.timeout_s = timeout_s
         self.max_retries = max_retries
@@ -144,7 +152,6 @@ class OpenAIBackend:
             return list(pool.map(self._one, conversations))
 
     def _one(self, messages: Conversation) -> str | BackendError:
-        import os
 
         body = json.dumps(
             {

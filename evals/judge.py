@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ftlab.evals.backends import Backend, BackendError, Conversation, LocalBackend, OpenAIBackend
 from ftlab.evals.base import EvalError, EvalInput, EvalOutput, Metric, item_id
@@ -119,6 +119,33 @@ class JudgeParams(BaseModel):
     """Longest judge answer."""
     generation: GenerationParams = GenerationParams()
     """How the judged model writes its replies."""
+
+    @field_validator("base_url")
+    @classmethod
+    def _no_credentials(cls, value: str) -> str:
+        from urllib.parse import urlsplit
+
+        try:
+            parts = urlsplit(value)
+            has_credentials = bool(parts.username or parts.password)
+        except ValueError:
+            has_credentials = "@" in value.split("//", 1)[-1].split("/", 1)[0]
+        if has_credentials:
+            raise ValueError(
+                "a URL without credentials (user:key@ would be written to the run's files): "
+                "put the key in an environment variable and name it in api_key_env"
+            )
+        return value
+
+    @field_validator("api_key_env")
+    @classmethod
+    def _a_variable_name(cls, value: str) -> str:
+        if value and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", value):
+            raise ValueError(
+                "the NAME of an environment variable (letters, digits, _), e.g. "
+                "OPENAI_API_KEY — not the key itself"
+            )
+        return value
 
     @model_validator(mode="after")
     def _consistent(self) -> JudgeParams:
@@ -269,7 +296,13 @@ class Judge:
             new = {keys[i]: v for i, v in zip(todo, fresh, strict=True)}
             self._store({k: v for k, v in new.items() if v["verdict"] != "error"})
             known.update(new)
-        return [known[k] for k in keys]
+        out = [known[k] for k in keys]
+        if out and all(v["verdict"] == "error" for v in out):  # no verdict at all: not a 0.5
+            raise EvalError(
+                f"every one of {len(out)} judge calls failed (first: {out[0]['raw']}); check "
+                "the judge's base_url, judge_model and the variable api_key_env names"
+            )
+        return out
 
     def _text(self, conversations: list[Conversation], kind: str) -> list[dict[str, Any]]:
         pattern = VERDICT if kind == "pairwise" else SCORE

@@ -27,8 +27,8 @@ from pathlib import Path
 from typing import Any
 
 from ftlab.runner.rundir import RunDir, read_metrics
+from ftlab.runner.spec.errors import secret
 
-SECRET = re.compile(r"(api[_-]?key|token|secret|password|passwd|credential)", re.I)
 PROBE_TIMEOUT_S = 3.0
 MAX_TABLE_ROWS = 2000
 MAX_CELL = 4000
@@ -102,7 +102,7 @@ def flat_config(spec: Any, prefix: str = "") -> dict[str, Any]:
         return {prefix.rstrip("."): spec}
     for k, v in items:
         key = f"{prefix}{k}"
-        if SECRET.search(str(k)) and not str(k).endswith("_env"):
+        if secret(str(k), v if isinstance(v, str) else ""):
             continue  # an inline secret never leaves the machine
         out |= flat_config(v, key + ".") if isinstance(v, dict | list) else {key: v}
     return out

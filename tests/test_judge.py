@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 
 from ftlab.evals.backends import BackendError, OpenAIBackend
-from ftlab.evals.base import EvalInput
+from ftlab.evals.base import EvalError, EvalInput
 from ftlab.evals.judge import JUDGE, SCORE, VERDICT, Judge, JudgeParams, _parse
 from ftlab.reports.stats import length_controlled_win_rate, length_feature
 from ftlab.runner import models
@@ -307,3 +308,118 @@ def test_judge_verdicts_are_indexed(tmp_path) -> None:
         ("ab", "A", False),
         ("ba", "A", True),
     ] * 2
+
+
+SECRET_KEY = "sk-test-" + "s3cr3t" * 4
+
+
+@pytest.mark.parametrize(
+    ("where", "override"),
+    [
+        ("base_url: http://user:{key}@127.0.0.1:9/v1", []),
+        ("api_key_env: {key}", []),
+        ("api_key: {key}", []),
+        ("headers: {{Authorization: 'Bearer {key}'}}", []),
+        ("rubric: support_reply", ["tracking.wandb.api_key={key}"]),
+        ("rubric: support_reply", ["evals.0.params.api_key_env={key}"]),
+        ("rubric: support_reply", ["description={key}"]),
+    ],
+)
+def test_a_key_typed_anywhere_is_refused_and_never_echoed(
+    tmp_path: Path, where: str, override: list[str]
+) -> None:
+    """Issue 15.4: a key in a URL, in api_key_env, under api_key/headers, in W&B settings
+    or on the command line: exit 2, the key in no output, nothing written."""
+    import subprocess
+    import sys
+
+    spec = tmp_path / "s.yaml"
+    spec.write_text(
+        f"name: keyed\ndata:\n  sft: {{path: {EXPERIMENTS}/data/support_sft.jsonl}}\n"
+        f"  prompts: {{path: {EXPERIMENTS}/data/support_eval.jsonl, format: prompts}}\n"
+        "stages: [{name: sft, method: lora, train: {max_steps: 1}}]\n"
+        "evals:\n  - kind: judge\n    data: prompts\n"
+        "    params: {backend: openai, base_url: 'http://127.0.0.1:9/v1', "
+        + where.format(key=SECRET_KEY).replace("base_url: ", "base_url2: ")
+        + "}\n"
+        f"output: {{dir: {tmp_path / 'runs'}}}\n"
+    )
+    if where.startswith("base_url"):  # the URL itself carries the key
+        spec.write_text(
+            spec.read_text().replace("base_url: 'http://127.0.0.1:9/v1', base_url2: ", "base_url: ")
+        )
+    args = [o.format(key=SECRET_KEY) for o in override]
+    for command in (["validate", str(spec)], ["run", str(spec), *args]):
+        if command[0] == "validate" and args:
+            continue
+        out = subprocess.run(
+            [sys.executable, "-m", "ftlab.runner.cli", *command],
+            capture_output=True,
+            text=True,
+            cwd=tmp_path,
+        )
+        assert out.returncode == 2, out.stdout + out.stderr
+        assert SECRET_KEY not in out.stdout + out.stderr
+        assert "s3cr3t" not in out.stdout + out.stderr
+        assert "Traceback" not in out.stderr
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_judge_whose_every_call_failed_fails_its_eval(tmp_path: Path) -> None:
+    """Issue 15.4: every judge call failing is an error, not a 0.5 win rate."""
+    params = JudgeParams(
+        backend="openai", base_url="http://127.0.0.1:9/v1", max_retries=0, timeout_s=2.0
+    )
+    rows = [{"prompt": f"message {i}"} for i in range(2)]
+    with pytest.raises(EvalError, match="every one of 2 judge calls failed"):
+        JUDGE.run(
+            EvalInput(
+                None,
+                None,
+                rows,
+                params,
+                base_dir=EXPERIMENTS,
+                cache_dir=tmp_path / "cache",
+                responses=["a", "b"],
+                other_responses=["c", "d"],
+            )
+        )
+
+
+@pytest.mark.integration
+def test_a_run_with_a_keyed_judge_and_wandb_writes_the_key_nowhere(
+    server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 15.4: the key reaches the server and no file ftlab writes — run directory,
+    caches, DuckDB, the W&B folder."""
+    from ftlab.runner import execute
+    from ftlab.runner.spec.load import expand_runs
+
+    monkeypatch.setenv("FTLAB_TEST_JUDGE_KEY", SECRET_KEY)
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    server.script, server.requests[:], server.fixed = [], [], "Verdict: A"
+    data = EXPERIMENTS / "data"
+    spec_file = tmp_path / "spec.yaml"
+    spec_file.write_text(
+        f"name: keyed\ndata:\n  sft: {{path: {data}/support_sft.jsonl, max_rows: 24}}\n"
+        f"  prompts: {{path: {data}/support_eval.jsonl, format: prompts, val_fraction: 0.0}}\n"
+        "stages: [{name: sft, method: lora, train: {max_steps: 2, max_length: 64, "
+        "precision: fp32}}]\n"
+        "evals:\n  - kind: judge\n    data: prompts\n    split: all\n    limit: 3\n"
+        f"    params: {{backend: openai, base_url: '{server.url}', judge_model: j, "
+        f"api_key_env: FTLAB_TEST_JUDGE_KEY, rubric: {EXPERIMENTS}/rubrics/support_reply.yaml, "
+        "generation: {max_new_tokens: 8}}\n"
+        "tracking: {wandb: {mode: offline, project: keyed}}\n"
+        f"output: {{dir: {tmp_path / 'runs'}}}\n"
+    )
+    ((name, spec),) = expand_runs(spec_file)
+    rd = execute.create_run(spec, variant=name, spec_file=spec_file, overrides=[])
+    assert execute.execute(rd, spec).state == "completed"
+    assert server.requests and all(
+        r["headers"].get("Authorization") == f"Bearer {SECRET_KEY}" for r in server.requests
+    )
+    written = [f for f in (tmp_path / "runs").rglob("*") if f.is_file()]
+    assert any(f.name == "ftlab.duckdb" for f in written)
+    assert any("wandb" in f.parts for f in written)
+    for f in written:
+        assert SECRET_KEY.encode() not in f.read_bytes(), f

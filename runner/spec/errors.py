@@ -2,7 +2,31 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+from typing import Any
+
+# keys whose values are secrets (a key ending in _env names a variable: not a secret)
+SECRET_KEY = re.compile(
+    r"(?:^|[_-])(api[_-]?key|token|secret|password|passwd|credentials?|auth)(?:$|[_-])", re.I
+)  # a whole word of a snake_case key: hf_token, api_key (not max_new_tokens)
+# values that are secrets wherever they are typed: provider key prefixes, user:pass@ in URLs
+SECRET_VALUE = re.compile(
+    r"^\s*(sk|pk|rk|hf|ghp|gho|ghs|glpat|xox[abprs])[-_][A-Za-z0-9_-]{8,}|^\s*Bearer\s|"
+    r"://[^/\s@]*:[^/\s@]*@",
+    re.I,
+)
+
+
+def secret(path: str | tuple[Any, ...], value: Any) -> bool:
+    """Whether `value` (at dotted `path`) looks like a secret that must never be echoed."""
+    parts = path.split(".") if isinstance(path, str) else [str(p) for p in path]
+    if any(SECRET_KEY.search(p) and not p.endswith("_env") for p in parts):
+        return True
+    return isinstance(value, str) and bool(SECRET_VALUE.search(value))
+
+
+HIDDEN = "(a value that looks like a secret: not shown)"
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from ruamel.yaml import YAML
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
 from ftlab.runner.registry import did_you_mean
-from ftlab.runner.spec.errors import Problem, SpecError
+from ftlab.runner.spec.errors import HIDDEN, Problem, SpecError, secret
 from ftlab.runner.spec.schema import Spec
 
 PathT = tuple[str | int, ...]
@@ -253,12 +253,24 @@ def parse_override(text: str) -> tuple[str, Any]:
     """`a.b.c=value` → ("a.b.c", YAML-typed value)."""
     key, sep, value = text.partition("=")
     if not sep or not key.strip():
-        raise SpecError([Problem("<command line>", 0, text, "an override like a.b.c=value", text)])
+        shown = HIDDEN if secret("", text) else text
+        raise SpecError(
+            [Problem("<command line>", 0, shown, "an override like a.b.c=value", shown)]
+        )
     try:
         parsed = YAML(typ="safe").load(value) if value.strip() else ""
     except YAMLError as exc:
         raise SpecError(
-            [Problem("<command line>", 0, key, "a YAML value", value, str(exc).splitlines()[0])]
+            [
+                Problem(
+                    "<command line>",
+                    0,
+                    key,
+                    "a YAML value",
+                    HIDDEN if secret(key, value) else value,
+                    str(exc).splitlines()[0],
+                )
+            ]
         ) from None
     return key.strip(), parsed
 
@@ -362,7 +374,7 @@ def _problems(raw: Raw, exc: ValidationError, prefix: str) -> list[Problem]:
         loc = _data_loc(raw.data, err["loc"])
         dotted = ".".join(map(str, loc))
         where = raw.loc(loc)
-        found = _short(err.get("input"))
+        found = _short(err.get("input"), loc)
         if err["type"] == "extra_forbidden" and loc:
             owner = _model_at(Spec, loc[:-1])
             allowed = sorted(f.alias or n for n, f in owner.model_fields.items()) if owner else []
@@ -415,7 +427,9 @@ def _data_loc(data: Any, loc: tuple[Any, ...]) -> tuple[Any, ...]:
     return tuple(out)
 
 
-def _short(value: Any) -> str:
+def _short(value: Any, path: str | tuple[Any, ...] = ()) -> str:
+    if secret(path, value) or (isinstance(value, dict | list) and secret(path, repr(value))):
+        return HIDDEN  # never echo a key, even in an error
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
 
@@ -472,7 +486,8 @@ def _cross_check(raw: Raw, spec: Spec, prefix: str) -> list[Problem]:
             method.params_model.model_validate(stage.params)
         except ValidationError as exc:
             for err in exc.errors():
-                add(("stages", i, "params", *err["loc"]), err["msg"], _short(err.get("input")))
+                where = ("stages", i, "params", *err["loc"])
+                add(where, err["msg"], _short(err.get("input"), where))
     if spec.resources.world_size > 1 or spec.resources.strategy != "ddp":
         for i, stage in enumerate(spec.stages):
             if stage.method == "ppo":
@@ -620,7 +635,8 @@ def _check_evals(spec: Spec, add: Any) -> None:
             kind.params_model.model_validate(ev.params)
         except ValidationError as exc:
             for err in exc.errors():
-                add(("evals", i, "params", *err["loc"]), err["msg"], _short(err.get("input")))
+                where = ("evals", i, "params", *err["loc"])
+                add(where, err["msg"], _short(err.get("input"), where))
         against = ev.params.get("against")
         options = ["base", "reference", *policy]
         if ev.kind == "judge" and isinstance(against, str) and against not in options:
@@ -708,8 +724,41 @@ def _anchor_reward_modules(raw: Raw, prefix: str) -> list[Problem]:
     return problems
 
 
+def _no_secrets(raw: Raw, prefix: str) -> list[Problem]:
+    """A value that looks like a key (sk-…, hf_…, Bearer …, user:key@ in a URL) anywhere in
+    the spec: the spec is copied into every run, the index and the trackers."""
+    problems: list[Problem] = []
+
+    def walk(node: Any, path: PathT) -> None:
+        if isinstance(node, dict):
+            for k, v in node.items():
+                walk(v, (*path, k))
+        elif isinstance(node, list):
+            for i, v in enumerate(node):
+                walk(v, (*path, i))
+        elif isinstance(node, str) and secret("", node):
+            where = raw.loc(path)
+            problems.append(
+                Problem(
+                    where.file,
+                    where.line,
+                    ".".join(map(str, path)),
+                    "no secrets in a spec (it is copied into every run, the index and W&B)",
+                    HIDDEN,
+                    "put the key in an environment variable; judges name it in api_key_env",
+                    prefix,
+                )
+            )
+
+    walk(raw.data, ())
+    return problems
+
+
 def validate(raw: Raw, prefix: str = "") -> Spec:
     """Validate merged data into a Spec, or raise one SpecError with every problem."""
+    secrets_found = _no_secrets(raw, prefix)
+    if secrets_found:  # nothing else is checked (or echoed) until they are gone
+        raise SpecError(secrets_found)
     path_problems = _anchor_data_paths(raw, prefix) + _stage_refs(raw, prefix)
     try:
         spec = Spec.model_validate(raw.data)
@@ -735,7 +784,8 @@ def _apply_cli(raw: Raw, overrides: list[str] | tuple[str, ...], *, variants: bo
     for text in overrides:
         key, value = parse_override(text)
         if variants or key.split(".", 1)[0] != "variants":
-            apply_override(raw, key, value, Loc(f"<override {text}>", 0))
+            shown = f"{key}=…" if secret(key, value) else text
+            apply_override(raw, key, value, Loc(f"<override {shown}>", 0))
 
 
 def load_spec(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Spec:
@@ -846,7 +896,7 @@ def variant_raw(raw: Raw, name: str, overrides: list[str] | tuple[str, ...] = ()
                     where.line,
                     f"variants.{name}",
                     "a mapping of dotted keys to values",
-                    _short(changes),
+                    _short(changes, ("variants", name)),
                 )
             ]
         )
