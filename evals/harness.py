@@ -4,8 +4,9 @@ The model (base + adapter, as trained) is wrapped in lm-eval's HFLM without a re
 a subprocess. Tasks are any name lm-eval knows, plus task YAMLs in `task_dirs` (default:
 `tasks/` next to the spec; `experiments/tasks/` ships `support_intent_mc` and
 `support_intent_gen`). Relative `dataset_kwargs.data_files` in those YAMLs resolve against
-the YAML's own folder. Every per-sample row is kept, and each metric gets a 95% interval
-computed from those rows (Wilson for 0/1 metrics, bootstrap otherwise).
+the YAML's own folder (the shipped YAMLs also load them through `local_files.py`, so the
+`lm_eval` CLI finds them from any directory). Every per-sample row is kept, and each metric
+gets a 95% interval computed from those rows (Wilson for 0/1 metrics, bootstrap otherwise).
 """
 
 from __future__ import annotations
@@ -43,7 +44,8 @@ OFFLINE_HINT = (
     "this machine cannot download it (no Hugging Face hub access). Offline alternative: "
     "a task YAML under the spec's tasks/ folder with `dataset_path: json` and "
     "`dataset_kwargs: {data_files: {test: <local .jsonl>}}` — see "
-    "experiments/tasks/support_intent_mc.yaml"
+    "experiments/tasks/support_intent_mc.yaml (its `custom_dataset: !function "
+    "local_files.load_json` lets the `lm_eval` CLI read them too)"
 )
 
 
