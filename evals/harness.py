@@ -89,7 +89,7 @@ class HarnessEval:
         h = hashlib.sha256()
         for folder in (base_dir / d for d in params.task_dirs):
             for f in sorted(folder.rglob("*")) if folder.is_dir() else []:
-                if f.is_file():
+                if f.is_file() and "__pycache__" not in f.parts:  # lm-eval imports local_files
                     h.update(f.name.encode() + f.read_bytes())
             data = folder.parent / "data"
             for f in sorted(data.glob("*.jsonl")) if data.is_dir() else []:
@@ -109,7 +109,7 @@ def _stage_task_dirs(dirs: list[Path], out: Path) -> list[str]:
     names = []
     for i, folder in enumerate(d for d in dirs if d.is_dir()):
         target = out / f"dir{i}"
-        shutil.copytree(folder, target)
+        shutil.copytree(folder, target, ignore=shutil.ignore_patterns("__pycache__"))
         for f in target.rglob("*.yaml"):
             doc = yaml.load(f.read_text())
             if not isinstance(doc, dict):

@@ -403,6 +403,23 @@ def test_shipped_tasks_run_in_the_lm_eval_cli_from_any_folder(tmp_path) -> None:
         assert cli[sample["doc_id"]] == pytest.approx(sample["choice_logliks"], abs=1e-3)
 
 
+def test_lm_eval_fingerprint_ignores_bytecode_of_the_task_loader(tmp_path) -> None:
+    """Running the `lm_eval` CLI on a task folder leaves `__pycache__/local_files.*.pyc`
+    there; that must not change the eval cache key."""
+    import shutil
+
+    from ftlab.evals.harness import LM_EVAL, HarnessParams
+
+    shutil.copytree(DATA.parent / "tasks", tmp_path / "tasks")
+    params = HarnessParams(tasks=["support_intent_mc"])
+    before = LM_EVAL.fingerprint(params, tmp_path)
+    (tmp_path / "tasks" / "__pycache__").mkdir()
+    (tmp_path / "tasks" / "__pycache__" / "local_files.cpython-311.pyc").write_bytes(b"\0")
+    assert LM_EVAL.fingerprint(params, tmp_path) == before
+    (tmp_path / "tasks" / "support_intent_mc.yaml").write_text("task: changed\n")
+    assert LM_EVAL.fingerprint(params, tmp_path) != before
+
+
 def test_lm_eval_unknown_task_names_the_local_ones() -> None:
     from ftlab.evals.base import EvalError, EvalInput
     from ftlab.evals.harness import LM_EVAL, HarnessParams
