@@ -34,7 +34,7 @@ def main() -> None:
     from transformers import AutoModelForCausalLM
 
     from ftlab.evals.base import EvalInput
-    from ftlab.evals.harness import LM_EVAL, HarnessParams, _stage_task_dirs
+    from ftlab.evals.harness import LM_EVAL, HarnessParams
     from ftlab.runner import models
 
     ref = models.resolve(args.model)
@@ -51,8 +51,7 @@ def main() -> None:
         f"lm-eval in-process : {n} samples in {in_process:6.2f} s = {n / in_process:7.1f} samples/s"
     )
 
-    with tempfile.TemporaryDirectory() as tmp:
-        _stage_task_dirs([EXPERIMENTS / "tasks"], Path(tmp))
+    with tempfile.TemporaryDirectory() as tmp:  # the CLI runs elsewhere, as a user's would
         cmd = [
             sys.executable,
             "-m",
@@ -65,7 +64,7 @@ def main() -> None:
             "--tasks",
             args.task,
             "--include_path",
-            tmp,
+            str(EXPERIMENTS / "tasks"),
             "--device",
             "cpu",
             "--batch_size",
@@ -75,7 +74,7 @@ def main() -> None:
         ]
         env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
         started = time.perf_counter()
-        proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp)
         cli = time.perf_counter() - started
     if proc.returncode != 0:
         print(f"lm-eval CLI failed ({proc.returncode}):\n{proc.stderr[-2000:]}")

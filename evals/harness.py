@@ -4,8 +4,9 @@ The model (base + adapter, as trained) is wrapped in lm-eval's HFLM without a re
 a subprocess. Tasks are any name lm-eval knows, plus task YAMLs in `task_dirs` (default:
 `tasks/` next to the spec; `experiments/tasks/` ships `support_intent_mc` and
 `support_intent_gen`). Relative `dataset_kwargs.data_files` in those YAMLs resolve against
-the YAML's own folder. Every per-sample row is kept, and each metric gets a 95% interval
-computed from those rows (Wilson for 0/1 metrics, bootstrap otherwise).
+the YAML's own folder (the shipped YAMLs also load them through `local_files.py`, so the
+`lm_eval` CLI finds them from any directory). Every per-sample row is kept, and each metric
+gets a 95% interval computed from those rows (Wilson for 0/1 metrics, bootstrap otherwise).
 """
 
 from __future__ import annotations
@@ -43,7 +44,8 @@ OFFLINE_HINT = (
     "this machine cannot download it (no Hugging Face hub access). Offline alternative: "
     "a task YAML under the spec's tasks/ folder with `dataset_path: json` and "
     "`dataset_kwargs: {data_files: {test: <local .jsonl>}}` — see "
-    "experiments/tasks/support_intent_mc.yaml"
+    "experiments/tasks/support_intent_mc.yaml (its `custom_dataset: !function "
+    "local_files.load_json` lets the `lm_eval` CLI read them too)"
 )
 
 
@@ -87,7 +89,7 @@ class HarnessEval:
         h = hashlib.sha256()
         for folder in (base_dir / d for d in params.task_dirs):
             for f in sorted(folder.rglob("*")) if folder.is_dir() else []:
-                if f.is_file():
+                if f.is_file() and "__pycache__" not in f.parts:  # lm-eval imports local_files
                     h.update(f.name.encode() + f.read_bytes())
             data = folder.parent / "data"
             for f in sorted(data.glob("*.jsonl")) if data.is_dir() else []:
@@ -107,7 +109,7 @@ def _stage_task_dirs(dirs: list[Path], out: Path) -> list[str]:
     names = []
     for i, folder in enumerate(d for d in dirs if d.is_dir()):
         target = out / f"dir{i}"
-        shutil.copytree(folder, target)
+        shutil.copytree(folder, target, ignore=shutil.ignore_patterns("__pycache__"))
         for f in target.rglob("*.yaml"):
             doc = yaml.load(f.read_text())
             if not isinstance(doc, dict):

@@ -15,6 +15,7 @@ from __future__ import annotations
 import html
 import json
 import math
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,12 @@ MAX_TEXT = 1500  # characters of a prompt or reply shown in the explorer
 
 def esc(v: Any) -> str:
     return html.escape(str(v), quote=True)
+
+
+def breakable(name: Any) -> str:
+    """`name` escaped, with line-break opportunities after `.` and `_`: a header such as
+    `sft.train.learning_rate` may wrap instead of widening its column."""
+    return re.sub(r"([._])", r"\1<wbr>", esc(name))
 
 
 def _fmt(v: Any, spec: str = ".3f") -> str:
@@ -332,11 +339,12 @@ def _bucket(v: Any, all_values: list[Any]) -> str:
 
 def _leaderboard(cmp: Comparison) -> str:
     params = list(dict.fromkeys(k for r in cmp.rows for k in r.params))
-    head = ["run", "methods", *[esc(k.split(".", 1)[-1]) for k in params]]
+    head = ["run", "methods", *[breakable(k.split(".", 1)[-1]) for k in params]]
     for m in cmp.metrics:
         ev, _, metric = m.partition(".")
         arrow = "↑" if cmp.higher_is_better[m] else "↓"
-        head.append(f"{esc(ev)}<br>{esc(metric)} {arrow}" if metric else f"{esc(m)} {arrow}")
+        name = f"{breakable(ev)}<br>{breakable(metric)}" if metric else breakable(m)
+        head.append(f"{name} {arrow}")
         if cmp.baseline is not None:
             head.append("Δ")
     head += ["run time", "peak mem", "trainable"]
@@ -382,7 +390,7 @@ def _leaderboard(cmp: Comparison) -> str:
             flag = " <small>~seed</small>" if cell.seed_noise else ""
             out.append(f"<td class='{cls}'{test}>{d.delta:+.3f}<small>{pt}</small>{flag}</td>")
         out.append(f"<td>{esc(fmt_s(row.wall_time_s))}</td>")
-        mem = fmt_mb(row.peak_memory_mb)
+        mem = esc(fmt_mb(row.peak_memory_mb)).replace(" ", "&nbsp;")  # unit on the same line
         out.append(f"<td>{mem}</td><td>{_fmt(row.trainable_params, ',')}</td></tr>")
     out.append("</tbody></table></div>")
     return "".join(out)
@@ -486,8 +494,12 @@ max-width:1240px;color:#222;padding:0 16px}
 h1{font-size:22px;margin:0 0 4px}h2{font-size:18px;border-bottom:1px solid #ddd;
 padding-bottom:4px;margin-top:28px}
 table{border-collapse:collapse;width:100%;font-size:13px}
-th,td{border-bottom:1px solid #eee;padding:5px 8px;text-align:left;vertical-align:top}
-th{background:#f6f6f6;position:sticky;top:0}.scroll{overflow-x:auto}tr.baseline{background:#fafaf0}
+th,td{border-bottom:1px solid #eee;padding:5px;text-align:left;vertical-align:top}
+th{background:#f6f6f6;position:sticky;top:0}tr.baseline{background:#fafaf0}
+.scroll{overflow-x:auto;background:linear-gradient(to right,#fff,#fff0) left/24px 100% local,
+linear-gradient(to left,#fff,#fff0) right/24px 100% local,
+linear-gradient(to right,#0002,#0000) left/10px 100% scroll,
+linear-gradient(to left,#0002,#0000) right/10px 100% scroll;background-repeat:no-repeat}
 td.sig.better{background:#e3f4e3}td.sig.worse{background:#f8e1e1}small{color:#666}
 .note{color:#555;font-size:12px}.charts{display:flex;flex-wrap:wrap;gap:12px}
 figure{margin:0;border:1px solid #eee;padding:6px;border-radius:4px}
@@ -497,8 +509,9 @@ svg.chart text{font-size:11px;fill:#333}svg.chart text.title{font-size:13px;font
 svg.chart text.pt{font-size:10px}.axis{stroke:#888}.grid{stroke:#eee}
 .front{fill:none;stroke:#000;stroke-dasharray:4 3;stroke-width:1}
 #explorer select{margin-right:12px}.item{border:1px solid #e4e4e4;border-radius:4px;
-margin:10px 0;padding:8px}.item pre{white-space:pre-wrap;margin:4px 0;font-size:12px;
-background:#fafafa;padding:6px}.pair{display:grid;grid-template-columns:1fr 1fr;gap:10px}
+margin:10px 0;padding:8px;overflow-wrap:anywhere}.item pre{white-space:pre-wrap;margin:4px 0;
+font-size:12px;background:#fafafa;padding:6px}
+.pair{display:grid;grid-template-columns:minmax(0,1fr) minmax(0,1fr);gap:10px}
 """
 
 EXPLORER = """

@@ -156,7 +156,17 @@ def _print_status(study: Any, url: str, console: Any) -> None:
         console.print(
             f"  Pareto front: trials {', '.join(str(t.number) for t in study.best_trials)}"
         )
-    console.print(f"  dashboard: optuna-dashboard {url}", markup=False)
+    console.print(f"  dashboard: {dashboard_command(url)}", markup=False)
+
+
+def dashboard_command(url: str) -> str:
+    """The optuna-dashboard command for this storage, and how to install it if it is not."""
+    import importlib.util
+
+    command = f"optuna-dashboard {url}"
+    if importlib.util.find_spec("optuna_dashboard") is None:
+        return f"{command}   (not installed: pip install 'ftlab[dashboard]')"
+    return command
 
 
 def _short(value: Any) -> str:

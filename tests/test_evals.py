@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 
 import pytest
 
@@ -367,6 +368,57 @@ def test_lm_eval_in_process_rows_match_the_aggregate() -> None:
     assert mc[0]["prompt"].startswith("Customer message:")
     assert "support_intent_gen.exact_match" in out.metrics
     assert len({s["item"] for s in mc}) == 12
+
+
+@pytest.mark.integration
+def test_shipped_tasks_run_in_the_lm_eval_cli_from_any_folder(tmp_path) -> None:
+    """`lm_eval --include_path experiments/tasks` works from another working directory
+    (the CLI resolves `data_files` against the cwd, not the YAML's folder), with no ftlab
+    step in between, and scores each choice as ftlab's in-process path does."""
+    import subprocess
+    import sys
+
+    from ftlab.evals.harness import LM_EVAL, HarnessParams
+
+    limit = 6
+    out_dir = tmp_path / "out"
+    cmd = [
+        *(sys.executable, "-m", "lm_eval", "run", "--model", "hf"),
+        *("--model_args", f"pretrained={models.resolve('tiny').path},dtype=float32"),
+        *("--tasks", "support_intent_mc", "--include_path", str(DATA.parent / "tasks")),
+        *("--device", "cpu", "--batch_size", "4", "--limit", str(limit)),
+        *("--log_samples", "--output_path", str(out_dir)),
+    ]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    done = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    (samples_file,) = out_dir.rglob("samples_support_intent_mc_*.jsonl")
+    cli_rows = [json.loads(line) for line in samples_file.read_text().splitlines()]
+    cli = {r["doc_id"]: [float(resp[0]) for resp in r["filtered_resps"]] for r in cli_rows}
+
+    model, tok = _tiny()
+    params = HarnessParams(tasks=["support_intent_mc"], batch_size=4)
+    ours = LM_EVAL.run(EvalInput(model, tok, [], params, base_dir=DATA.parent, limit=limit))
+    assert len(cli) == len(ours.samples) == limit
+    for sample in ours.samples:
+        assert cli[sample["doc_id"]] == pytest.approx(sample["choice_logliks"], abs=1e-3)
+
+
+def test_lm_eval_fingerprint_ignores_bytecode_of_the_task_loader(tmp_path) -> None:
+    """Running the `lm_eval` CLI on a task folder leaves `__pycache__/local_files.*.pyc`
+    there; that must not change the eval cache key."""
+    import shutil
+
+    from ftlab.evals.harness import LM_EVAL, HarnessParams
+
+    shutil.copytree(DATA.parent / "tasks", tmp_path / "tasks")
+    params = HarnessParams(tasks=["support_intent_mc"])
+    before = LM_EVAL.fingerprint(params, tmp_path)
+    (tmp_path / "tasks" / "__pycache__").mkdir()
+    (tmp_path / "tasks" / "__pycache__" / "local_files.cpython-311.pyc").write_bytes(b"\0")
+    assert LM_EVAL.fingerprint(params, tmp_path) == before
+    (tmp_path / "tasks" / "support_intent_mc.yaml").write_text("task: changed\n")
+    assert LM_EVAL.fingerprint(params, tmp_path) != before
 
 
 def test_lm_eval_unknown_task_names_the_local_ones() -> None:

@@ -135,6 +135,14 @@ def _chromium() -> str:
     )
 
 
+LAYOUT = """() => {
+  const table = document.querySelector('#leaderboard'), box = table.parentElement;
+  return {table: table.scrollWidth, box: box.clientWidth,
+          overflowX: getComputedStyle(box).overflowX,
+          page: document.documentElement.scrollWidth};
+}"""
+
+
 @pytest.mark.integration
 def test_report_opens_in_headless_chromium(experiment: Path) -> None:
     from playwright.sync_api import sync_playwright
@@ -173,6 +181,17 @@ def test_report_opens_in_headless_chromium(experiment: Path) -> None:
         assert "items differ" in page.locator("#ex-count").inner_text()
         assert page.locator("#ex-items .item").count() > 0
         page.screenshot(path=str(artifacts / "report.png"), full_page=True)
+        # the leaderboard fits its box at common widths (long dotted names wrap), scrolls
+        # inside it when the window is too narrow, and the page never scrolls sideways
+        # (the explorer's preference items hold long unbroken JSON)
+        page.select_option("#ex-eval", "prefs")
+        for width in (1280, 900, 600):
+            page.set_viewport_size({"width": width, "height": 900})
+            box = page.evaluate(LAYOUT)
+            assert box["page"] <= width, f"the page scrolls sideways at {width} px: {box}"
+            if width >= 900:
+                assert box["table"] <= box["box"], f"leaderboard cut off at {width} px: {box}"
+            assert box["overflowX"] == "auto"
         browser.close()
     assert errors == []
     assert (artifacts / "report.png").stat().st_size > 10_000

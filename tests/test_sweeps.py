@@ -257,6 +257,64 @@ def test_shipped_sweep_quickstart_is_a_valid_sweep() -> None:
     }
 
 
+def _finished_study(tmp_path: Path) -> Path:
+    """A sweep spec and its study (real SQLite storage) holding two finished trials,
+    added without training."""
+    import optuna
+
+    path = _write(tmp_path, n=2)
+    study = study_mod.open_study(study_mod.load(path))
+    dists = {
+        "stages.sft.train.learning_rate": optuna.distributions.CategoricalDistribution(
+            [5e-3, 1e-7]
+        ),
+        "stages.sft.adapter.r": optuna.distributions.CategoricalDistribution([4, 8]),
+    }
+    for number, (value, r) in enumerate([(2.5, 4), (2.1, 8)]):
+        study.add_trial(
+            optuna.trial.create_trial(
+                params={"stages.sft.train.learning_rate": 5e-3, "stages.sft.adapter.r": r},
+                distributions=dists,
+                value=value,
+                intermediate_values={2: value + 0.5},
+                user_attrs={"run_id": f"sweeptest-trial{number}"},
+            )
+        )
+    return path
+
+
+def test_sweep_status_and_best_print_no_warning_and_load_no_torch(tmp_path) -> None:
+    """`ftlab sweep FILE` (a study already at n_trials: nothing to train), `sweep status`
+    and `sweep best`, each a real CLI process on a real study: no Optuna
+    ExperimentalWarning on stderr; status and best import no torch or transformers (they
+    made status take seconds); the dashboard line says how to get optuna-dashboard."""
+    import importlib.util
+
+    path = _finished_study(tmp_path)
+    best = tmp_path / "best.yaml"
+    for args in ([str(path)], ["status", str(path)], ["best", str(path), "-o", str(best)]):
+        done = subprocess.run(
+            [sys.executable, "-X", "importtime", "-m", "ftlab.runner.cli", "sweep", *args],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+        timings = [ln for ln in done.stderr.splitlines() if ln.startswith("import time:")]
+        printed = "\n".join(ln for ln in done.stderr.splitlines() if ln not in timings)
+        assert "Warning" not in printed, printed
+        imported = {ln.rsplit("|", 1)[1].strip() for ln in timings}
+        if args[0] in ("status", "best"):
+            assert not imported & {"torch", "transformers", "trl", "peft"}, args[0]
+        if args[0] != "best":
+            assert "best: trial 1 value 2.1000" in done.stdout
+            assert "optuna-dashboard sqlite:///" in done.stdout
+            if importlib.util.find_spec("optuna_dashboard") is None:
+                assert "pip install 'ftlab[dashboard]'" in done.stdout
+    assert "r: 8" in best.read_text()
+
+
 @pytest.mark.integration
 def test_a_failing_trial_is_recorded_and_the_study_goes_on(tmp_path) -> None:
     """A trial whose settings break at run time (LoRA on a module the model does not
