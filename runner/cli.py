@@ -50,8 +50,11 @@ def _fail(exc: BaseException) -> None:
     if isinstance(exc, SpecError):
         err.print(exc.format(), markup=False, highlight=False)
         raise typer.Exit(2)
-    from ftlab.sweeps.cli import SweepError
+    from ftlab.sweeps.cli import SweepError, SweepFailed
 
+    if isinstance(exc, SweepFailed):
+        err.print(f"error: {exc}", markup=False, highlight=False)
+        raise typer.Exit(1)
     bad_input = (DataError, ModelError, UnknownNameError, FileNotFoundError, EvalError, SweepError)
     if isinstance(exc, bad_input):
         err.print(f"error: {exc}", markup=False, highlight=False)

@@ -134,10 +134,17 @@ def create_run(
     return run
 
 
-def preflight(spec: Spec, *, spec_dir: Path) -> tuple[models.ModelRef, dict[str, data_mod.Dataset]]:
+def preflight(
+    spec: Spec, *, spec_dir: Path, warn: bool = True
+) -> tuple[models.ModelRef, dict[str, data_mod.Dataset]]:
     """Resolve the model and load every dataset a run needs: bad input fails here, before
     any run directory is written or any training starts."""
     ref = models.resolve(spec.model.name, revision=spec.model.revision, seed=spec.seed)
+    if warn and Path(ref.path, "config.json").is_file():  # a local model: positions known
+        config = models.load_config(ref)
+        for stage in spec.needed_stages():
+            if warning := models.length_warning(stage, config):
+                print(f"warning: {warning}")
     names = {s.data for s in spec.needed_stages()} | {ev.data for ev in spec.evals if ev.data}
     names |= {ev.params["calibration"] for ev in spec.evals if ev.params.get("calibration")}
     datasets = {
@@ -164,7 +171,7 @@ def execute(
     results: dict[str, dict[str, Any]] = {}
     try:
         tracking.resolve_mode(spec.tracking.wandb.mode)  # `online` without a key: say so now
-        ref, datasets = preflight(spec, spec_dir=spec_dir)
+        ref, datasets = preflight(spec, spec_dir=spec_dir, warn=False)  # `ftlab run` warned
         hashes = stage_hashes(
             spec, spec_dir=spec_dir, model_identity=ref.identity, datasets=datasets
         )

@@ -322,6 +322,26 @@ def ensure_random(shape: str, *, seed: int) -> Path:
     return _atomic_build(cache_dir() / "models" / f"random-{shape}-{seed}", build)
 
 
+def max_positions(config: Any) -> int | None:
+    """The longest sequence the model's position embeddings cover (None when unknown)."""
+    for key in ("max_position_embeddings", "n_positions", "max_sequence_length"):
+        value = getattr(config, key, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
+def length_warning(stage: Any, config: Any) -> str:
+    """A warning when `train.max_length` exceeds the model's positions ('' otherwise)."""
+    limit = max_positions(config)
+    if limit is None or stage.train.max_length <= limit:
+        return ""
+    return (
+        f"stage {stage.name}: train.max_length {stage.train.max_length} exceeds the model's "
+        f"{limit} positions; longer sequences fail or degrade — set train.max_length <= {limit}"
+    )
+
+
 def load_config(ref: ModelRef) -> Any:
     from transformers import AutoConfig
 

@@ -406,6 +406,7 @@ def plan_runs(path: Path, overrides: list[str]) -> list[RunPlan]:
 def _plan_stage(*, spec: Any, stage: Any, config: Any, tokens: Tokens, spec_dir: Path) -> StagePlan:
     from ftlab.runner import data as data_mod
     from ftlab.runner.execute import resolve_precision
+    from ftlab.runner.models import length_warning
     from ftlab.runner.spec.load import SUPERVISED
 
     t = stage.train
@@ -452,7 +453,8 @@ def _plan_stage(*, spec: Any, stage: Any, config: Any, tokens: Tokens, spec_dir:
         seq_len=seq,
         precision=precision,
         memory=memory,
-        notes=(tokens_note,) * bool(tokens_note) + _optimizer_notes(stage),
+        notes=tuple(n for n in (tokens_note, length_warning(stage, config)) if n)
+        + _optimizer_notes(stage),
     )
 
 

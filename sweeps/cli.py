@@ -80,6 +80,25 @@ def start(
     for p in procs:
         p.wait()
     _print_status(study, sweep.storage_url, console)
+    _fail_if_nothing_completed(study)
+
+
+def _fail_if_nothing_completed(study: Any) -> None:
+    """A study whose every trial failed is a failed command (exit 1), with the first error."""
+    from optuna.trial import TrialState
+
+    trials = study.get_trials(deepcopy=False)
+    if trials and all(t.state == TrialState.FAIL for t in trials):
+        first = next((t.user_attrs.get("error") for t in trials if t.user_attrs.get("error")), "")
+        raise SweepFailed(
+            f"every one of the {len(trials)} trials failed"
+            + (f" (first: {first})" if first else "")
+            + "; `ftlab runs` and each trial's run directory (status.json) say why"
+        )
+
+
+class SweepFailed(RuntimeError):
+    """Every trial of a study failed."""
 
 
 def _gpus() -> list[str]:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -64,3 +67,28 @@ def test_supervised_method_trains_and_reloads(method: str, tmp_path) -> None:
         input_ids=probe, max_new_tokens=5, do_sample=False, pad_token_id=tokenizer.pad_token_id
     )
     assert out.shape[1] > probe.shape[1]
+
+
+@pytest.mark.integration
+def test_a_nan_loss_fails_the_stage_with_what_to_change(tmp_path: Path) -> None:
+    """Issue 15.10: a diverging run stops as failed at the step its loss became NaN/inf
+    (transformers' default logging hides it behind a running mean)."""
+    from ftlab.runner.methods.base import TrainingDiverged
+
+    spec = tiny_spec(
+        "full", steps=12, optimizer="sgd", max_grad_norm=0.0, learning_rate=10.0, logging_steps=1
+    )
+    ctx = context(spec, tmp_path)
+    with pytest.raises(TrainingDiverged, match="lower train.learning_rate"):
+        METHODS.get("full").train(ctx)
+    assert all(math.isfinite(r["loss"]) for r in ctx.records if "loss" in r)  # logged before
+
+
+def test_plan_and_run_warn_when_max_length_exceeds_the_positions() -> None:
+    """Issue 15.10: max_length beyond the model's positions is said before training."""
+    from ftlab.runner.models import length_warning, load_config, resolve
+
+    stage = tiny_spec("lora", max_length=100_000).stages[0]
+    text = length_warning(stage, load_config(resolve("tiny")))
+    assert "exceeds the model's 1024 positions" in text and "max_length <= 1024" in text
+    assert length_warning(tiny_spec("lora").stages[0], load_config(resolve("tiny"))) == ""

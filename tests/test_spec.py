@@ -486,3 +486,23 @@ def test_user_text_is_printed_as_is_never_as_markup(write, tmp_path) -> None:
     )
     assert out.returncode == 2 and "Traceback" not in out.stderr
     assert "'[/bold]'" in out.stderr
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        "seed: -1",
+        "seed: 1.0e+23",
+        "stages.0.train.epochs: .inf",
+        "stages.0.train.batch_size: 1000000000000",
+        "stages.0.train.learning_rate: .inf",
+        "stages.0.train.learning_rate: .nan",
+        "stages.0.train.max_length: 100000000",
+    ],
+)
+def test_absurd_values_are_refused_at_validate(write, change: str) -> None:
+    """Issue 15.10: values that validate used to accept and the run then died on."""
+    key, _, value = change.partition(": ")
+    with pytest.raises(SpecError) as err:
+        load_spec(write("a.yaml", MINIMAL), [f"{key}={value}"])
+    assert any(p.path.startswith(key.split(".")[0]) for p in err.value.problems)

@@ -454,3 +454,45 @@ def test_pruner_judges_the_last_stage_at_its_own_steps(tmp_path) -> None:
     assert study_mod._pruner(hb)._min_resource == 2  # DPO's eval_steps, not SFT's 1
     by_stage = study_mod.load(path, ["search.objectives=[{metric: stage.sft.eval_loss}]"])
     assert study_mod.judged_stage(by_stage.spec).name == "sft"
+
+
+def test_space_steps_are_checked_before_the_study(tmp_path) -> None:
+    """Issue 15.9: `step: -0.1` (or a step wider than the range) is a spec problem."""
+    from ftlab.runner.spec.load import load_spec
+
+    for step in ("-0.1", "0", "5.0"):
+        path = _write(
+            tmp_path,
+            **{
+                "stages.sft.adapter.r: [4, 8]": "stages.sft.adapter.r: [4, 8]\n"
+                f"    stages.sft.train.warmup_ratio: {{low: 0.0, high: 0.5, step: {step}}}"
+            },
+        )
+        with pytest.raises(SpecError) as err:
+            load_spec(path)
+        assert any("a step > 0" in p.expected for p in err.value.problems), step
+
+
+@pytest.mark.integration
+def test_a_sweep_whose_every_trial_failed_exits_non_zero(tmp_path) -> None:
+    """Issue 15.9: every trial failing is a failed `ftlab sweep` (exit 1, the first error)."""
+    spec = tmp_path / "rl.yaml"
+    spec.write_text(
+        f"name: allfail\ndata:\n  p: {{path: {DATA}/support_eval.jsonl, format: prompts, "
+        "max_rows: 8, val_fraction: 0.0}\n"
+        "stages:\n  - name: rl\n    method: grpo\n    data: p\n"
+        "    params: {rewards: [{name: length}], num_generations: 2, max_completion_length: 4}\n"
+        "    train: {max_steps: 1, batch_size: 2, precision: fp32}\n"
+        "search:\n  n_trials: 2\n  sampler: random\n  pruner: none\n"
+        "  space: {stages.rl.adapter.r: [2, 4]}\n"  # objective eval_loss: GRPO has none
+        f"output: {{dir: {tmp_path / 'runs'}}}\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-m", "ftlab.runner.cli", "sweep", str(spec)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert out.returncode == 1, out.stdout[-2000:] + out.stderr[-2000:]
+    assert "every one of the 2 trials failed" in out.stderr
+    assert "objective eval_loss" in out.stderr

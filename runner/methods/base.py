@@ -66,6 +66,24 @@ class Method(Protocol):
         ...
 
 
+class TrainingDiverged(RuntimeError):
+    """A training loss became NaN or infinite: the stage fails instead of finishing with
+    a broken model (the message names the step and what to change)."""
+
+
+def check_finite(record: dict[str, Any], *, stage: str) -> None:
+    """Raise `TrainingDiverged` when a logged training loss is NaN or infinite."""
+    import math
+
+    for key in ("loss", "policy_loss", "value_loss"):
+        value = record.get(key)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise TrainingDiverged(
+                f"stage {stage}: the training {key} became {value} at step {record.get('step')}; "
+                "lower train.learning_rate (or set train.max_grad_norm), and check the data"
+            )
+
+
 LORA_KEYS = ("r", "alpha", "dropout", "target_modules", "rslora")
 QUANT_KEYS = ("quant_type", "double_quant")
 

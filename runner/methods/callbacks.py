@@ -13,18 +13,22 @@ from transformers.trainer_callback import ProgressCallback
 class MetricsCallback(TrainerCallback):
     """Append every numeric log record (loss, lr, grad_norm, eval_loss …) to the run."""
 
-    def __init__(self, log: Callable[[dict[str, Any]], None]) -> None:
+    def __init__(self, log: Callable[[dict[str, Any]], None], *, stage: str = "") -> None:
         self._log = log
+        self._stage = stage
 
     def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **kw: Any) -> None:
-        if not state.is_world_process_zero or not logs:
+        from ftlab.runner.methods.base import check_finite
+
+        if not logs:
             return
         values = {
             k: float(v)
             for k, v in logs.items()
             if isinstance(v, int | float) and not isinstance(v, bool) and k != "total_flos"
         }
-        if values:
+        check_finite({**values, "step": state.global_step}, stage=self._stage)  # every rank
+        if values and state.is_world_process_zero:
             self._log(
                 {"step": state.global_step, "epoch": state.epoch, "time": time.time(), **values}
             )

@@ -173,6 +173,9 @@ def training_kwargs(ctx: StageContext) -> dict[str, Any]:
         fp16=ctx.precision == "fp16",
         activation_checkpointing=t.gradient_checkpointing,  # transformers 5 name
         logging_steps=t.logging_steps,
+        # transformers hides a NaN/inf step loss by default (it logs the running mean):
+        # ftlab wants to see it, and fails the stage on it (callbacks.MetricsCallback)
+        logging_nan_inf_filter=False,
         eval_strategy="steps" if evaluate else "no",
         eval_steps=t.eval_steps or None,
         save_strategy="steps",
@@ -200,7 +203,7 @@ def callbacks(ctx: StageContext) -> list[Any]:
 
     from ftlab.runner.methods.callbacks import MetricsCallback
 
-    out: list[Any] = [MetricsCallback(ctx.log), *ctx.extra_callbacks]
+    out: list[Any] = [MetricsCallback(ctx.log, stage=ctx.stage.name), *ctx.extra_callbacks]
     if ctx.stage.train.early_stopping_patience:
         out.append(EarlyStoppingCallback(ctx.stage.train.early_stopping_patience))
     return out

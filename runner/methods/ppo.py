@@ -24,7 +24,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from ftlab.runner.methods.base import Artifact, StageContext, StageResult
+from ftlab.runner.methods.base import Artifact, StageContext, StageResult, check_finite
 from ftlab.runner.methods.common import count_parameters, peak_memory_mb, policy
 from ftlab.runner.methods.online import RolloutParams, reward_functions, rollout_inputs
 from ftlab.runner.steps import ppo_steps
@@ -191,6 +191,7 @@ def train_ppo(ctx: StageContext) -> StageResult:
         )
         step += 1
         record["step"] = step
+        check_finite(record, stage=ctx.stage.name)
         ctx.log({**record, "time": time.time()})
         rewards_logged.append(record["reward"])
         kls.append(record["kl"])

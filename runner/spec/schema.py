@@ -23,7 +23,11 @@ NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")  # experiment, stage, eval, va
 
 class Strict(BaseModel):
     model_config = ConfigDict(
-        extra="forbid", use_attribute_docstrings=True, validate_default=True, frozen=False
+        extra="forbid",
+        use_attribute_docstrings=True,
+        validate_default=True,
+        frozen=False,
+        allow_inf_nan=False,  # `.inf` / `.nan` are never a setting
     )
 
 
@@ -102,17 +106,17 @@ class AdapterSpec(Strict):
 class TrainSpec(Strict):
     """Optimisation settings, passed to the trainer."""
 
-    learning_rate: float = Field(2e-4, gt=0)
+    learning_rate: float = Field(2e-4, gt=0, le=10.0)
     """Peak learning rate."""
-    epochs: float = Field(1.0, gt=0)
+    epochs: float = Field(1.0, gt=0, le=10_000)
     """Passes over the training split (ignored when max_steps > 0)."""
-    max_steps: int = Field(0, ge=0)
+    max_steps: int = Field(0, ge=0, le=100_000_000)
     """Stop after this many optimizer steps; 0 = run `epochs`."""
-    batch_size: int = Field(4, ge=1)
+    batch_size: int = Field(4, ge=1, le=65_536)
     """Per-device batch size."""
-    grad_accum: int = Field(1, ge=1)
+    grad_accum: int = Field(1, ge=1, le=65_536)
     """Gradient-accumulation steps (effective batch = batch_size × grad_accum × devices)."""
-    max_length: int = Field(512, ge=8)
+    max_length: int = Field(512, ge=8, le=1_048_576)
     """Truncate tokenised examples to this many tokens."""
     warmup_ratio: float = Field(0.0, ge=0.0, lt=1.0)
     """Fraction of steps used for linear warm-up."""
@@ -272,7 +276,7 @@ class SearchSpec(Strict):
     """Optuna pruner (single objective only), fed at every evaluation of the stage the
     objective is measured on: the objective itself for `preference`/`perplexity` evals,
     else that stage's eval loss."""
-    seed: int | None = None
+    seed: int | None = Field(None, ge=0, le=2**32 - 1)
     """Sampler seed (default: the spec's seed)."""
     startup_trials: int | None = Field(None, ge=0)
     """Random trials before tpe/cmaes start modelling the space (default: Optuna's 10 for
@@ -382,7 +386,7 @@ class Spec(Strict):
     extends: list[str] = []
     """Spec files this one builds on (relative paths), deep-merged before this file; the
     loader resolves them, so a resolved spec always has an empty list."""
-    seed: int = 42
+    seed: int = Field(42, ge=0, le=2**32 - 1)
     """Seed for data splits, initialisation and training."""
     model: ModelSpec = ModelSpec()
     """Base model."""

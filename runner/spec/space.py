@@ -88,6 +88,18 @@ def parse(spec: Spec | None, raw: Raw) -> list[Param]:
             if entry.get("log") and low <= 0:
                 bad(key, "low > 0 for a log scale", low)
                 continue
+            step = entry.get("step")
+            if step is not None and (
+                not isinstance(step, int | float)
+                or isinstance(step, bool)
+                or not 0 < step <= high - low
+                or (is_int and not isinstance(step, int))
+            ):
+                bad(key, f"a step > 0 and at most high - low ({high - low})", step)
+                continue
+            if step is not None and entry.get("log"):
+                bad(key, "either log or step (Optuna takes one or the other)", entry)
+                continue
             params.append(
                 Param(
                     key,
