@@ -180,6 +180,7 @@ def run(
 ) -> None:
     """Train every run of a spec (the spec as written, plus each variant)."""
     from ftlab.runner import execute
+    from ftlab.runner.rundir import RunBusy
 
     flags = {
         "processes": processes,
@@ -205,6 +206,9 @@ def run(
         console.rule(Text.assemble((rd.run_id, "bold"), f"  →  {execute.cwd_relative(rd.path)}"))
         try:
             results.append(execute.execute(rd, spec_obj, resume=is_resume))
+        except RunBusy as exc:
+            err.print(f"error: {exc}", markup=False, highlight=False)
+            raise typer.Exit(1) from None
         except KeyboardInterrupt:
             _print_results(results)
             err.print(

@@ -162,8 +162,26 @@ def execute(
     extra_callbacks: list[Any] | None = None,
     stage_callbacks: Any = None,
 ) -> RunResult:
-    """Train every stage of one run; ingest the run into the DuckDB index at the end."""
+    """Train every stage of one run; ingest the run into the DuckDB index at the end. The
+    run directory is held by this process meanwhile (`RunBusy` for a second one)."""
+    with run.lock():
+        return _execute(
+            run,
+            spec,
+            resume=resume,
+            extra_callbacks=extra_callbacks,
+            stage_callbacks=stage_callbacks,
+        )
 
+
+def _execute(
+    run: RunDir,
+    spec: Spec,
+    *,
+    resume: bool,
+    extra_callbacks: list[Any] | None,
+    stage_callbacks: Any,
+) -> RunResult:
     info = run.info()
     spec_dir = Path(info.get("spec_dir", "."))
     run.set_status(state="running", error="")
@@ -369,7 +387,12 @@ def _run_stage(
         log=lambda rec: run.log_metrics({"stage": stage.name, **rec}),
     )
     if resume_from:
-        print(f"stage {stage.name}: resuming from {resume_from.name}")
+        step = int(resume_from.name.rsplit("-", 1)[-1])
+        dropped = run.drop_metrics_after(stage.name, step)  # they are logged again
+        print(
+            f"stage {stage.name}: resuming from {resume_from.name}"
+            + (f" ({dropped} metric records after step {step} replaced)" if dropped else "")
+        )
     reset_peak_memory()
     if launch.distributed(spec):
         if upstream is not None and upstream.kind != "full":

@@ -19,6 +19,8 @@ import json
 import os
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +73,10 @@ def read_metrics(path: Path) -> list[dict[str, Any]]:
     return rows
 
 
+class RunBusy(RuntimeError):
+    """Another process is running this run directory."""
+
+
 class RunDir:
     """Accessors for one run directory."""
 
@@ -110,6 +116,43 @@ class RunDir:
         except Exception:  # noqa: BLE001 - a damaged spec.yaml: fall back to the folders
             order = []
         return [s for s in order if s in present] + [s for s in present if s not in order]
+
+    @contextmanager
+    def lock(self) -> Iterator[None]:
+        """Hold the run directory for this process (a second `--resume` of the same run
+        is refused with the holder's pid, instead of both training into one folder)."""
+        import fcntl
+
+        with open(self.path / ".lock", "a+") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.seek(0)
+                holder = handle.read().strip() or "?"
+                raise RunBusy(
+                    f"run {self.run_id} is being run by another process (pid {holder}); "
+                    "wait for it, or stop it first"
+                ) from None
+            handle.seek(0)
+            handle.truncate()
+            handle.write(str(os.getpid()))
+            handle.flush()
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def drop_metrics_after(self, stage: str, step: int) -> int:
+        """Forget `stage`'s step metrics after `step` (a resume from the checkpoint at
+        `step` logs them again); returns how many records went."""
+        rows = self.metrics()
+        keep = [r for r in rows if not (r.get("stage") == stage and (r.get("step") or 0) > step)]
+        if len(keep) != len(rows):
+            write_text(
+                self.path / "metrics.jsonl",
+                "".join(json.dumps(r, sort_keys=True, default=str) + "\n" for r in keep),
+            )
+        return len(rows) - len(keep)
 
     def stage(self, stage: str) -> dict[str, Any]:
         return read_json(self.stage_dir(stage) / "stage.json", {})

@@ -122,6 +122,15 @@ def test_sigkill_then_resume_finishes_same_steps(write, sft_data, tmp_path) -> N
     rd = RunDir(run_dir)
     assert rd.status()["state"] == "interrupted"  # readable: the pid is gone
     assert rd.stage("sft")["state"] == "running"
+    with rd.lock():  # issue 15.7: a second process resuming the same run is refused
+        busy = subprocess.run(
+            [sys.executable, "-m", "ftlab.runner.cli", "run", "--resume", rd.run_id],
+            capture_output=True,
+            text=True,
+            cwd=tmp_path,
+        )
+    assert busy.returncode == 1, busy.stderr[-2000:]
+    assert f"being run by another process (pid {os.getpid()})" in busy.stderr
     out = subprocess.run(
         [sys.executable, "-m", "ftlab.runner.cli", "run", "--resume", str(run_dir)],
         capture_output=True,
@@ -135,8 +144,15 @@ def test_sigkill_then_resume_finishes_same_steps(write, sft_data, tmp_path) -> N
     assert stage["summary"]["steps"] == 60
     steps = [m["step"] for m in rd.metrics() if "loss" in m]
     assert max(steps) == 60
+    assert len(steps) == len(set(steps))  # issue 15.7: no step logged twice after resume
     assert rd.status()["state"] == "completed"
     assert store.list_runs(runs)[0]["state"] == "completed"
+    dup = store.query(
+        runs,
+        "SELECT step, count(*) AS n FROM step_metrics WHERE name = 'loss' GROUP BY step "
+        "HAVING count(*) > 1",
+    )
+    assert dup == []
 
 
 def _hash(write, tmp_path: Path, overrides: list[str]) -> str:
