@@ -105,7 +105,7 @@ def run_evals(
         order += [t for t in targets(spec, ev) if t not in order]
     replies: dict[tuple[str, str], list[str]] = {}  # (model, eval) → generated replies
     for target in order:
-        model = _Lazy(target, ref, artifacts)
+        model = _Lazy(target, ref, artifacts, spec.model.chat_template)
         for ev in evals:
             if _needs_replies(ev) and target in (*targets(spec, ev), against[ev.key]):
                 replies[(target, ev.key)] = _replies(
@@ -184,13 +184,21 @@ def run_evals(
 class _Lazy:
     """A target's model, loaded on first use (cached results need none), freed after."""
 
-    def __init__(self, target: str, ref: ModelRef, artifacts: dict[str, Artifact]) -> None:
+    def __init__(
+        self, target: str, ref: ModelRef, artifacts: dict[str, Artifact], chat_template: str = ""
+    ) -> None:
         self.target, self.ref, self.artifacts = target, ref, artifacts
+        self.chat_template = chat_template
         self.loaded: tuple[Any, Any] | None = None
 
     def get(self) -> tuple[Any, Any]:
         if self.loaded is None:
-            self.loaded = load_target(self.target, ref=self.ref, artifacts=self.artifacts)
+            self.loaded = load_target(
+                self.target,
+                ref=self.ref,
+                artifacts=self.artifacts,
+                chat_template=self.chat_template,
+            )
         return self.loaded
 
     def release(self) -> None:
@@ -257,8 +265,11 @@ def _write(run: RunDir, name: str, summary: dict[str, Any], samples: list[dict[s
     write_text(folder / "samples.jsonl", "".join(line + "\n" for line in lines))
 
 
-def load_target(target: str, *, ref: ModelRef, artifacts: dict[str, Artifact]) -> tuple[Any, Any]:
-    """(model, tokenizer) for `base` or a stage's artifact, in eval mode on the device."""
+def load_target(
+    target: str, *, ref: ModelRef, artifacts: dict[str, Artifact], chat_template: str = ""
+) -> tuple[Any, Any]:
+    """(model, tokenizer) for `base` or a stage's artifact, in eval mode on the device;
+    `chat_template` is the spec's (artifacts carry it already)."""
     import torch
 
     from ftlab.runner.artifacts import load_artifact
@@ -272,7 +283,7 @@ def load_target(target: str, *, ref: ModelRef, artifacts: dict[str, Artifact]) -
         model = AutoModelForCausalLM.from_pretrained(
             ref.path, revision=ref.revision, dtype=getattr(torch, dtype)
         )
-        tokenizer = load_tokenizer(ref)
+        tokenizer = load_tokenizer(ref, chat_template=chat_template)
     else:
         model, tokenizer = load_artifact(artifacts[target].path, dtype=dtype)
         if tokenizer.pad_token is None:

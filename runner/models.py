@@ -348,13 +348,20 @@ def load_config(ref: ModelRef) -> Any:
     return AutoConfig.from_pretrained(ref.path, revision=ref.revision)
 
 
-def load_tokenizer(ref: ModelRef | str) -> Any:
+def load_tokenizer(ref: ModelRef | str, *, chat_template: str = "") -> Any:
+    """The checkpoint's tokenizer; `chat_template` (the spec's `model.chat_template`: a
+    name or a .jinja file) replaces its template, so training, evals and the saved
+    artifact format conversations alike."""
     from transformers import AutoTokenizer
 
     path = ref.path if isinstance(ref, ModelRef) else ref
     tok = AutoTokenizer.from_pretrained(path)
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
+    if chat_template:
+        from ftlab.runner.templates import named
+
+        tok.chat_template = named(chat_template).text
     return tok
 
 

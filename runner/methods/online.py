@@ -122,7 +122,10 @@ def train_online(ctx: StageContext, *, method: str) -> StageResult:
         )
     fns, weights = reward_functions(ctx, params)
     model, peft_cfg, base = policy(ctx, method="lora")
-    tokenizer = load_tokenizer(str(ctx.upstream.path) if ctx.upstream else ctx.model)
+    tokenizer = load_tokenizer(
+        str(ctx.upstream.path) if ctx.upstream else ctx.model,
+        chat_template=ctx.spec.model.chat_template,
+    )
     tokenizer.padding_side = "left"  # generation pads on the left
     if method == "grpo":
         from trl import GRPOConfig as Config

@@ -142,7 +142,10 @@ def train_ppo(ctx: StageContext) -> StageResult:
     if not isinstance(model, PeftModel):
         raise ValueError("ppo trains a LoRA policy; its reference is the adapter disabled")
     model.to(device)
-    tokenizer = load_tokenizer(str(ctx.upstream.path) if ctx.upstream else ctx.model)
+    tokenizer = load_tokenizer(
+        str(ctx.upstream.path) if ctx.upstream else ctx.model,
+        chat_template=ctx.spec.model.chat_template,
+    )
     base_model: Any = model.get_base_model()
     hidden = int(base_model.config.hidden_size)
     value_head = torch.nn.Linear(hidden, 1).to(device)

@@ -237,7 +237,10 @@ def train_preference(ctx: StageContext, *, method: Preference) -> StageResult:
             f"{str(only).lower()}. Add the other kind, or use sft/dpo instead"
         )
     model, peft_cfg, base = policy(ctx, method="lora")
-    tokenizer = load_tokenizer(str(ctx.upstream.path) if ctx.upstream else ctx.model)
+    tokenizer = load_tokenizer(
+        str(ctx.upstream.path) if ctx.upstream else ctx.model,
+        chat_template=ctx.spec.model.chat_template,
+    )
     config_cls, trainer_cls, kwargs = _trainer(method.name, params, ctx)
     if kwargs.get("precompute_ref_log_probs") and method.name in ("dpo", "ipo"):
         reuse = ctx.spec.output.reuse

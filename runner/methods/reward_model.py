@@ -82,7 +82,10 @@ def train_reward_model(ctx: StageContext) -> StageResult:
     started = time.time()
     params = RewardParams.model_validate(ctx.stage.params)
     base = base_weights(ctx)
-    tokenizer = load_tokenizer(str(ctx.upstream.path) if ctx.upstream else ctx.model)
+    tokenizer = load_tokenizer(
+        str(ctx.upstream.path) if ctx.upstream else ctx.model,
+        chat_template=ctx.spec.model.chat_template,
+    )
     precision = ctx.precision if not params.full else "fp32"  # full: fp32 master weights
     model = load_classifier(base, pad_token_id=tokenizer.pad_token_id, precision=precision)
     model.score.to(torch.float32)  # the new head trains in fp32 either way

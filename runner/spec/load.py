@@ -505,7 +505,42 @@ def _cross_check(raw: Raw, spec: Spec, prefix: str) -> list[Problem]:
             "pass --main-address HOST:PORT (the same on every node)",
         )
     _check_evals(spec, add)
+    _check_template(raw, spec, add)
     return problems
+
+
+def _check_template(raw: Raw, spec: Spec, add: Any) -> None:
+    """Assistant-only loss needs a template whose assistant tokens can be found: say so
+    now, not at the SFT stage's start."""
+    from ftlab.runner import templates
+
+    conversational = ("messages", "sharegpt", "alpaca")
+    needs_mask = [
+        i
+        for i, s in enumerate(spec.stages)
+        if s.method in SUPERVISED
+        and s.train.completion_only_loss
+        and s.data in spec.data
+        and spec.data[s.data].format in conversational
+    ]
+    try:
+        template = templates.for_model(spec.model.name, spec.model.chat_template)
+    except templates.TemplateError as exc:
+        add(("model", "chat_template"), "a chat template", str(exc))
+        return
+    if template is None or not needs_mask:
+        return
+    try:
+        templates.usable_for_training(template)
+    except templates.TemplateError as exc:
+        add(
+            ("stages", needs_mask[0], "train", "completion_only_loss"),
+            "a chat template whose assistant turns can be masked (assistant-only loss)",
+            f"{template.name}: {exc}",
+            "set model.chat_template to a template that fits the checkpoint (e.g. chatml, "
+            "llama3, mistral, or a .jinja file), or train.completion_only_loss: false "
+            "(loss on every token)",
+        )
 
 
 def _stage_refs(raw: Raw, prefix: str) -> list[Problem]:
@@ -692,7 +727,35 @@ def _anchor_data_paths(raw: Raw, prefix: str) -> list[Problem]:
                     prefix,
                 )
             )
-    return problems + _anchor_reward_modules(raw, prefix)
+    return problems + _anchor_reward_modules(raw, prefix) + _anchor_template(raw, prefix)
+
+
+def _anchor_template(raw: Raw, prefix: str) -> list[Problem]:
+    """`model.chat_template: x.jinja`: absolute, relative to the declaring file."""
+    model = raw.data.get("model")
+    if not isinstance(model, dict):
+        return []
+    value = model.get("chat_template")
+    if not isinstance(value, str) or not value.endswith(".jinja"):
+        return []
+    where = raw.loc(("model", "chat_template"))
+    base = Path(where.file).parent if Path(where.file).is_file() else Path.cwd()
+    path = Path(value).expanduser()
+    path = path if path.is_absolute() else base / path
+    if path.is_file():
+        model["chat_template"] = str(path.resolve())
+        return []
+    return [
+        Problem(
+            where.file,
+            where.line,
+            "model.chat_template",
+            f"a template name or an existing .jinja file (relative to {base})",
+            value,
+            "fix the path",
+            prefix,
+        )
+    ]
 
 
 def _anchor_reward_modules(raw: Raw, prefix: str) -> list[Problem]:

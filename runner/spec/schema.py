@@ -42,6 +42,11 @@ class ModelSpec(Strict):
     """Hub revision (branch, tag or commit) when `name` is a hub id."""
     trust_remote_code: bool = False
     """Allow custom modelling code from the hub repository."""
+    chat_template: str = ""
+    """The chat template to train and evaluate with: empty = the checkpoint's own; a name
+    (chatml, llama2, mistral, zephyr, alpaca, or any template trl ships: llama3, qwen2_5,
+    gemma3, phi3, …) or a `.jinja` file (relative to the spec). Recorded with the run and
+    saved with every artifact, so evals and exports format prompts as training did."""
 
     @model_validator(mode="before")
     @classmethod
