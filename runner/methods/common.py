@@ -87,6 +87,7 @@ def load_model(
     adapter: Any,
     revision: str = "main",
     trust_remote_code: bool = False,
+    attn_implementation: str = "auto",
 ) -> Any:
     import torch
     from transformers import AutoModelForCausalLM
@@ -100,6 +101,8 @@ def load_model(
         "revision": revision,
         "trust_remote_code": trust_remote_code,
     }
+    if attn_implementation != "auto":
+        kwargs["attn_implementation"] = attn_implementation
     if method == "qlora":
         from transformers import BitsAndBytesConfig
 
@@ -132,6 +135,7 @@ def policy(ctx: StageContext, *, method: str) -> tuple[Any, Any, str]:
     load = {
         "revision": ctx.model.revision if up is None else "main",
         "trust_remote_code": ctx.spec.model.trust_remote_code,
+        "attn_implementation": ctx.spec.model.attn_implementation,
         "precision": ctx.precision,
         "adapter": ctx.stage.adapter,
     }

@@ -42,6 +42,10 @@ class ModelSpec(Strict):
     """Hub revision (branch, tag or commit) when `name` is a hub id."""
     trust_remote_code: bool = False
     """Allow custom modelling code from the hub repository."""
+    attn_implementation: Literal[
+        "auto", "eager", "sdpa", "flash_attention_2", "flash_attention_3"
+    ] = "auto"
+    """Attention kernel for training (`auto` = transformers' choice: sdpa on CPU)."""
     chat_template: str = ""
     """The chat template to train and evaluate with: empty = the checkpoint's own; a name
     (chatml, llama2, mistral, zephyr, alpaca, or any template trl ships: llama3, qwen2_5,
@@ -151,7 +155,9 @@ class TrainSpec(Strict):
     gradient_checkpointing: bool = False
     """Recompute activations in the backward pass (less memory, ~30% slower)."""
     packing: bool = False
-    """Pack several short examples into one sequence (padding-free)."""
+    """Pack several short examples into one sequence (padding-free: restarting position ids,
+    no padding). Packed examples stay apart — trl's forward runs without a KV cache, and
+    transformers then masks by position ids (tests/test_packing.py measures it)."""
     completion_only_loss: bool = True
     """Loss only on assistant/completion tokens, not on the prompt."""
     logging_steps: int = Field(5, ge=1)
