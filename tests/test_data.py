@@ -383,11 +383,26 @@ def test_file_looking_data_path_is_never_a_hub_id(tmp_path: Path, command: str) 
     code, out = _cli(tmp_path, command, "d.jsnl")
     assert code == 2 and time.monotonic() - start < 10, out
     assert f"{tmp_path / 'spec.yaml'}:4: data.sft.path" in out, out
-    assert "unsupported file type '.jsnl' (expected .jsonl/.json/.csv/.parquet)" in out, out
-    assert "Did you mean 'd.jsonl'?" in out and "Traceback" not in out, out
+    assert "expected: an existing .jsonl/.json/.csv/.parquet file" in out, out
+    assert "found:    'd.jsnl': unsupported file type '.jsnl'" in out, out
+    assert "fix:      Did you mean 'd.jsonl'? (that file exists)" in out, out
+    assert "Traceback" not in out, out
     code, out = _cli(tmp_path, command, "/etc/passwd")
-    assert code == 2 and "/etc/passwd" in out, out
-    assert "unsupported file type (no suffix)" in out and "Traceback" not in out, out
+    assert code == 2 and "'/etc/passwd': unsupported file type (no suffix)" in out, out
+    assert "Traceback" not in out, out
+
+
+def test_unsupported_file_type_is_named_by_the_reader(tmp_path: Path) -> None:
+    """Sources that skip `validate` (a resumed run's spec) get the same answer."""
+    (tmp_path / "d.jsonl").write_bytes(GOOD)
+    with pytest.raises(
+        DataError,
+        match=r"d\.jsnl: unsupported file type '\.jsnl' \(expected "
+        r"\.jsonl/\.json/\.csv/\.parquet\)\. Did you mean '.*d\.jsonl'\?",
+    ):
+        load(_src(tmp_path / "d.jsnl", "messages"), base_dir=tmp_path, seed=0)
+    with pytest.raises(DataError, match=r"/etc/passwd: unsupported file type \(no suffix\)"):
+        load(_src("/etc/passwd", "messages"), base_dir=tmp_path, seed=0)
 
 
 @pytest.mark.parametrize(
