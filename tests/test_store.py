@@ -135,7 +135,7 @@ def test_a_slow_sync_never_overwrites_a_newer_ingest(runs: Path) -> None:
     """Issue 15.8: `ftlab sync` reads run A, then takes its time on run B; meanwhile run A
     completes and indexes itself. The sync must not write A's old state over the new one
     (it read the run directories before taking the index lock: DuckDB said `running`
-    while status.json said `completed`)."""
+    while status.json said `completed`), nor drop a run indexed since it listed them."""
     import json
     import threading
 
@@ -150,7 +150,9 @@ def test_a_slow_sync_never_overwrites_a_newer_ingest(runs: Path) -> None:
     fifo = _open_fifo_writer(slow / "metrics.jsonl", sync)  # the sync has read RUN_ID
     try:
         status.write_text(json.dumps({"state": "completed", "pid": os.getpid(), "error": ""}))
-        newer = threading.Thread(target=store.ingest_runs, args=(runs, [runs / RUN_ID]))
+        fresh = runs / (RUN_ID[:-4] + "0000")  # a run the sync never listed
+        shutil.copytree(FIXTURE / RUN_ID, fresh)
+        newer = threading.Thread(target=store.ingest_runs, args=(runs, [runs / RUN_ID, fresh]))
         newer.start()  # what `ftlab run` does when the run ends
         newer.join(2)  # done at once, unless the sync holds the index (then it waits)
     finally:
@@ -160,7 +162,7 @@ def test_a_slow_sync_never_overwrites_a_newer_ingest(runs: Path) -> None:
     newer.join(120)
     assert sync.exitcode == 0 and not newer.is_alive()
     states = {r["run_id"]: r["state"] for r in store.list_runs(runs)}
-    assert states[RUN_ID] == "completed", states
+    assert states[RUN_ID] == "completed" and fresh.name in states, states
 
 
 def _hold(db: Path) -> subprocess.Popen[str]:
