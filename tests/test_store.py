@@ -67,6 +67,17 @@ def test_interrupted_run_is_indexed_as_such(runs: Path) -> None:
     assert store.list_runs(runs)[0]["state"] == "interrupted"
 
 
+def test_a_run_killed_before_its_status_is_interrupted(runs: Path) -> None:
+    """Issue 15.11: a run directory with run.json but no status.json (a kill while the
+    run was being created) and no process is `interrupted` (resumable), not `unknown`."""
+    from ftlab.runner.rundir import RunDir
+
+    (runs / RUN_ID / "status.json").unlink()
+    assert RunDir(runs / RUN_ID).status()["state"] == "interrupted"
+    store.sync(runs)
+    assert store.list_runs(runs)[0]["state"] == "interrupted"
+
+
 def _hold_writer(root: str, seconds: float, ready) -> None:  # pragma: no cover - subprocess
     with store.connect(Path(root), write=True):
         ready.set()
