@@ -141,10 +141,11 @@ def _text_of(path: Path) -> str:
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        line = data.count(b"\n", 0, exc.start) + 1
-        column = exc.start - data.rfind(b"\n", 0, exc.start)
+        text = exc.object  # positions count from after a byte-order mark
+        line = text.count(b"\n", 0, exc.start) + 1
+        column = exc.start - text.rfind(b"\n", 0, exc.start)
         raise DataError(
-            f"{path}:{line}: not UTF-8 text (byte 0x{data[exc.start]:02x} at byte {column} of "
+            f"{path}:{line}: not UTF-8 text (byte 0x{text[exc.start]:02x} at byte {column} of "
             "the line). Save the file as UTF-8, e.g. "
             f"`iconv -f latin1 -t utf-8 {path.name} > fixed{path.suffix}`"
         ) from None
