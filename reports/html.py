@@ -396,6 +396,14 @@ def _leaderboard(cmp: Comparison) -> str:
     return "".join(out)
 
 
+def script_json(value: Any) -> str:
+    """JSON safe inside a <script> element: no `<`, `>` or `&` at all. Escaping `</` alone
+    is not enough: `<!--<script>` in a prompt opens HTML's "script data double escaped"
+    state, where `</script>` no longer closes the element and the page's code is lost."""
+    text = json.dumps(value, ensure_ascii=False)
+    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+
+
 def build(root: Path, refs: list[str] | None = None, *, baseline: str | None = None) -> str:
     cmp = compare(root, refs, baseline=baseline)
     label = {i: row.label for row in cmp.rows for i in row.run_ids}
@@ -461,7 +469,7 @@ def build(root: Path, refs: list[str] | None = None, *, baseline: str | None = N
     if explorer:
         sections.append(EXPLORER)
     title = f"ftlab report — {', '.join(experiments)}"
-    data = json.dumps(explorer, ensure_ascii=False).replace("</", "<\\/")
+    data = script_json(explorer)
     return PAGE.format(
         title=esc(title),
         created=time.strftime("%Y-%m-%d %H:%M"),

@@ -14,7 +14,7 @@ import fcntl
 import json
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -124,29 +124,39 @@ def _locked(root: Path, *, exclusive: bool, timeout: float) -> Iterator[None]:
 @contextmanager
 def connect(root: Path, *, write: bool, timeout: float = 120.0) -> Iterator[Any]:
     """A short-lived connection under the lock; readers never see a half-written ingest."""
+    if not write:
+        catch_up(root, timeout=timeout)
+    with (
+        _locked(root, exclusive=write, timeout=timeout),
+        _connection(root, write=write, timeout=timeout) as con,
+    ):
+        yield con
+
+
+@contextmanager
+def _connection(root: Path, *, write: bool, timeout: float) -> Iterator[Any]:
+    """The database, opened (schema and migrations applied when writing); the caller
+    holds the lock."""
     import duckdb
 
     db = root / DB_NAME
-    if not write:
-        catch_up(root, timeout=timeout)
-    with _locked(root, exclusive=write, timeout=timeout):
-        if not write and not db.exists():
-            con = duckdb.connect(":memory:")
+    if not write and not db.exists():
+        con = duckdb.connect(":memory:")
+        con.execute(SCHEMA)
+    else:
+        con = _open(db, read_only=not write, timeout=timeout)
+        if write:
             con.execute(SCHEMA)
-        else:
-            con = _open(db, read_only=not write, timeout=timeout)
-            if write:
-                con.execute(SCHEMA)
-                for statement in MIGRATIONS:
-                    con.execute(statement)
-                con.execute(
-                    "INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)",
-                    [str(SCHEMA_VERSION)],
-                )
-        try:
-            yield con
-        finally:
-            con.close()
+            for statement in MIGRATIONS:
+                con.execute(statement)
+            con.execute(
+                "INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)",
+                [str(SCHEMA_VERSION)],
+            )
+    try:
+        yield con
+    finally:
+        con.close()
 
 
 Rows = list[dict[str, Any]]
@@ -303,6 +313,43 @@ TABLES = (
 
 def ingest_runs(root: Path, run_dirs: list[Path], *, timeout: float = 120.0) -> int:
     """Index (or re-index) the given run directories; returns how many were written."""
+    return _ingest(root, lambda: run_dirs, drop_gone=False, timeout=timeout)[0]
+
+
+def _ingest(
+    root: Path, listing: Callable[[], list[Path]], *, drop_gone: bool, timeout: float
+) -> tuple[int, int]:
+    """(indexed, removed). The run directories are listed and read under the index lock:
+    an ingest that read a run before waiting its turn could write that run's older state
+    over a newer ingest (the index saying `running` while status.json says `completed`)."""
+    pending = root / UNINDEXED
+    try:
+        with _locked(root, exclusive=True, timeout=timeout):
+            ids, tables = _ingest_tables(listing())
+            with _connection(root, write=True, timeout=timeout) as con:
+                con.execute("BEGIN TRANSACTION")
+                indexed = [r[0] for r in con.execute("SELECT run_id FROM runs").fetchall()]
+                gone = [i for i in indexed if drop_gone and not (root / i / "run.json").is_file()]
+                for table in TABLES:
+                    con.execute(
+                        f"DELETE FROM {table} WHERE run_id IN (SELECT unnest(?))", [ids + gone]
+                    )
+                    if table in tables:
+                        arrow = tables[table]  # noqa: F841 - read by name in the SQL below
+                        con.execute(f"INSERT INTO {table} SELECT * FROM arrow")
+                con.execute("COMMIT")
+    except StoreBusy:
+        pending.mkdir(parents=True, exist_ok=True)
+        for run_dir in listing():  # the next command that reads or writes the index catches up
+            (pending / run_dir.name).write_text(str(run_dir.resolve()))
+        raise
+    for run_id in ids:
+        (pending / run_id).unlink(missing_ok=True)
+    return len(ids), len(gone)
+
+
+def _ingest_tables(run_dirs: list[Path]) -> tuple[list[str], dict[str, Any]]:
+    """(run ids, {table: arrow table}) read from the run directories."""
     import pyarrow as pa
 
     rows: dict[str, list[dict[str, Any]]] = {t: [] for t in TABLES}
@@ -319,24 +366,7 @@ def ingest_runs(root: Path, run_dirs: list[Path], *, timeout: float = 120.0) -> 
             rows[table].extend(eval_rows)
     ids = [r["run_id"] for r in rows["runs"]]
     tables = {t: pa.Table.from_pylist(rows[t], schema=_arrow_schema(t)) for t in TABLES if rows[t]}
-    pending = root / UNINDEXED
-    try:
-        with connect(root, write=True, timeout=timeout) as con:
-            con.execute("BEGIN TRANSACTION")
-            for table in TABLES:
-                con.execute(f"DELETE FROM {table} WHERE run_id IN (SELECT unnest(?))", [ids])
-                if table in tables:
-                    arrow = tables[table]  # noqa: F841 - read by name in the SQL below
-                    con.execute(f"INSERT INTO {table} SELECT * FROM arrow")
-            con.execute("COMMIT")
-    except StoreBusy:
-        pending.mkdir(parents=True, exist_ok=True)
-        for run_dir in run_dirs:  # the next command that reads or writes the index catches up
-            (pending / run_dir.name).write_text(str(run_dir.resolve()))
-        raise
-    for run_id in ids:
-        (pending / run_id).unlink(missing_ok=True)
-    return len(ids)
+    return ids, tables
 
 
 def catch_up(root: Path, *, timeout: float = 120.0) -> None:
@@ -376,17 +406,9 @@ def run_dirs(root: Path) -> list[Path]:
 
 
 def sync(root: Path, *, timeout: float = 120.0) -> tuple[int, int]:
-    """Make the index match the run directories: (indexed, removed)."""
-    dirs = run_dirs(root)
-    n = ingest_runs(root, dirs, timeout=timeout) if dirs else 0
-    present = [d.name for d in dirs]
-    with connect(root, write=True, timeout=timeout) as con:
-        stale = [
-            r[0] for r in con.execute("SELECT run_id FROM runs").fetchall() if r[0] not in present
-        ]
-        for table in TABLES:
-            con.execute(f"DELETE FROM {table} WHERE run_id IN (SELECT unnest(?))", [stale])
-    return n, len(stale)
+    """Make the index match the run directories: (indexed, removed), in one hold of the
+    lock (a run indexed while a sync reads the others is neither overwritten nor dropped)."""
+    return _ingest(root, lambda: run_dirs(root), drop_gone=True, timeout=timeout)
 
 
 def query(

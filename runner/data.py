@@ -12,13 +12,16 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import json
 import random
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ftlab.runner.spec.datapath import EXPECTED, looks_like_file, type_hint, unsupported_type
 from ftlab.runner.spec.schema import DataSource
 
 ROLES = {"system", "user", "assistant", "tool"}
@@ -30,7 +33,6 @@ SHAREGPT_ROLES = {
     "assistant": "assistant",
     "tool": "tool",
 }
-LOCAL_SUFFIXES = {".jsonl", ".json", ".csv", ".parquet"}
 
 
 class DataError(Exception):
@@ -108,7 +110,7 @@ def resolve_path(source: DataSource, base_dir: Path) -> Path | None:
     path = Path(source.path).expanduser()
     if not path.is_absolute():
         path = base_dir / path
-    if path.suffix.lower() in LOCAL_SUFFIXES or path.exists():
+    if path.exists() or looks_like_file(source.path):
         return path
     return None
 
@@ -118,39 +120,109 @@ def _read(source: DataSource, base_dir: Path) -> Iterator[tuple[str, dict[str, A
     if path is None:
         yield from _read_hub(source)
         return
+    if path.is_dir():
+        raise DataError(f"{path}: a directory; name one {EXPECTED} file in it")
+    unsupported = unsupported_type(path)
+    if unsupported is not None:
+        hint = type_hint(path, written=source.path)
+        raise DataError(f"{path}: {unsupported} (expected {EXPECTED}). {hint}")
     if not path.is_file():
         raise DataError(f"{path}: no such data file (data paths are relative to the spec file)")
-    suffix = path.suffix.lower()
-    if suffix == ".jsonl":
-        with open(path, encoding="utf-8") as f:
-            for n, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise DataError(f"{path}:{n}: not valid JSON ({exc.msg})") from None
-                yield f"{path}:{n}", _mapping(row, f"{path}:{n}")
-    elif suffix == ".json":
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as exc:
-            raise DataError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg})") from None
-        if isinstance(data, dict) and isinstance(data.get("data"), list):
-            data = data["data"]
-        if not isinstance(data, list):
-            raise DataError(f"{path}: expected a JSON list of rows (or {{'data': [...]}})")
-        for n, row in enumerate(data):
-            yield f"{path}[{n}]", _mapping(row, f"{path}[{n}]")
-    elif suffix == ".csv":
-        with open(path, encoding="utf-8", newline="") as f:
-            for n, row in enumerate(csv.DictReader(f), 2):
-                yield f"{path}:{n}", dict(row)
-    elif suffix == ".parquet":
-        import pyarrow.parquet as pq
+    yield from READERS[path.suffix.lower()](path)
 
-        for n, row in enumerate(pq.read_table(path).to_pylist()):
-            yield f"{path} row {n}", row
+
+def _text_of(path: Path) -> str:
+    """The file as UTF-8 text (a leading byte-order mark dropped), or a DataError naming
+    the line of the first byte that is not UTF-8."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read the file ({exc.strerror})") from None
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        text = exc.object  # positions count from after a byte-order mark
+        line = text.count(b"\n", 0, exc.start) + 1
+        column = exc.start - text.rfind(b"\n", 0, exc.start)
+        raise DataError(
+            f"{path}:{line}: not UTF-8 text (byte 0x{text[exc.start]:02x} at byte {column} of "
+            "the line). Save the file as UTF-8, e.g. "
+            f"`iconv -f latin1 -t utf-8 {path.name} > fixed{path.suffix}`"
+        ) from None
+
+
+def _parse_json(text: str, where: str, *, line: int | None = None) -> Any:
+    """json.loads, with the file and line in every error (`line` None: the whole file)."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        at = f"{where}:{line if line is not None else exc.lineno}"
+        raise DataError(f"{at}: not valid JSON ({exc.msg})") from None
+    except RecursionError:
+        at = where if line is None else f"{where}:{line}"
+        raise DataError(
+            f"{at}: JSON nested too deeply to read (Python's parser stops near "
+            f"{sys.getrecursionlimit()} levels of [ and {{); flatten the rows"
+        ) from None
+
+
+def _read_jsonl(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
+    for n, line in enumerate(_text_of(path).split("\n"), 1):
+        if line.strip():
+            yield f"{path}:{n}", _mapping(_parse_json(line, str(path), line=n), f"{path}:{n}")
+
+
+def _read_json(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
+    rows = _parse_json(_text_of(path), str(path))
+    if isinstance(rows, dict) and isinstance(rows.get("data"), list):
+        rows = rows["data"]
+    if not isinstance(rows, list):
+        raise DataError(f"{path}: expected a JSON list of rows (or {{'data': [...]}})")
+    for n, row in enumerate(rows):
+        yield f"{path}[{n}]", _mapping(row, f"{path}[{n}]")
+
+
+def _read_csv(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Rows under the header, each named by the physical line it starts on (a quoted field
+    may span lines)."""
+    reader = csv.reader(io.StringIO(_text_of(path), newline=""))
+    try:
+        header = next(reader, None)
+        while header is not None:
+            start = reader.line_num + 1
+            record = next(reader, None)
+            if record is None:
+                return
+            if not record:
+                continue  # a blank line
+            if len(record) > len(header):
+                raise DataError(
+                    f"{path}:{start}: {len(record)} fields, the header has {len(header)}; "
+                    "quote fields that hold commas"
+                )
+            padded = [*record, *[None] * (len(header) - len(record))]  # short rows: None
+            yield f"{path}:{start}", dict(zip(header, padded, strict=True))
+    except csv.Error as exc:
+        raise DataError(f"{path}:{reader.line_num}: not valid CSV ({exc})") from None
+
+
+def _read_parquet(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        rows = pq.read_table(path).to_pylist()
+    except (pa.ArrowException, OSError) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        raise DataError(
+            f"{path}: not a readable Parquet file ({type(exc).__name__}: {first}); "
+            "write it again (pandas `df.to_parquet`, pyarrow `pq.write_table`) or use .jsonl"
+        ) from None
+    for n, row in enumerate(rows):
+        yield f"{path} row {n}", row
+
+
+READERS = {".jsonl": _read_jsonl, ".json": _read_json, ".csv": _read_csv, ".parquet": _read_parquet}
 
 
 def _read_hub(source: DataSource) -> Iterator[tuple[str, dict[str, Any]]]:

@@ -114,6 +114,7 @@ def create_run(
     if run.path.resolve().parent != root.resolve():  # names are checked; paths are too
         raise ValueError(f"run directory {run.path} would not be inside output.dir {root}")
     run.path.mkdir(parents=True)
+    run.set_status(state="running", stage="")  # first: a run.json always has a status
     write_json(
         run.path / "run.json",
         {
@@ -130,7 +131,6 @@ def create_run(
     )
     write_text(run.path / "spec.yaml", to_yaml(spec))
     write_json(run.path / "env.json", snapshot())
-    run.set_status(state="running", stage="")
     return run
 
 
@@ -184,6 +184,8 @@ def _execute(
 ) -> RunResult:
     info = run.info()
     spec_dir = Path(info.get("spec_dir", "."))
+    if resume and (left := run.remove_temp_files()):
+        print(f"removed {len(left)} temp file(s) an interrupted write left")
     run.set_status(state="running", error="")
     started = time.time()
     results: dict[str, dict[str, Any]] = {}

@@ -9,12 +9,15 @@ recipe gets a new cache folder, so it is rebuilt.
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
 import os
+import re
 import shutil
 import socket
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -219,11 +222,19 @@ def _check_hub(repo_id: str) -> None:
 # ---------------------------------------------------------------- building
 
 
+# A build's temp folder is `<target>.build-<host>-<pid>.<random>`: a kill mid-build leaves
+# it, and the next resolve removes it once that builder is gone. Folders of older ftlab
+# versions (`<target>.<random>`) name no builder: removed once this old.
+ORPHAN_BUILD_S = 3600.0
+FOREIGN_BUILD_S = 24 * 3600.0  # another host's build (a shared cache): its pid means nothing here
+
+
 def _atomic_build(target: Path, build: Any) -> Path:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    _remove_dead_builds(target)
     if (target / "READY").is_file():
         return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=target.name + ".", dir=target.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=f"{target.name}.{_builder()}.", dir=target.parent))
     try:
         build(tmp)
         (tmp / "READY").write_text("ok\n")
@@ -235,6 +246,34 @@ def _atomic_build(target: Path, build: Any) -> Path:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return target
+
+
+def _host() -> str:
+    return re.sub(r"[^A-Za-z0-9-]", "", socket.gethostname())[:40]
+
+
+def _builder() -> str:
+    return f"build-{_host()}-{os.getpid()}"
+
+
+def _remove_dead_builds(target: Path) -> None:
+    """Delete the temp folders of builds of `target` that died; never a running one's."""
+    from ftlab.runner.rundir import pid_alive
+
+    ours = re.compile(rf"{re.escape(target.name)}\.build-(?P<host>[A-Za-z0-9-]*)-(?P<pid>\d+)\..+")
+    older = re.compile(rf"{re.escape(target.name)}\.[a-z0-9_]{{8}}")
+    for folder in target.parent.glob(f"{glob.escape(target.name)}.*"):
+        try:
+            age = time.time() - folder.stat().st_mtime
+        except FileNotFoundError:
+            continue  # renamed into place or removed meanwhile
+        if match := ours.fullmatch(folder.name):
+            here = match["host"] == _host()
+            dead = not pid_alive(int(match["pid"])) if here else age > FOREIGN_BUILD_S
+        else:
+            dead = bool(older.fullmatch(folder.name)) and age > ORPHAN_BUILD_S
+        if dead and folder.is_dir():
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def ensure_tiny() -> Path:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 import time
 from collections.abc import Iterator
@@ -25,6 +26,8 @@ from pathlib import Path
 from typing import Any
 
 RUN_FORMAT = 1  # bump when the layout changes; the golden-fixture test guards it
+# the temp files of write_json/write_text: tempfile.mkstemp(prefix=name + ".", suffix=".tmp")
+TEMP_FILE = re.compile(r".+\.[a-z0-9_]{8}\.tmp")
 
 
 def write_json(path: Path, data: Any) -> None:
@@ -94,10 +97,23 @@ class RunDir:
         return read_json(self.path / "run.json", {})
 
     def status(self) -> dict[str, Any]:
-        status = read_json(self.path / "status.json", {"state": "unknown"})
-        if status.get("state") == "running" and not _alive(status.get("pid")):
+        status = read_json(self.path / "status.json")
+        if status is None:
+            # status.json is written before run.json (`execute.create_run`): a run without
+            # it was killed while being created (or by an ftlab that wrote run.json first)
+            known = (self.path / "run.json").is_file()
+            return {"state": "interrupted" if known else "unknown"}
+        if status.get("state") == "running" and not pid_alive(status.get("pid")):
             status["state"] = "interrupted"  # killed: resumable with --resume
         return status
+
+    def remove_temp_files(self) -> list[Path]:
+        """Delete what a kill during `write_json`/`write_text` left (`<name>.<8 random
+        characters>.tmp`); call only when no process writes this run (on resume)."""
+        stale = [p for p in self.path.rglob("*.tmp") if TEMP_FILE.fullmatch(p.name) and p.is_file()]
+        for path in stale:
+            path.unlink(missing_ok=True)
+        return stale
 
     def set_status(self, **fields: Any) -> None:
         status = read_json(self.path / "status.json", {})
@@ -170,7 +186,8 @@ class RunDir:
         return read_metrics(self.path / "metrics.jsonl")
 
 
-def _alive(pid: Any) -> bool:
+def pid_alive(pid: Any) -> bool:
+    """Whether a process with this id runs on this machine."""
     if not isinstance(pid, int):
         return False
     try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+import traceback
 from pathlib import Path
 
 import pyarrow as pa
@@ -289,3 +290,137 @@ def test_bad_ratings_row_is_named(tmp_path: Path) -> None:
     path = _jsonl(tmp_path / "r.jsonl", [{"prompt": "p", "responses": [{"text": "a"}]}])
     with pytest.raises(DataError, match=r"r\.jsonl:1: response 0 needs a string 'text' and"):
         load(_src(path, "preference", convert="ratings_to_pairs"), base_dir=tmp_path, seed=0)
+
+
+# ---------------------------------------------------------------- hostile files, end to end
+
+CLI_SPEC = """\
+name: hostile
+model: tiny
+data:
+  sft: {{path: {path}, format: prompt_completion}}
+stages:
+  - {{name: sft, method: lora, train: {{max_steps: 1}}}}
+output: {{dir: {runs}}}
+"""
+GOOD = b'{"prompt": "p1", "completion": "c1"}\n'
+# physical lines 2-4 and 5-7 are one record each; the record on line 8 has no completion
+CSV_MULTILINE = b'prompt,completion\n"a\nb\nc",x\n"d\ne\nf",y\ng,\n'
+DEEP = b"[" * 100_000 + b"]" * 100_000
+
+
+def _cli(tmp_path: Path, command: str, data_path: str) -> tuple[int, str]:
+    """`ftlab <command> spec.yaml` on a spec whose one dataset is `data_path`."""
+    from typer.testing import CliRunner
+
+    from ftlab.runner.cli import app
+
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(CLI_SPEC.format(path=json.dumps(data_path), runs=tmp_path / "runs"))
+    result = CliRunner().invoke(app, [command, str(spec)])
+    out = result.output
+    if result.exc_info and not isinstance(result.exception, SystemExit):  # what a user sees
+        out += "".join(traceback.format_exception(*result.exc_info))
+    return result.exit_code, out
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "where", "what"),
+    [
+        ("d.jsonl", GOOD + b'{"prompt": "caf\xe9", "completion": "c"}\n', "d.jsonl:2:", "UTF-8"),
+        (
+            "d.json",
+            b'[\n  {"prompt": "p", "completion": "c"},\n  {"prompt": "\xff"}\n]',
+            "d.json:3:",
+            "UTF-8",
+        ),
+        ("d.csv", b"prompt,completion\np,c\ncaf\xe9,c\n", "d.csv:3:", "UTF-8"),
+        ("d.jsonl", b"\xef\xbb\xbf" + GOOD + b'{"prompt": "\xe9"}\n', "d.jsonl:2:", "byte 0xe9"),
+        ("d.json", DEEP, "d.json:", "nested"),
+        ("d.jsonl", GOOD + DEEP + b"\n", "d.jsonl:2:", "nested"),
+        ("d.parquet", b"PAR1" + b"\x00garbage" * 20 + b"PAR1", "d.parquet:", "Parquet"),
+        ("d.csv", CSV_MULTILINE, "d.csv:8:", "'completion'"),
+        (
+            "d.jsonl",
+            b"\xef\xbb\xbf" + GOOD * 2 + b'{"prompt": "p"}\n',
+            "d.jsonl:3:",
+            "'completion'",
+        ),
+    ],
+    ids=[
+        "jsonl-latin1",
+        "json-latin1",
+        "csv-latin1",
+        "jsonl-bom-latin1",
+        "json-deep",
+        "jsonl-deep",
+        "parquet-corrupt",
+        "csv-multiline-line",
+        "jsonl-bom",
+    ],
+)
+def test_hostile_data_files_fail_run_with_file_and_line(
+    tmp_path: Path, name: str, content: bytes, where: str, what: str
+) -> None:
+    (tmp_path / name).write_bytes(content)
+    code, out = _cli(tmp_path, "run", name)
+    assert code == 2, out
+    assert f"{tmp_path / where}" in out and what in out, out
+    assert "Traceback" not in out and not (tmp_path / "runs").exists()
+
+
+def test_bom_jsonl_reads(tmp_path: Path) -> None:
+    path = tmp_path / "d.jsonl"
+    path.write_bytes(b"\xef\xbb\xbf" + GOOD * 2)
+    ds = load(_src(path, "prompt_completion", val_fraction=0.0), base_dir=tmp_path, seed=0)
+    assert ds.train == [{"prompt": "p1", "completion": "c1"}]  # the duplicate dropped
+
+
+@pytest.mark.parametrize("command", ["validate", "run"])
+def test_file_looking_data_path_is_never_a_hub_id(tmp_path: Path, command: str) -> None:
+    """A typo'd suffix is a spec problem at once (no hub retries), with the suffix to use;
+    an existing file of another type (`/etc/passwd`) is refused as such."""
+    (tmp_path / "d.jsonl").write_bytes(GOOD)
+    start = time.monotonic()
+    code, out = _cli(tmp_path, command, "d.jsnl")
+    assert code == 2 and time.monotonic() - start < 10, out
+    assert f"{tmp_path / 'spec.yaml'}:4: data.sft.path" in out, out
+    assert "expected: an existing .jsonl/.json/.csv/.parquet file" in out, out
+    assert "found:    'd.jsnl': unsupported file type '.jsnl'" in out, out
+    assert "fix:      Did you mean 'd.jsonl'? (that file exists)" in out, out
+    assert "Traceback" not in out, out
+    code, out = _cli(tmp_path, command, "/etc/passwd")
+    assert code == 2 and "'/etc/passwd': unsupported file type (no suffix)" in out, out
+    assert "Traceback" not in out, out
+
+
+def test_unsupported_file_type_is_named_by_the_reader(tmp_path: Path) -> None:
+    """Sources that skip `validate` (a resumed run's spec) get the same answer."""
+    (tmp_path / "d.jsonl").write_bytes(GOOD)
+    with pytest.raises(
+        DataError,
+        match=r"d\.jsnl: unsupported file type '\.jsnl' \(expected "
+        r"\.jsonl/\.json/\.csv/\.parquet\)\. Did you mean '.*d\.jsonl'\?",
+    ):
+        load(_src(tmp_path / "d.jsnl", "messages"), base_dir=tmp_path, seed=0)
+    with pytest.raises(DataError, match=r"/etc/passwd: unsupported file type \(no suffix\)"):
+        load(_src("/etc/passwd", "messages"), base_dir=tmp_path, seed=0)
+
+
+@pytest.mark.parametrize(
+    ("path", "local"),
+    [
+        ("d.jsnl", True),
+        ("data/train.txt", True),
+        ("./train", True),
+        ("data/sub/train", True),
+        ("C:\\data\\train", True),
+        ("some-org/some-dataset", False),
+        ("nvidia/Nemotron-Post-Training-Dataset-v1.1", False),
+        ("squad", False),
+    ],
+)
+def test_which_data_paths_are_local_files(path: str, local: bool) -> None:
+    from ftlab.runner.spec.datapath import looks_like_file
+
+    assert looks_like_file(path) is local

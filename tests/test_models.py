@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+import os
+import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -77,3 +81,47 @@ def test_missing_local_dir_is_clear(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     with pytest.raises(models.ModelError, match="no config.json"):
         models.resolve(str(tmp_path / "empty"))
+
+
+def _start_build(cache: Path) -> tuple[subprocess.Popen[bytes], Path]:
+    """A process building the tiny model into `cache`, and its temp folder once made."""
+    before = set((cache / "models").glob("tiny-*.*"))
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "from ftlab.runner.models import ensure_tiny; ensure_tiny()"],
+        env={**os.environ, "FTLAB_CACHE": str(cache)},
+    )
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        new = set((cache / "models").glob("tiny-*.*")) - before
+        if new:
+            return proc, new.pop()
+        time.sleep(0.005)
+    proc.kill()
+    raise AssertionError("the build never made its temp folder")
+
+
+def test_a_killed_build_leaves_no_temp_folder_behind(tmp_path: Path, monkeypatch) -> None:
+    """Issue 15.11: a build killed half-way leaves `models/tiny-….xxxx/`; the next build
+    removes it, and an old one without an owner, but never the folder of a build still
+    running in another process (here: paused)."""
+    dead_proc, dead = _start_build(tmp_path)
+    dead_proc.send_signal(signal.SIGKILL)
+    dead_proc.wait()
+    paused, live = _start_build(tmp_path)
+    paused.send_signal(signal.SIGSTOP)
+    try:
+        orphan = tmp_path / "models" / f"tiny-{models.tiny_recipe_hash()}.k1ll3d00"
+        orphan.mkdir()
+        two_hours_ago = time.time() - 2 * 3600
+        os.utime(orphan, (two_hours_ago, two_hours_ago))
+        monkeypatch.setenv("FTLAB_CACHE", str(tmp_path))
+        built = models.ensure_tiny()
+        assert (built / "READY").is_file()
+        assert not dead.exists() and not orphan.exists()
+        assert live.exists()  # its builder is alive
+    finally:
+        paused.send_signal(signal.SIGKILL)
+        paused.wait()
+    models.ensure_tiny()  # already built: still tidies up after the builder that died
+    assert not live.exists()
+    assert [p.name for p in (tmp_path / "models").iterdir()] == [built.name]

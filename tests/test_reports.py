@@ -252,3 +252,103 @@ def test_wandb_mode_auto_never_prompts_or_hangs(monkeypatch: pytest.MonkeyPatch)
     )
     assert flat == {"stages.sft.name": "sft", "stages.sft.params.api_key_env": "KEY"}
     assert os.environ.get("WANDB_MODE") is None
+
+
+HOSTILE = "<!--<script>alert('x')</script> & </script><script>"
+
+
+def _run_with_judged_item(runs: Path, variant: str, *, lr: str, win: int) -> None:
+    """A copy of the golden run directory with one judge eval whose prompt, reply and
+    verdict hold markup that ends or opens a <script> element."""
+    fixture = ROOT / "tests" / "fixtures" / "run_v1" / "quickstart-base-20261123-104159-e458"
+    run = runs / fixture.name.replace("-base-", f"-{variant}-")
+    shutil.copytree(fixture, run)
+    info = json.loads((run / "run.json").read_text())
+    (run / "run.json").write_text(json.dumps({**info, "variant": variant, "run_id": run.name}))
+    spec = run / "spec.yaml"
+    spec.write_text(spec.read_text().replace("learning_rate: 0.003", f"learning_rate: {lr}"))
+    evals = run / "evals" / "judged"
+    evals.mkdir(parents=True)
+    metric = {"value": float(win), "low": 0.0, "high": 1.0, "n": 1}
+    summary = {
+        "eval": "judged",
+        "kind": "judge",
+        "targets": {"sft": {"metrics": {"win_rate": metric}}},
+        "last": "sft",
+        "headline": "win_rate",
+        "higher_is_better": True,
+    }
+    (evals / "summary.json").write_text(json.dumps(summary))
+    sample = {
+        "target": "sft",
+        "item": "hostile-1",
+        "scores": {"win": win},
+        "prompt": f"prompt {HOSTILE}",
+        "response": f"reply {HOSTILE}",
+        "verdict": {"verdict": "A", "raw": f"verdict {HOSTILE}"},
+    }
+    (evals / "samples.jsonl").write_text(json.dumps(sample, ensure_ascii=False) + "\n")
+
+
+def test_report_survives_script_markup_in_prompts_replies_and_verdicts(tmp_path: Path) -> None:
+    """`<!--<script>` in a sample must not swallow the page's code: both <script> elements
+    come out whole and the explorer, run in Chromium, lists the item with its text."""
+    from html.parser import HTMLParser
+
+    from playwright.sync_api import sync_playwright
+
+    from ftlab.reports import store
+
+    runs = tmp_path / "runs"
+    _run_with_judged_item(runs, "base", lr="0.003", win=0)
+    _run_with_judged_item(runs, "hot", lr="0.03", win=1)
+    store.sync(runs)
+    out = html_mod.write(runs, ["quickstart"], None)
+
+    class Scripts(HTMLParser):
+        def __init__(self) -> None:
+            super().__init__()
+            self.scripts: list[tuple[dict[str, str | None], str]] = []
+            self._open: dict[str, str | None] | None = None
+
+        def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+            if tag == "script":
+                self._open = dict(attrs)
+                self.scripts.append((self._open, ""))
+
+        def handle_data(self, data: str) -> None:
+            if self._open is not None:
+                attrs, text = self.scripts[-1]
+                self.scripts[-1] = (attrs, text + data)
+
+        def handle_endtag(self, tag: str) -> None:
+            if tag == "script":
+                self._open = None
+
+    parser = Scripts()
+    parser.feed(out.read_text())
+    assert [a.get("id") for a, _ in parser.scripts] == ["explorer-data", None]
+    # no markup inside the data: `<!--` and `<script` open HTML's "script data (double)
+    # escaped" states, where `</script>` no longer ends the element
+    assert not set("<>&") & set(parser.scripts[0][1])
+    data = json.loads(parser.scripts[0][1])
+    assert data["judged"]["hot"]["hostile-1"]["record"]["prompt"].endswith(HOSTILE)
+    assert "function ()" in parser.scripts[1][1] and "runs();" in parser.scripts[1][1]
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=_chromium(), args=["--no-sandbox"])
+        page = browser.new_page()
+        errors: list[str] = []
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.on("dialog", lambda d: (errors.append(f"dialog: {d.message}"), d.dismiss()))
+        page.goto(out.resolve().as_uri())
+        assert page.locator("script").count() == 2
+        assert page.locator("#ex-count").inner_text() == "1 of 1 shared items differ"
+        item = page.locator("#ex-items .item")
+        assert item.count() == 1
+        text = item.inner_text()
+        assert f"prompt {HOSTILE}" in text and f"reply {HOSTILE}" in text
+        assert f"verdict {HOSTILE}" in text
+        browser.close()
+    assert errors == []

@@ -224,3 +224,34 @@ def test_ctrl_c_leaves_an_interrupted_run_that_resumes(write, sft_data, tmp_path
     assert "checkpoint-" in rd.stage("sft")["resumed_from"]
     assert summary["initial_eval_loss"] > summary["eval_loss"]
     assert f"{summary['initial_eval_loss']:.3f} → {summary['eval_loss']:.3f}" in done.stdout
+
+
+@pytest.mark.integration
+def test_resume_removes_the_temp_files_a_kill_left(write, sft_data, tmp_path) -> None:
+    """Issue 15.11: a kill during an atomic write leaves `status.json.<random>.tmp` (and
+    the like in stages/, evals/); resuming the run removes them, and nothing else. The run
+    here was killed before its first status.json: it is `interrupted` and resumes."""
+    from typer.testing import CliRunner
+
+    from ftlab.runner.cli import app
+
+    path = _spec(write, sft_data, tmp_path, steps=2)
+    ((name, spec),) = expand_runs(path)
+    rd = execute.create_run(spec, variant=name, spec_file=path, overrides=[])
+    (rd.path / "status.json").unlink()
+    left = [
+        rd.path / "status.json.x8k2m1q9.tmp",
+        rd.path / "stages/sft/stage.json.ab12cd_4.tmp",
+        rd.path / "evals/ppl/summary.json.zz9y8x7w.tmp",
+    ]
+    for tmp in left:
+        tmp.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text('{"state": "runn')  # cut short by the kill
+    notes = rd.path / "notes.tmp"  # not ours: stays
+    notes.write_text("mine")
+    assert rd.status()["state"] == "interrupted"
+    result = CliRunner().invoke(app, ["run", "--resume", str(rd.path)])
+    assert result.exit_code == 0, result.output
+    assert "was interrupted" in result.output
+    assert [t for t in left if t.exists()] == [] and notes.exists()
+    assert rd.status()["state"] == "completed"

@@ -67,6 +67,17 @@ def test_interrupted_run_is_indexed_as_such(runs: Path) -> None:
     assert store.list_runs(runs)[0]["state"] == "interrupted"
 
 
+def test_a_run_killed_before_its_status_is_interrupted(runs: Path) -> None:
+    """Issue 15.11: a run directory with run.json but no status.json (a kill while the
+    run was being created) and no process is `interrupted` (resumable), not `unknown`."""
+    from ftlab.runner.rundir import RunDir
+
+    (runs / RUN_ID / "status.json").unlink()
+    assert RunDir(runs / RUN_ID).status()["state"] == "interrupted"
+    store.sync(runs)
+    assert store.list_runs(runs)[0]["state"] == "interrupted"
+
+
 def _hold_writer(root: str, seconds: float, ready) -> None:  # pragma: no cover - subprocess
     with store.connect(Path(root), write=True):
         ready.set()
@@ -114,6 +125,55 @@ def test_busy_store_times_out_with_a_clear_error(runs: Path) -> None:
     with pytest.raises(store.StoreBusy, match="locked by another ftlab process"):
         store.query(runs, "SELECT 1", timeout=0.3)
     writer.join(30)
+
+
+def _sync(root: str) -> None:  # pragma: no cover - subprocess
+    store.sync(Path(root))
+
+
+def _open_fifo_writer(fifo: Path, reader: mp.process.BaseProcess) -> int:
+    """Open `fifo` for writing once the reader process has opened it (without hanging)."""
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and reader.is_alive():
+        try:
+            return os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+        except OSError:  # ENXIO: nobody reads it yet
+            time.sleep(0.02)
+    raise AssertionError(f"the sync never read {fifo}")
+
+
+def test_a_slow_sync_never_overwrites_a_newer_ingest(runs: Path) -> None:
+    """Issue 15.8: `ftlab sync` reads run A, then takes its time on run B; meanwhile run A
+    completes and indexes itself. The sync must not write A's old state over the new one
+    (it read the run directories before taking the index lock: DuckDB said `running`
+    while status.json said `completed`), nor drop a run indexed since it listed them."""
+    import json
+    import threading
+
+    status = runs / RUN_ID / "status.json"
+    status.write_text(json.dumps({"state": "running", "pid": os.getpid(), "error": ""}))
+    slow = runs / (RUN_ID[:-4] + "ffff")  # sorts after RUN_ID: the sync reads it second
+    shutil.copytree(runs / RUN_ID, slow)
+    (slow / "metrics.jsonl").unlink()
+    os.mkfifo(slow / "metrics.jsonl")  # the sync blocks here until the test writes it
+    sync = mp.get_context("spawn").Process(target=_sync, args=(str(runs),))
+    sync.start()
+    fifo = _open_fifo_writer(slow / "metrics.jsonl", sync)  # the sync has read RUN_ID
+    try:
+        status.write_text(json.dumps({"state": "completed", "pid": os.getpid(), "error": ""}))
+        fresh = runs / (RUN_ID[:-4] + "0000")  # a run the sync never listed
+        shutil.copytree(FIXTURE / RUN_ID, fresh)
+        newer = threading.Thread(target=store.ingest_runs, args=(runs, [runs / RUN_ID, fresh]))
+        newer.start()  # what `ftlab run` does when the run ends
+        newer.join(2)  # done at once, unless the sync holds the index (then it waits)
+    finally:
+        os.write(fifo, (FIXTURE / RUN_ID / "metrics.jsonl").read_bytes())
+        os.close(fifo)
+    sync.join(120)
+    newer.join(120)
+    assert sync.exitcode == 0 and not newer.is_alive()
+    states = {r["run_id"]: r["state"] for r in store.list_runs(runs)}
+    assert states[RUN_ID] == "completed" and fresh.name in states, states
 
 
 def _hold(db: Path) -> subprocess.Popen[str]:

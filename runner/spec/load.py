@@ -18,6 +18,7 @@ from ruamel.yaml import YAML
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
 from ftlab.runner.registry import did_you_mean
+from ftlab.runner.spec import datapath
 from ftlab.runner.spec.errors import HIDDEN, Problem, SpecError, secret
 from ftlab.runner.spec.schema import Spec
 
@@ -696,12 +697,11 @@ def _check_evals(spec: Spec, add: Any) -> None:
                 )
 
 
-LOCAL_DATA_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
-
-
 def _anchor_data_paths(raw: Raw, prefix: str) -> list[Problem]:
     """Make relative data paths absolute, relative to the file that declared them (the
-    working directory for command-line overrides); a missing local file is a problem."""
+    working directory for command-line overrides). A name that can only be a file
+    (`datapath.looks_like_file`) must be an existing file of a type ftlab reads; any other
+    name is a hub dataset id."""
     problems: list[Problem] = []
     data = raw.data.get("data")
     if not isinstance(data, dict):
@@ -709,23 +709,20 @@ def _anchor_data_paths(raw: Raw, prefix: str) -> list[Problem]:
     for name, source in data.items():
         if not isinstance(source, dict) or not isinstance(source.get("path"), str):
             continue
-        path = Path(source["path"]).expanduser()
+        written = source["path"]
+        path = Path(written).expanduser()
         where = raw.loc(("data", name, "path"))
         base = Path(where.file).parent if Path(where.file).is_file() else Path.cwd()
         candidate = path if path.is_absolute() else base / path
+        if not candidate.exists() and not datapath.looks_like_file(written):
+            continue  # a hub dataset id
         if candidate.exists():
             source["path"] = str(candidate.resolve())
-        elif path.suffix.lower() in LOCAL_DATA_SUFFIXES:
+        found_hint = _data_file_problem(candidate, written=written)
+        if found_hint is not None:
+            expected = f"an existing {datapath.EXPECTED} file (relative to {base})"
             problems.append(
-                Problem(
-                    where.file,
-                    where.line,
-                    f"data.{name}.path",
-                    f"an existing data file (relative to {base})",
-                    source["path"],
-                    "fix the path, or run `python experiments/data/generate.py` for shipped data",
-                    prefix,
-                )
+                Problem(where.file, where.line, f"data.{name}.path", expected, *found_hint, prefix)
             )
     return problems + _anchor_reward_modules(raw, prefix) + _anchor_template(raw, prefix)
 
@@ -756,6 +753,21 @@ def _anchor_template(raw: Raw, prefix: str) -> list[Problem]:
             prefix,
         )
     ]
+
+
+def _data_file_problem(candidate: Path, *, written: str) -> tuple[str, str] | None:
+    """(found, fix) for a local data path ftlab cannot read, else None."""
+    if candidate.is_dir():
+        return f"'{written}': a directory", "name one file in it"
+    unsupported = datapath.unsupported_type(candidate)
+    if unsupported is not None:
+        return f"'{written}': {unsupported}", datapath.type_hint(candidate, written=written)
+    if not candidate.exists():
+        return (
+            written,
+            "fix the path, or run `python experiments/data/generate.py` for shipped data",
+        )
+    return None
 
 
 def _anchor_reward_modules(raw: Raw, prefix: str) -> list[Problem]:
