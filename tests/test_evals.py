@@ -191,7 +191,7 @@ def test_ftlab_eval_adds_evals_to_a_finished_run_without_training(eval_runs, tmp
     )
     assert result.exit_code == 0, result.output
     assert "perplexity loss" in result.output
-    assert "full → reward_model → dpo" in result.output  # issue 14.11: spec order, last = dpo
+    assert "full → dpo" in result.output  # issue 14.11: spec order (was "dpo → full")
     summary = json.loads((dpo.run_dir / "evals/perplexity/summary.json").read_text())
     base, last = summary["targets"]["base"]["metrics"], summary["targets"]["align"]["metrics"]
     assert base["loss"]["n"] == 6
