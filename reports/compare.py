@@ -95,6 +95,21 @@ def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix.rstrip("."): value}
 
 
+def _fill_new_keys(recipes: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """A key that older runs' specs lack (the schema grew it since) is not a difference
+    when every run that has it agrees on its value: the older runs ran with that default."""
+    keys = set().union(*(r.keys() for r in recipes.values())) if recipes else set()
+    for key in keys:
+        present = [r[key] for r in recipes.values() if key in r]
+        if (
+            len(present) < len(recipes)
+            and len({json.dumps(v, sort_keys=True) for v in present}) == 1
+        ):
+            for r in recipes.values():
+                r.setdefault(key, present[0])
+    return recipes
+
+
 def _recipe(spec_json: str) -> dict[str, Any]:
     spec = json.loads(spec_json or "{}")
     return {k: v for k, v in _flatten(spec).items() if k.split(".")[0] not in IGNORED_KEYS}
@@ -205,7 +220,7 @@ def compare(
                 if last[m] is not None:
                     info["cells"][m] = (last[m], None, None)
 
-    recipes = {r["run_id"]: _recipe(r["spec_json"]) for r in runs}
+    recipes = _fill_new_keys({r["run_id"]: _recipe(r["spec_json"]) for r in runs})
     varying = sorted(
         k
         for k in set().union(*(recipes[i].keys() for i in ids))

@@ -13,6 +13,7 @@ import contextlib
 import fcntl
 import json
 import os
+import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -86,6 +87,12 @@ def _open(db: Path, *, read_only: bool, timeout: float) -> Any:
         except duckdb.IOException as exc:
             if "lock" not in str(exc).lower():
                 raise
+            if pause == 0.05:  # the first refusal: say what the pause is
+                print(
+                    f"waiting for another process that holds {db} "
+                    f"(up to {min(timeout, OUTSIDE_WAIT_S):.0f} s)…",
+                    file=sys.stderr,
+                )
             if time.monotonic() > deadline:
                 raise StoreBusy(
                     f"another process holds {db} open (DuckDB lets one process at a time "

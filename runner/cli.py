@@ -211,11 +211,7 @@ def run(
             raise typer.Exit(1) from None
         except KeyboardInterrupt:
             _print_results(results)
-            err.print(
-                f"interrupted — continue with `ftlab run --resume {rd.run_id}`",
-                markup=False,
-                highlight=False,
-            )
+            err.print(_interrupted(rd), markup=False, highlight=False)
             raise typer.Exit(130) from None
         except Exception as exc:  # noqa: BLE001 - the run directory keeps the traceback
             _print_results(results)
@@ -230,12 +226,34 @@ def run(
     _print_results(results)
 
 
+def _interrupted(rd: Any) -> str:
+    """What Ctrl-C left: the resume command, and where a resume would continue from."""
+    from ftlab.runner.rundir import latest_checkpoint
+
+    stage = rd.status().get("stage") or ""
+    where = ""
+    if stage:
+        ckpt = latest_checkpoint(rd.stage_dir(stage))
+        where = (
+            f" (stage {stage} continues from {ckpt.name})"
+            if ckpt
+            else f" (stage {stage} had no checkpoint yet: it starts over)"
+        )
+    return f"interrupted — continue with `ftlab run --resume {rd.run_id}`{where}"
+
+
 def _resumed(resume: str, runs_dir: Path, resources: list[str]) -> list[tuple[Any, Any, bool]]:
     from ftlab.runner import execute
     from ftlab.runner.spec.load import Loc, apply_override, parse_override, read_yaml, validate
 
     rd = execute.find_run(resume, runs_dir)
     status = rd.status()
+    if status.get("state") == "completed":
+        console.print(
+            f"run {rd.run_id} already completed; nothing to resume "
+            f"(`ftlab eval {rd.run_id}` re-runs its evals, `ftlab run SPEC` trains anew)"
+        )
+        raise typer.Exit(0)
     if status.get("state") == "running":
         err.print(f"error: run {rd.run_id} is still running (pid {status.get('pid')})")
         raise typer.Exit(1)
@@ -299,6 +317,8 @@ def _print_results(results: list[Any]) -> None:
         "recipe time",
         "peak mem",
     ]
+    if not any(res.stages for res in results):
+        return  # nothing finished: no table, and no legend for one
     rows: list[list[str]] = []
     for res in results:
         stages = list(res.stages.values())
@@ -713,9 +733,16 @@ def _quiet_libraries() -> None:
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
 
 
+def _terminate(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt  # the run ends `interrupted`, resumable, as with Ctrl-C
+
+
 def main() -> None:
+    import signal
+
     from ftlab.reports.store import StoreBusy
 
+    signal.signal(signal.SIGTERM, _terminate)  # a scheduler's or `kill`'s stop
     _quiet_libraries()
     try:
         app()

@@ -300,7 +300,7 @@ def _publish(run: RunDir, spec: Spec) -> None:
     try:
         store.ingest_runs(Path(spec.output.dir), [run.path])
     except store.StoreBusy as exc:
-        print(f"note: DuckDB index busy ({exc}); run `ftlab sync` to index this run")
+        print(f"note: the run is saved but not indexed yet — {exc}")
     tracking.log_after_run(run.path, spec.tracking)
 
 

@@ -137,7 +137,11 @@ def _print_status(study: Any, url: str, console: Any) -> None:
     from optuna.trial import TrialState
     from rich.table import Table
 
-    table = Table(title=f"study {study.study_name}")
+    objectives = study.user_attrs.get("objectives") or []
+    title = f"study {study.study_name}" + (
+        f" — value = {', '.join(objectives)}" if objectives else ""
+    )
+    table = Table(title=title)
     for col in ("trial", "state", "value", "params", "reused", "last step", "time", "run"):
         table.add_column(col)
     spent = 0.0
@@ -170,7 +174,8 @@ def _print_status(study: Any, url: str, console: Any) -> None:
     if done and len(study.directions) == 1:
         best = study.best_trial
         run = best.user_attrs.get("run_id", "")
-        console.print(f"  best: trial {best.number} value {best.value:.4f} ({run})")
+        what = f" {objectives[0]}" if objectives else ""
+        console.print(f"  best: trial {best.number}{what} = {best.value:.4f} ({run})")
     elif done:
         console.print(
             f"  Pareto front: trials {', '.join(str(t.number) for t in study.best_trials)}"

@@ -217,6 +217,9 @@ def open_study(sweep: Sweep, *, create: bool = True) -> Any:
     )
     study.set_user_attr("spec_file", str(sweep.file.resolve()))
     study.set_user_attr("overrides", sweep.overrides)
+    study.set_user_attr(
+        "objectives", [f"{o.metric} ({o.direction})" for o in sweep.spec.search.objectives]
+    )
     return study
 
 

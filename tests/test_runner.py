@@ -187,9 +187,12 @@ def test_stage_hash_covers_only_what_the_method_uses(write, sft_data, tmp_path) 
 
 
 @pytest.mark.integration
-def test_ctrl_c_leaves_an_interrupted_run_that_resumes(write, sft_data, tmp_path) -> None:
-    """Issue 14.9: Ctrl-C prints how to resume, exits 130, and leaves the run and its
-    stage `interrupted`; the resumed stage still shows its eval loss before training."""
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_ctrl_c_leaves_an_interrupted_run_that_resumes(write, sft_data, tmp_path, sig) -> None:
+    """Issue 14.9: Ctrl-C (or a scheduler's SIGTERM) prints how to resume and from which
+    checkpoint, exits 130, and leaves the run and its stage `interrupted`; the resumed
+    stage still shows its eval loss before training; resuming a completed run does
+    nothing."""
     path = _spec(write, sft_data, tmp_path, steps=60, save=5)
     proc = subprocess.Popen(
         [sys.executable, "-m", "ftlab.runner.cli", "run", str(path)],
@@ -202,7 +205,7 @@ def test_ctrl_c_leaves_an_interrupted_run_that_resumes(write, sft_data, tmp_path
     deadline = time.time() + 120
     while time.time() < deadline and proc.poll() is None:
         if list(runs.glob("*/stages/sft/checkpoints/checkpoint-*/trainer_state.json")):
-            proc.send_signal(signal.SIGINT)
+            proc.send_signal(sig)
             break
         time.sleep(0.05)
     out, err = proc.communicate(timeout=120)
@@ -210,6 +213,7 @@ def test_ctrl_c_leaves_an_interrupted_run_that_resumes(write, sft_data, tmp_path
     (run_dir,) = [p for p in runs.iterdir() if (p / "run.json").exists()]
     rd = RunDir(run_dir)
     assert f"interrupted — continue with `ftlab run --resume {rd.run_id}`" in err
+    assert "(stage sft continues from checkpoint-" in err
     assert "Traceback" not in err + out
     assert rd.status()["state"] == "interrupted"
     assert rd.stage("sft")["state"] == "interrupted"
@@ -224,6 +228,15 @@ def test_ctrl_c_leaves_an_interrupted_run_that_resumes(write, sft_data, tmp_path
     assert "checkpoint-" in rd.stage("sft")["resumed_from"]
     assert summary["initial_eval_loss"] > summary["eval_loss"]
     assert f"{summary['initial_eval_loss']:.3f} → {summary['eval_loss']:.3f}" in done.stdout
+    wall = rd.status()["wall_time_s"]
+    again = subprocess.run(
+        [sys.executable, "-m", "ftlab.runner.cli", "run", "--resume", rd.run_id],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert again.returncode == 0 and "already completed; nothing to resume" in again.stdout
+    assert rd.status()["wall_time_s"] == wall  # not run again
 
 
 @pytest.mark.integration

@@ -506,3 +506,29 @@ def test_absurd_values_are_refused_at_validate(write, change: str) -> None:
     with pytest.raises(SpecError) as err:
         load_spec(write("a.yaml", MINIMAL), [f"{key}={value}"])
     assert any(p.path.startswith(key.split(".")[0]) for p in err.value.problems)
+
+
+def test_messages_a_new_user_met(write) -> None:
+    """From a new user's session: `from:` a later stage says to reorder; a params typo
+    gets a did-you-mean; an empty `variants:` means none; a method typo says what exists."""
+    later = MINIMAL.replace("name: sft\n", "name: sft\n    from: two\n") + (
+        "  - {name: two, method: lora}\n"
+    )
+    with pytest.raises(SpecError) as err:
+        load_spec(write("a.yaml", later))
+    (p,) = err.value.problems
+    assert p.found == "'two' (a later stage)" and "move stage 'two' before 'sft'" in p.hint
+    typo = MINIMAL.replace("method: lora", "method: dpo\n    params: {betta: 0.1}")
+    typo = typo.replace(
+        "sft: {path: data/support_sft.jsonl}",
+        "sft: {path: data/support_sft.jsonl, format: preference}",
+    )
+    with pytest.raises(SpecError) as err:
+        load_spec(write("b.yaml", typo))
+    p = next(p for p in err.value.problems if p.path == "stages.0.params.betta")
+    assert p.found == "unknown key 'betta'" and "Did you mean 'beta'" in p.hint
+    assert load_spec(write("c.yaml", MINIMAL + "variants:\n")).variants == {}
+    with pytest.raises(SpecError) as err:
+        load_spec(write("d.yaml", MINIMAL.replace("method: lora", "method: lorra")))
+    (p,) = err.value.problems
+    assert p.expected.startswith("a registered method (") and p.found == "'lorra'"

@@ -302,3 +302,19 @@ def test_time_columns_say_what_they_time_with_units(
         assert " time " not in header.replace("run time", ""), args
     wall = store.list_runs(runs)[0]["wall_time_s"]
     assert f"{wall:.0f}s" in CliRunner().invoke(cli.app, ["runs", "--dir", str(runs)]).output
+
+
+def test_a_key_older_runs_lack_is_not_a_difference(runs: Path) -> None:
+    """A new user compared runs from before and after the schema grew `model.chat_template`
+    and saw a column of `-` vs '' — a difference that is not one."""
+    from ftlab.reports.compare import compare
+
+    newer = runs / (RUN_ID[:-4] + "beef")
+    shutil.copytree(runs / RUN_ID, newer)
+    spec = (newer / "spec.yaml").read_text()
+    (newer / "spec.yaml").write_text(
+        spec.replace("model:\n", "model:\n  chat_template: ''\n  attn_implementation: auto\n", 1)
+    )
+    store.sync(runs)
+    cmp = compare(runs, [RUN_ID, newer.name])
+    assert not any("chat_template" in k or "attn" in k for r in cmp.rows for k in r.params)

@@ -308,7 +308,7 @@ def test_sweep_status_and_best_print_no_warning_and_load_no_torch(tmp_path) -> N
         if args[0] in ("status", "best"):
             assert not imported & {"torch", "transformers", "trl", "peft"}, args[0]
         if args[0] != "best":
-            assert "best: trial 1 value 2.1000" in done.stdout
+            assert "best: trial 1 eval_loss (minimize) = 2.1000" in done.stdout  # names it
             assert "optuna-dashboard sqlite:///" in done.stdout
             if importlib.util.find_spec("optuna_dashboard") is None:
                 assert "pip install 'ftlab[dashboard]'" in done.stdout

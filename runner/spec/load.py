@@ -310,6 +310,7 @@ def apply_override(raw: Raw, dotted: str, value: Any, origin: Loc) -> PathT:
         else:
             if isinstance(node, dict) and not isinstance(node.get(key), dict | list):
                 node[key] = {}
+                raw.locs[path] = origin  # a key the override made up: its error points here
             node = node[key]
     return path
 
@@ -486,9 +487,8 @@ def _cross_check(raw: Raw, spec: Spec, prefix: str) -> list[Problem]:
         try:
             method.params_model.model_validate(stage.params)
         except ValidationError as exc:
-            for err in exc.errors():
-                where = ("stages", i, "params", *err["loc"])
-                add(where, err["msg"], _short(err.get("input"), where))
+            for p in _params_problems(exc, method.params_model, ("stages", i, "params")):
+                add(*p)
     if spec.resources.world_size > 1 or spec.resources.strategy != "ddp":
         for i, stage in enumerate(spec.stages):
             if stage.method == "ppo":
@@ -559,6 +559,9 @@ def _stage_refs(raw: Raw, prefix: str) -> list[Problem]:
     data = raw.data.get("data")
     declared = [str(k) for k in data] if isinstance(data, dict) else []
     seen: list[str] = []
+    every = (
+        [s.get("name") for s in stages if isinstance(s, dict)] if isinstance(stages, list) else []
+    )
     for i, stage in enumerate(stages if isinstance(stages, list) else []):
         if not isinstance(stage, dict):
             continue
@@ -566,11 +569,14 @@ def _stage_refs(raw: Raw, prefix: str) -> list[Problem]:
         if isinstance(name, str) and name in seen:
             add(("stages", i, "name"), "a stage name not used before", name)
         if isinstance(from_, str) and from_ and from_ not in seen:
+            later = from_ in every
             add(
                 ("stages", i, "from"),
                 f"an earlier stage ({', '.join(seen) or 'none'})",
-                from_,
-                did_you_mean(from_, seen).strip(),
+                f"'{from_}' (a later stage)" if later else from_,
+                f"stages run in order: move stage '{from_}' before '{name}'"
+                if later
+                else did_you_mean(from_, seen).strip(),
             )
         params = stage.get("params")
         rewards = params.get("rewards") if isinstance(params, dict) else None
@@ -594,6 +600,32 @@ def _stage_refs(raw: Raw, prefix: str) -> list[Problem]:
                 or "declare it under data:, e.g. data: {sft: {path: data/x.jsonl}}",
             )
     return problems
+
+
+def _params_problems(
+    exc: ValidationError, model: type[BaseModel], at: PathT
+) -> list[tuple[PathT, str, str, str]]:
+    """A plugin's params errors as (path, expected, found, hint): an unknown key lists the
+    known ones with a did-you-mean, as the schema's own errors do."""
+    out = []
+    for err in exc.errors():
+        where = (*at, *err["loc"])
+        if err["type"] == "extra_forbidden" and err["loc"]:
+            owner = _model_at(model, tuple(err["loc"][:-1])) or model
+            allowed = sorted(f.alias or n for n, f in owner.model_fields.items())
+            key = str(err["loc"][-1])
+            out.append(
+                (
+                    where,
+                    f"one of the keys {', '.join(allowed)}",
+                    f"unknown key '{key}'",
+                    did_you_mean(key, allowed).strip(),
+                )
+            )
+        else:
+            msg = err["msg"].removeprefix("Value error, ")
+            out.append((where, msg, _short(err.get("input"), where), ""))
+    return out
 
 
 def _check_evals(spec: Spec, add: Any) -> None:
@@ -670,9 +702,8 @@ def _check_evals(spec: Spec, add: Any) -> None:
         try:
             kind.params_model.model_validate(ev.params)
         except ValidationError as exc:
-            for err in exc.errors():
-                where = ("evals", i, "params", *err["loc"])
-                add(where, err["msg"], _short(err.get("input"), where))
+            for p in _params_problems(exc, kind.params_model, ("evals", i, "params")):
+                add(*p)
         against = ev.params.get("against")
         options = ["base", "reference", *policy]
         if ev.kind == "judge" and isinstance(against, str) and against not in options:
@@ -918,7 +949,9 @@ def _affects(affected: list[str], names: list[str]) -> str:
         return ""
     if affected == names:
         return f"all {len(names)} runs: {', '.join(names)}"
-    if len(affected) == 1 and affected[0] != "base":
+    if affected == ["base"]:
+        return "run base (the spec as written; its variants override this key)"
+    if len(affected) == 1:
         return f"variant '{affected[0]}'"
     return "runs " + ", ".join(affected)
 

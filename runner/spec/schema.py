@@ -230,8 +230,8 @@ class StageSpec(Strict):
 
         if value not in METHODS:
             raise ValueError(
-                f"unknown method '{value}'.{did_you_mean(value, METHODS.names())} "
-                f"Available: {', '.join(METHODS.names())}"
+                f"a registered method ({', '.join(METHODS.names())})"
+                f"{did_you_mean(value, METHODS.names())}"
             )
         return value
 
@@ -418,6 +418,18 @@ class Spec(Strict):
     """Processes, nodes and parallel strategy for training stages."""
     output: OutputSpec = OutputSpec()
     """Output locations."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _empty_is_default(cls, data: Any) -> Any:
+        """`variants:` / `data:` / `evals:` left empty in YAML (None) mean none."""
+        if isinstance(data, dict):
+            return {
+                k: v
+                for k, v in data.items()
+                if not (v is None and k in ("variants", "data", "evals", "extends"))
+            }
+        return data
 
     @field_validator("extends", mode="before")
     @classmethod
