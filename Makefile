@@ -40,6 +40,12 @@ test: setup services
 	$(BIN)/mypy runner evals sweeps reports
 	$(BIN)/python -m pytest -m "not gpu" -q
 
+# The quick loop while developing: everything but the tests that train (integration),
+# run for minutes (slow) or need CUDA (gpu).
+test-fast: setup
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest -m "not gpu and not slow and not integration" -q
+
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
