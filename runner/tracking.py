@@ -203,6 +203,7 @@ def log_run(run_path: Path, *, project: str, mode: str, notice: bool = True) -> 
     os.environ.setdefault("WANDB_SILENT", "true")
     import wandb
 
+    run_path = run_path.resolve()  # wandb's service process has its own working directory
     run = RunDir(run_path)
     payload = run_payload(run)
     settings = wandb.Settings(
