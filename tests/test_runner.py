@@ -35,6 +35,16 @@ def _spec(write, sft_data, tmp_path: Path, steps: int = 6, save: int = 50) -> Pa
     return write("spec.yaml", SPEC.format(steps=steps, save=save, runs=tmp_path / "runs"))
 
 
+def _resume(ref: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """`ftlab run --resume REF` in a separate process."""
+    return subprocess.run(
+        [sys.executable, "-m", "ftlab.runner.cli", "run", "--resume", ref],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+    )
+
+
 def _run(path: Path, overrides: list[str] | None = None) -> execute.RunResult:
     ((name, spec),) = expand_runs(path, overrides or [])
     rd = execute.create_run(spec, variant=name, spec_file=path, overrides=overrides or [])
@@ -123,20 +133,10 @@ def test_sigkill_then_resume_finishes_same_steps(write, sft_data, tmp_path) -> N
     assert rd.status()["state"] == "interrupted"  # readable: the pid is gone
     assert rd.stage("sft")["state"] == "running"
     with rd.lock():  # issue 15.7: a second process resuming the same run is refused
-        busy = subprocess.run(
-            [sys.executable, "-m", "ftlab.runner.cli", "run", "--resume", rd.run_id],
-            capture_output=True,
-            text=True,
-            cwd=tmp_path,
-        )
+        busy = _resume(rd.run_id, tmp_path)
     assert busy.returncode == 1, busy.stderr[-2000:]
     assert f"being run by another process (pid {os.getpid()})" in busy.stderr
-    out = subprocess.run(
-        [sys.executable, "-m", "ftlab.runner.cli", "run", "--resume", str(run_dir)],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-    )
+    out = _resume(str(run_dir), tmp_path)
     assert out.returncode == 0, out.stderr[-3000:]
     stage = rd.stage("sft")
     assert stage["state"] == "completed"
@@ -217,24 +217,14 @@ def test_ctrl_c_leaves_an_interrupted_run_that_resumes(write, sft_data, tmp_path
     assert "Traceback" not in err + out
     assert rd.status()["state"] == "interrupted"
     assert rd.stage("sft")["state"] == "interrupted"
-    done = subprocess.run(
-        [sys.executable, "-m", "ftlab.runner.cli", "run", "--resume", rd.run_id],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-    )
+    done = _resume(rd.run_id, tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     summary = rd.stage("sft")["summary"]
     assert "checkpoint-" in rd.stage("sft")["resumed_from"]
     assert summary["initial_eval_loss"] > summary["eval_loss"]
     assert f"{summary['initial_eval_loss']:.3f} → {summary['eval_loss']:.3f}" in done.stdout
     wall = rd.status()["wall_time_s"]
-    again = subprocess.run(
-        [sys.executable, "-m", "ftlab.runner.cli", "run", "--resume", rd.run_id],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-    )
+    again = _resume(rd.run_id, tmp_path)
     assert again.returncode == 0 and "already completed; nothing to resume" in again.stdout
     assert rd.status()["wall_time_s"] == wall  # not run again
 

@@ -182,21 +182,7 @@ def _get(data: Any, path: PathT) -> Any:
 def resolve(path: Path, _chain: tuple[Path, ...] = ()) -> Raw:
     """Read a spec file and everything it `extends:`, merged (this file wins)."""
     path = path.resolve()
-    if path in _chain:
-        cycle = " → ".join(p.name for p in (*_chain, path))
-        raise SpecError(
-            [
-                Problem(
-                    str(_chain[-1]),
-                    0,
-                    "extends",
-                    "an extends chain without cycles",
-                    cycle,
-                    "remove one of the extends: entries",
-                )
-            ]
-        )
-    raw = read_yaml(path)
+    raw = read_yaml(path)  # cycles are caught at the extends: entry that closes them
     parents = raw.data.pop("extends", [])
     if isinstance(parents, str):
         parents = [parents]
@@ -215,33 +201,18 @@ def resolve(path: Path, _chain: tuple[Path, ...] = ()) -> Raw:
     merged = Raw({}, {(): Loc(str(path), 1)})
     for i, parent in enumerate(parents):
         target = (path.parent / parent).resolve()
+        where = (str(path), raw.loc(("extends", i)).line, f"extends.{i}")
         if target in (*_chain, path):
             cycle = " → ".join(p.name for p in (*_chain, path, target))
-            raise SpecError(
-                [
-                    Problem(
-                        str(path),
-                        raw.loc(("extends", i)).line,
-                        f"extends.{i}",
-                        "an extends chain without cycles",
-                        cycle,
-                        "remove one of the extends: entries",
-                    )
-                ]
+            found = (
+                "an extends chain without cycles",
+                cycle,
+                "remove one of the extends: entries",
             )
+            raise SpecError([Problem(*where, *found)])
         if not target.is_file():
-            raise SpecError(
-                [
-                    Problem(
-                        str(path),
-                        raw.loc(("extends", i)).line,
-                        f"extends.{i}",
-                        "a spec file, relative to this one",
-                        parent,
-                        f"no file at {target}",
-                    )
-                ]
-            )
+            missing = ("a spec file, relative to this one", parent, f"no file at {target}")
+            raise SpecError([Problem(*where, *missing)])
         _merge(merged, resolve(target, (*_chain, path)))
     _merge(merged, raw)
     return merged
