@@ -7,6 +7,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from ftlab.runner.data import chat_prompt
+
 # dataset formats whose rows have a prompt a model can reply to (see runner.data)
 PROMPT_FORMATS = (
     "prompts",
@@ -43,7 +45,7 @@ def prompt_text(tokenizer: Any, row: dict[str, Any]) -> str:
         last = max((i for i, m in enumerate(msgs) if m["role"] == "assistant"), default=len(msgs))
         history = msgs[:last]
     else:
-        history = [{"role": "user", "content": row["prompt"]}]
+        history = chat_prompt(row)
     if getattr(tokenizer, "chat_template", None):
         text: str = tokenizer.apply_chat_template(
             history, tokenize=False, add_generation_prompt=True
@@ -81,7 +83,9 @@ def generate(
     side = tokenizer.padding_side
     tokenizer.padding_side = "left"  # generation continues from the last real token
     if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
+        from ftlab.runner.models import pad_token_for
+
+        tokenizer.pad_token = pad_token_for(tokenizer)
     out: list[str] = []
     try:
         for start in tqdm(

@@ -7,6 +7,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from ftlab.runner.data import chat_prompt
+
 
 class ScoringParams(BaseModel):
     """Settings of the evals that score reference text by log-likelihood."""
@@ -37,7 +39,7 @@ def prompt_response(
         )
         history, answer = msgs[:cut], response if response is not None else msgs[cut]["content"]
     else:
-        history = [{"role": "user", "content": row["prompt"]}]
+        history = chat_prompt(row)
         answer = response if response is not None else row.get("completion", "")
     if not template:
         prompt = "\n".join(m["content"] for m in history) + "\n"

@@ -71,6 +71,8 @@ def load(source: DataSource, *, base_dir: Path, seed: int) -> Dataset:
     except prefdata.PrefDataError as exc:
         raise DataError(str(exc)) from None
     rows = [(where, normalise(source.format, row, where)) for where, row in raw]
+    if source.system_prompt:
+        rows = [(where, with_system(row, source.system_prompt)) for where, row in rows]
     if source.format == "preference":
         rows = prefdata.drop_identical(rows, report)
     rows = prefdata.dedupe(rows, report)
@@ -103,6 +105,24 @@ def load(source: DataSource, *, base_dir: Path, seed: int) -> Dataset:
         ).encode()
     )
     return Dataset(train=train, val=val, content_hash=digest.hexdigest()[:16], report=report.steps)
+
+
+def with_system(row: dict[str, Any], text: str) -> dict[str, Any]:
+    """`data.<name>.system_prompt`: first in a conversation that has no system turn; a
+    `system` field for rows whose prompt is a string (see `chat_prompt`)."""
+    if "messages" in row:
+        msgs = row["messages"]
+        if msgs and msgs[0]["role"] == "system":
+            return row
+        return {**row, "messages": [{"role": "system", "content": text}, *msgs]}
+    return row if row.get("system") else {**row, "system": text}
+
+
+def chat_prompt(row: dict[str, Any]) -> list[dict[str, str]]:
+    """A string-prompt row as chat turns: its `system` message, if any, then the user's."""
+    system = row.get("system")
+    head = [{"role": "system", "content": system}] if isinstance(system, str) and system else []
+    return [*head, {"role": "user", "content": str(row["prompt"])}]
 
 
 def resolve_path(source: DataSource, base_dir: Path) -> Path | None:

@@ -78,7 +78,9 @@ def run_evals(
     evals = [ev for ev in spec.evals if only is None or ev.key in only]
     if not evals:
         return {}
-    identity = {t: hashes[t] for t in hashes} | {"base": ref.identity}
+    from ftlab.runner.execute import model_identity
+
+    identity = {t: hashes[t] for t in hashes} | {"base": model_identity(spec, ref.identity)}
     summaries: dict[str, dict[str, Any]] = {}
     samples: dict[str, list[dict[str, Any]]] = {}
     for ev in evals:
@@ -273,7 +275,7 @@ def load_target(
     import torch
 
     from ftlab.runner.artifacts import load_artifact
-    from ftlab.runner.models import load_tokenizer
+    from ftlab.runner.models import load_tokenizer, pad_token_for
 
     cuda = torch.cuda.is_available()
     dtype = "bfloat16" if cuda and torch.cuda.is_bf16_supported() else "float32"
@@ -287,7 +289,7 @@ def load_target(
     else:
         model, tokenizer = load_artifact(artifacts[target].path, dtype=dtype)
         if tokenizer.pad_token is None:
-            tokenizer.pad_token = tokenizer.eos_token
+            tokenizer.pad_token = pad_token_for(tokenizer)
     if cuda and getattr(model, "hf_device_map", None) is None:
         model = model.to("cuda")  # type: ignore[arg-type]
     return model.eval(), tokenizer

@@ -67,15 +67,35 @@ def _cpu_flags() -> set[str]:
     return set()
 
 
+def model_identity(spec: Spec, identity: str) -> str:
+    """The base model's identity with the model settings that change what it computes
+    (chat template text, attention kernel, weight dtype); defaults add nothing, so runs
+    made before these settings existed keep their hashes."""
+    from ftlab.runner import templates
+
+    m = spec.model
+    settings: dict[str, str] = {}
+    if m.chat_template:
+        settings["chat_template"] = templates.named(m.chat_template).sha256
+    if m.attn_implementation != "auto":
+        settings["attn_implementation"] = m.attn_implementation
+    if m.dtype != "auto":
+        settings["dtype"] = m.dtype
+    if not settings:
+        return identity
+    blob = json.dumps(settings, sort_keys=True).encode()
+    return f"{identity}+{hashlib.sha256(blob).hexdigest()[:12]}"
+
+
 def stage_hashes(
-    spec: Spec, *, spec_dir: Path, model_identity: str, datasets: dict[str, data_mod.Dataset]
+    spec: Spec, *, spec_dir: Path, model: str, datasets: dict[str, data_mod.Dataset]
 ) -> dict[str, str]:
     """Content hash of every stage's inputs, upstream hashes included."""
     hashes: dict[str, str] = {}
     for stage in spec.needed_stages():
         payload = {
             "cache_version": CACHE_VERSION,
-            "model": model_identity,
+            "model": model_identity(spec, model),
             "seed": spec.seed,
             "data": datasets[stage.data].content_hash,
             "stage": METHODS.get(stage.method).hash_inputs(stage),
@@ -145,6 +165,8 @@ def preflight(
         for stage in spec.needed_stages():
             if warning := models.length_warning(stage, config):
                 print(f"warning: {warning}")
+    if liger := [s.name for s in spec.needed_stages() if s.train.liger]:
+        _check_liger(liger)
     names = {s.data for s in spec.needed_stages()} | {ev.data for ev in spec.evals if ev.data}
     names |= {ev.params["calibration"] for ev in spec.evals if ev.params.get("calibration")}
     datasets = {
@@ -152,6 +174,22 @@ def preflight(
         for name in sorted(names)
     }
     return ref, datasets
+
+
+def _check_liger(stages: list[str]) -> None:
+    """Liger's kernels are Triton kernels: a CUDA GPU and the package, or say what to do."""
+    import importlib.util
+
+    import torch
+
+    where = f"stages {', '.join(stages)}: train.liger: true"
+    if not torch.cuda.is_available():
+        raise models.ModelError(
+            f"{where} needs a CUDA GPU (Liger's kernels are Triton kernels); on this "
+            "machine set train.liger: false"
+        )
+    if importlib.util.find_spec("liger_kernel") is None:
+        raise models.ModelError(f"{where} needs the liger-kernel package: pip install liger-kernel")
 
 
 def execute(
@@ -192,9 +230,7 @@ def _execute(
     try:
         tracking.resolve_mode(spec.tracking.wandb.mode)  # `online` without a key: say so now
         ref, datasets = preflight(spec, spec_dir=spec_dir, warn=False)  # `ftlab run` warned
-        hashes = stage_hashes(
-            spec, spec_dir=spec_dir, model_identity=ref.identity, datasets=datasets
-        )
+        hashes = stage_hashes(spec, spec_dir=spec_dir, model=ref.identity, datasets=datasets)
         artifacts: dict[str, Artifact] = {}
         needed = spec.needed_stages()
         skipped = [s.name for s in spec.stages if s not in needed]

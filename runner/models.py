@@ -396,12 +396,35 @@ def load_tokenizer(ref: ModelRef | str, *, chat_template: str = "") -> Any:
     path = ref.path if isinstance(ref, ModelRef) else ref
     tok = AutoTokenizer.from_pretrained(path)
     if tok.pad_token is None:
-        tok.pad_token = tok.eos_token
+        tok.pad_token = pad_token_for(tok)
     if chat_template:
         from ftlab.runner.templates import named
 
         tok.chat_template = named(chat_template).text
     return tok
+
+
+# Tokens checkpoints reserve for padding, or never use in text (Llama-2/Mistral's <unk>),
+# tried in order when a tokenizer has no pad token (Llama-3, Mistral ship none).
+PAD_CANDIDATES = (
+    "<|finetune_right_pad_id|>",
+    "<|pad|>",
+    "<pad>",
+    "[PAD]",
+    "<|pad_token|>",
+    "<unk>",
+)
+
+
+def pad_token_for(tok: Any) -> str:
+    """A pad token for a tokenizer that has none: a reserved padding token of its own
+    vocabulary, else its EOS. Either way EOS stays learned: trl's collators pad labels
+    with -100 by position (never by token id), as tests/test_templates.py checks."""
+    vocab = tok.get_vocab()
+    for candidate in PAD_CANDIDATES:
+        if candidate in vocab and candidate != tok.eos_token:
+            return candidate
+    return str(tok.eos_token)
 
 
 def meta_param_count(config: Any) -> int:

@@ -157,17 +157,23 @@ class _Placeholders:
 
 
 def assistant_spans(
-    text: str, messages: list[dict[str, Any]], *, tokens: Any = _Placeholders
+    text: str,
+    messages: list[dict[str, Any]],
+    *,
+    tokens: Any = _Placeholders,
+    last_only: bool = False,
 ) -> tuple[str, list[tuple[int, int]]]:
     """(the full rendering, [(start, end) of each assistant turn's characters]).
 
     An assistant turn's characters are what rendering it adds after the generation prompt
     of the turns before it: its content and end-of-turn marker. Raises TemplateError when
-    the template does not preserve prefixes (a later turn rewrites an earlier one)."""
+    the template does not preserve prefixes (a later turn rewrites an earlier one).
+    `last_only`: the last assistant turn only (`train.train_on: last_assistant`)."""
     full = render(text, messages, add_generation_prompt=False, tokens=tokens)
     spans: list[tuple[int, int]] = []
+    turns = [k for k, m in enumerate(messages) if m.get("role") == "assistant"]
     for k, message in enumerate(messages):
-        if message.get("role") != "assistant":
+        if message.get("role") != "assistant" or (last_only and k != turns[-1]):
             continue
         before = render(text, messages[:k], add_generation_prompt=True, tokens=tokens)
         upto = render(text, messages[: k + 1], add_generation_prompt=False, tokens=tokens)
@@ -189,11 +195,13 @@ def assistant_spans(
     return full, spans
 
 
-def check(template: Template, *, sample: list[dict[str, Any]] | None = None) -> None:
+def check(
+    template: Template, *, sample: list[dict[str, Any]] | None = None, last_only: bool = False
+) -> None:
     """Can this template be masked? (No tokenizer needed: `ftlab validate` runs it.)"""
     sample = sample or SAMPLE
     try:
-        full, spans = assistant_spans(template.text, sample)
+        full, spans = assistant_spans(template.text, sample, last_only=last_only)
     except TemplateError:
         raise
     except Exception as exc:  # noqa: BLE001 - jinja errors: a template that does not render
@@ -208,15 +216,41 @@ def check(template: Template, *, sample: list[dict[str, Any]] | None = None) -> 
                 f"the chat template repeats the {turn.split('-')[0].lower()} "
                 "turn inside an assistant turn"
             )
-    for turn in ("ASSISTANT-ONE", "ASSISTANT-TWO"):
+    for turn in ("ASSISTANT-TWO",) if last_only else ("ASSISTANT-ONE", "ASSISTANT-TWO"):
         if turn not in masked:
             raise TemplateError("the chat template drops an assistant turn's content")
 
 
-def encode(tokenizer: Any, text: str, messages: list[dict[str, Any]]) -> dict[str, list[int]]:
+def check_preference(template: Template) -> None:
+    """DPO/KTO rows: trl cuts the reply off where the prompt (rendered with the generation
+    prompt) stops being a prefix of prompt + reply. Reasoning templates whose generation
+    prompt opens a think block that a rendered reply does not have cannot be cut right:
+    the model would learn replies after a context it never sees."""
+    for prompt in (SAMPLE[:2], SAMPLE[1:2]):  # with and without a system turn
+        reply = [{"role": "assistant", "content": "ASSISTANT-ONE"}]
+        try:
+            alone = render(template.text, prompt, add_generation_prompt=True, tokens=_Placeholders)
+            full = render(
+                template.text, prompt + reply, add_generation_prompt=False, tokens=_Placeholders
+            )
+        except Exception:  # noqa: BLE001 - e.g. a template that refuses a system turn
+            continue
+        if not full.startswith(alone):
+            end = alone[-24:]
+            raise TemplateError(
+                f"the chat template's generation prompt (ending {end!r}) is not how it "
+                f"renders a reply in a conversation ({full[len(alone) - len(end) :][:40]!r}…), "
+                "so trl cannot find where a preference row's reply starts (reasoning "
+                "templates open a think block the replies do not have)"
+            )
+
+
+def encode(
+    tokenizer: Any, text: str, messages: list[dict[str, Any]], *, last_only: bool = False
+) -> dict[str, list[int]]:
     """input_ids and assistant_masks (1 = the loss sees this token) for one conversation;
     BOS is not added twice when the template writes it."""
-    full, spans = assistant_spans(text, messages, tokens=tokenizer)
+    full, spans = assistant_spans(text, messages, tokens=tokenizer, last_only=last_only)
     bos = tokenizer.bos_token
     add_special = not (bos and full.startswith(bos))
     enc = tokenizer(full, add_special_tokens=add_special, return_offsets_mapping=True)
@@ -245,19 +279,20 @@ def has_generation_markers(text: str) -> bool:
     return "{% generation %}" in text or "{%- generation %}" in text
 
 
-def usable_for_training(template: Template) -> str:
+def usable_for_training(template: Template, *, last_only: bool = False) -> str:
     """How assistant-only loss will find the assistant's tokens with this template:
-    `markers` (the template marks them), `trl` (trl patches it), `ftlab` (turn by turn);
-    TemplateError when none can."""
-    if has_generation_markers(template.text):
+    `markers` (the template marks them), `trl` (trl patches it), `ftlab` (turn by turn;
+    always for `last_only`, trl masks every turn); TemplateError when none can."""
+    if has_generation_markers(template.text) and not last_only:
         return "markers"
-    if trl_patchable(template.text):
+    if trl_patchable(template.text) and not last_only:
         return "trl"
     try:
-        check(template)
+        check(template, last_only=last_only)
     except TemplateError as first:
         try:  # templates that refuse a system turn (gemma): a conversation without one
-            check(template, sample=[m for m in SAMPLE if m["role"] != "system"])
+            no_system = [m for m in SAMPLE if m["role"] != "system"]
+            check(template, sample=no_system, last_only=last_only)
         except TemplateError:
             raise first from None
     return "ftlab"

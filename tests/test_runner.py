@@ -160,7 +160,7 @@ def _hash(write, tmp_path: Path, overrides: list[str]) -> str:
 
     ((_, spec),) = expand_runs(_spec(write, None, tmp_path), overrides)
     datasets = {"sft": data_mod.load(spec.data["sft"], base_dir=tmp_path, seed=spec.seed)}
-    hashes = execute.stage_hashes(spec, spec_dir=tmp_path, model_identity="m", datasets=datasets)
+    hashes = execute.stage_hashes(spec, spec_dir=tmp_path, model="m", datasets=datasets)
     return hashes["sft"]
 
 
@@ -258,3 +258,23 @@ def test_resume_removes_the_temp_files_a_kill_left(write, sft_data, tmp_path) ->
     assert "was interrupted" in result.output
     assert [t for t in left if t.exists()] == [] and notes.exists()
     assert rd.status()["state"] == "completed"
+
+
+def test_model_settings_that_change_training_change_the_stage_hash(
+    write, sft_data, tmp_path
+) -> None:
+    """Issue 16: a different chat template (or attention kernel, or weight dtype) trains a
+    different model: the cached stage, and the base model's cached evals, must not be
+    reused. Defaults keep the hashes runs already have."""
+    plain = _hash(write, tmp_path, [])
+    assert plain == _hash(write, tmp_path, ["model.chat_template="])
+    for override in (
+        "model.chat_template=mistral",
+        "model.attn_implementation=eager",
+        "model.dtype=bfloat16",
+    ):
+        assert _hash(write, tmp_path, [override]) != plain, override
+    ((_, spec),) = expand_runs(_spec(write, None, tmp_path), [])
+    ((_, other),) = expand_runs(_spec(write, None, tmp_path), ["model.chat_template=llama2"])
+    assert execute.model_identity(spec, "m") == "m"
+    assert execute.model_identity(other, "m") != "m"

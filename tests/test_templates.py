@@ -166,3 +166,128 @@ def test_templates_trl_cannot_patch_train_with_assistant_only_loss(
     assert summary["eval_loss"] < summary["initial_eval_loss"]
     saved = models.load_tokenizer(result.stages["sft"]["artifact"]["path"])
     assert saved.chat_template == templates.named(name).text  # evals and exports use it
+
+
+def _pairs_row(template: templates.Template) -> dict[str, Any]:
+    """A preference row as ftlab hands it to trl (`data.<name>.system_prompt` included)."""
+    from ftlab.runner.data import with_system
+
+    row = {"prompt": "How long do I boil an egg?", "chosen": "Nine minutes.", "rejected": "Two."}
+    messages = _conversation(template)
+    return with_system(row, messages[0]["content"]) if messages[0]["role"] == "system" else row
+
+
+# GLM-4 ends a reply by starting the next turn (`<|user|>`, an EOS id of its generation
+# config): its last assistant turn renders no end marker of its own.
+NO_END_MARKER = {"glm4moe"}
+
+
+def _dpo_spec(tmp_path: Path, name: str) -> Path:
+    spec = tmp_path / "dpo.yaml"
+    spec.write_text(
+        f"name: t\nmodel: {{name: tiny, chat_template: {name}}}\n"
+        f"data:\n  prefs: {{path: {DATA}/support_prefs.jsonl, format: preference}}\n"
+        "stages: [{name: dpo, method: dpo, data: prefs}]\n"
+    )
+    return spec
+
+
+@pytest.mark.parametrize("name", TEXT_TEMPLATES)
+def test_preference_prompt_ends_where_the_reply_begins(name: str, tmp_path: Path) -> None:
+    """DPO and KTO (trl's tokenisation of ftlab's rows): the tokenised prompt is a prefix of
+    prompt + reply, so trl cuts nothing off the prompt, and the completion is exactly the
+    reply and its end-of-turn marker. A template where that cannot hold (a reasoning
+    template whose generation prompt opens a think block) is refused at `validate`."""
+    from trl.data_utils import _tokenize, common_prefix_length
+
+    from ftlab.runner.methods.preference import _conversational
+
+    template = templates.named(name)
+    try:
+        templates.check_preference(template)
+    except templates.TemplateError:
+        with pytest.raises(SpecError) as err:
+            expand_runs(_dpo_spec(tmp_path, name))
+        (p,) = err.value.problems
+        assert p.path == "stages.0.method" and "think block" in p.found
+        assert "model.chat_template" in p.hint
+        return
+    tok = _tokenizer(template.text)
+    (row,) = _conversational([_pairs_row(template)], tok)
+    if "system" in _pairs_row(template):
+        assert row["prompt"][0] == {"role": "system", "content": CONVERSATION[0]["content"]}
+    prompt = _tokenize(tok, row["prompt"], add_generation_prompt=True)["input_ids"]
+    for key in ("chosen", "rejected"):
+        full = _tokenize(tok, row["prompt"] + row[key])["input_ids"]
+        assert common_prefix_length(prompt, full) == len(prompt), tok.decode(prompt)
+        completion = tok.decode(full[len(prompt) :])
+        reply = row[key][0]["content"]
+        assert reply in completion, completion
+        assert name in NO_END_MARKER or completion.split(reply, 1)[1].strip(), completion
+        assert "boil an egg" not in completion
+        if tok.bos_token_id is not None:
+            assert full[:2] != [tok.bos_token_id, tok.bos_token_id]
+
+
+@pytest.mark.parametrize("name", TEXT_TEMPLATES)
+def test_train_on_last_assistant_labels_only_the_last_reply(name: str, tmp_path: Path) -> None:
+    """`train.train_on: last_assistant`: earlier replies are context, only the last one
+    and its end-of-turn marker are labels (ftlab masks it). Reasoning templates that
+    render the generation prompt unlike a reply are refused at `validate`."""
+    template = templates.named(name)
+    try:
+        assert templates.usable_for_training(template, last_only=True) == "ftlab"
+    except templates.TemplateError:
+        spec = tmp_path / "s.yaml"
+        spec.write_text(
+            f"name: t\nmodel: {{name: tiny, chat_template: {name}}}\n"
+            f"data:\n  sft: {{path: {DATA}/support_sft.jsonl}}\n"
+            "stages: [{name: sft, method: lora, train: {train_on: last_assistant}}]\n"
+        )
+        with pytest.raises(SpecError, match="preserve prefixes"):
+            expand_runs(spec)
+        return
+    tok = _tokenizer(template.text)
+    messages = _conversation(template)
+    enc = templates.encode(tok, template.text, messages, last_only=True)
+    (run,) = [tok.decode(r) for r in _masked_runs(enc["input_ids"], enc["assistant_masks"])]
+    assert run.startswith(messages[-1]["content"]) or messages[-1]["content"] in run
+    assert messages[2]["content"] not in run and "boil an egg" not in run
+
+
+def test_system_prompt_goes_first_where_there_is_none(tmp_path: Path) -> None:
+    """`data.<name>.system_prompt`: a conversation without a system turn gets it first;
+    one with its own keeps it; string prompts carry it to their chat turns. It is part of
+    the data hash (a new system prompt retrains). prompt_completion rows (plain text) say
+    why they cannot have one."""
+    from ftlab.runner.data import chat_prompt, load
+    from ftlab.runner.spec.schema import DataSource
+
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text(
+        '{"messages": [{"role": "user", "content": "Hi"}, '
+        '{"role": "assistant", "content": "Yo"}]}\n'
+        '{"messages": [{"role": "system", "content": "Own."}, {"role": "user", "content": "Q"}, '
+        '{"role": "assistant", "content": "A"}]}\n'
+    )
+    plain = load(DataSource(path=str(rows), val_fraction=0.0), base_dir=tmp_path, seed=0)
+    source = DataSource(path=str(rows), val_fraction=0.0, system_prompt="You are terse.")
+    ds = load(source, base_dir=tmp_path, seed=0)
+    firsts = sorted(r["messages"][0]["content"] for r in ds.train)
+    assert firsts == ["Own.", "You are terse."]
+    assert ds.content_hash != plain.content_hash
+    prefs = tmp_path / "p.jsonl"
+    prefs.write_text('{"prompt": "Q", "chosen": "A", "rejected": "B"}\n')
+    source = DataSource(path=str(prefs), format="preference", val_fraction=0.0, system_prompt="S")
+    (row,) = load(source, base_dir=tmp_path, seed=0).train
+    assert chat_prompt(row) == [
+        {"role": "system", "content": "S"},
+        {"role": "user", "content": "Q"},
+    ]
+    spec = tmp_path / "s.yaml"
+    spec.write_text(
+        f"name: t\ndata:\n  sft: {{path: {rows}, format: prompt_completion, system_prompt: S}}\n"
+        "stages: [{name: sft, method: lora}]\n"
+    )
+    with pytest.raises(SpecError, match="prompt_completion rows train as plain text"):
+        expand_runs(spec)

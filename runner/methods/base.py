@@ -84,7 +84,7 @@ def check_finite(record: dict[str, Any], *, stage: str) -> None:
             )
 
 
-LORA_KEYS = ("r", "alpha", "dropout", "target_modules", "rslora")
+LORA_KEYS = ("r", "alpha", "dropout", "target_modules", "rslora", "loraplus_lr_ratio")
 QUANT_KEYS = ("quant_type", "double_quant")
 
 

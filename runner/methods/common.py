@@ -88,6 +88,7 @@ def load_model(
     revision: str = "main",
     trust_remote_code: bool = False,
     attn_implementation: str = "auto",
+    dtype: str = "auto",
 ) -> Any:
     import torch
     from transformers import AutoModelForCausalLM
@@ -95,9 +96,9 @@ def load_model(
     # Full fine-tuning keeps fp32 master weights (mixed precision autocasts); a frozen
     # adapter base needs no fp32 copy, and peft keeps the adapter itself in fp32.
     half = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
-    dtype = half if half is not None and method != "full" else torch.float32
+    weights = half if half is not None and method != "full" else torch.float32
     kwargs: dict[str, Any] = {
-        "dtype": dtype,
+        "dtype": weights if dtype == "auto" else getattr(torch, dtype),
         "revision": revision,
         "trust_remote_code": trust_remote_code,
     }
@@ -136,6 +137,7 @@ def policy(ctx: StageContext, *, method: str) -> tuple[Any, Any, str]:
         "revision": ctx.model.revision if up is None else "main",
         "trust_remote_code": ctx.spec.model.trust_remote_code,
         "attn_implementation": ctx.spec.model.attn_implementation,
+        "dtype": ctx.spec.model.dtype,
         "precision": ctx.precision,
         "adapter": ctx.stage.adapter,
     }
@@ -193,6 +195,8 @@ def training_kwargs(ctx: StageContext) -> dict[str, Any]:
         use_cpu=not torch.cuda.is_available(),
         dataloader_num_workers=0,
         disable_tqdm=not launch.is_main(),  # one progress bar, rank 0's
+        neftune_noise_alpha=t.neftune_noise_alpha or None,
+        use_liger_kernel=t.liger,
         **launch.trainer_kwargs(ctx.spec, ctx.work_dir / "launch", ctx.precision),
     )
 
@@ -231,6 +235,7 @@ def run_trainer(
     trainer.remove_callback(ProgressCallback)
     trainer.add_callback(QuietProgress(f"{ctx.stage.name} ({method})"))
     trainable, total = count_parameters(trainer.model)
+    loraplus(ctx, trainer)
     initial = _initial_eval_loss(ctx, trainer)
     output = trainer.train(resume_from_checkpoint=str(ctx.resume_from) if ctx.resume_from else None)
     final = _evaluate(trainer, reuse_last=not trainer.args.load_best_model_at_end)
@@ -257,6 +262,7 @@ def run_trainer(
         "train_rows": len(ctx.data.train),
         "val_rows": len(ctx.data.val),
         "precision": ctx.precision,
+        "pad_token": tokenizer.pad_token,
         "train_runtime_s": output.metrics.get("train_runtime"),
         "wall_time_s": time.time() - started,
         "peak_memory_mb": peak_memory_mb(),
@@ -266,6 +272,28 @@ def run_trainer(
     if launch.in_worker():  # what the trainer really ran (DDP, FSDP, DEEPSPEED, MULTI_CPU …)
         summary["parallel"] = str(trainer.accelerator.distributed_type).rsplit(".", 1)[-1]
     return StageResult(artifact=artifact, summary=summary)
+
+
+def loraplus(ctx: StageContext, trainer: Any) -> None:
+    """`adapter.loraplus_lr_ratio`: peft's LoRA+ optimizer (B matrices at ratio × the
+    learning rate), of the optimizer class the spec names, set before the trainer would
+    build its own."""
+    ratio = ctx.stage.adapter.loraplus_lr_ratio
+    if not ratio or not any("lora_B" in n for n, _ in trainer.model.named_parameters()):
+        return
+    from peft.optimizers import create_loraplus_optimizer
+    from transformers import Trainer
+
+    cls, kwargs = Trainer.get_optimizer_cls_and_kwargs(trainer.args, trainer.model)
+    kwargs.pop("lr", None)
+    trainer.optimizer = create_loraplus_optimizer(
+        trainer.model,
+        cls,
+        lr=trainer.args.learning_rate,
+        loraplus_lr_ratio=ratio,
+        loraplus_weight_decay=trainer.args.weight_decay,
+        **kwargs,
+    )
 
 
 def quiet_library_bars() -> None:

@@ -15,6 +15,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from ftlab.runner.data import chat_prompt
 from ftlab.runner.methods.base import LORA_KEYS, StageContext, StageResult, stage_inputs
 from ftlab.runner.methods.common import (
     callbacks,
@@ -99,10 +100,9 @@ def _prompts(rows: list[dict[str, Any]], tokenizer: Any) -> list[dict[str, Any]]
         extra = {
             k: v
             for k, v in row.items()
-            if k not in ("prompt", "chosen", "rejected", "completion", "label")
+            if k not in ("prompt", "chosen", "rejected", "completion", "label", "system")
         }
-        prompt = row["prompt"]
-        out.append({"prompt": [{"role": "user", "content": prompt}] if chat else prompt, **extra})
+        out.append({"prompt": chat_prompt(row) if chat else row["prompt"], **extra})
     return out
 
 

@@ -24,6 +24,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from ftlab.runner.data import chat_prompt
 from ftlab.runner.methods.base import Artifact, StageContext, StageResult, check_finite
 from ftlab.runner.methods.common import count_parameters, peak_memory_mb, policy
 from ftlab.runner.methods.online import RolloutParams, reward_functions, rollout_inputs
@@ -76,7 +77,7 @@ PPO_METHOD = PPO()
 def _encode_prompts(rows: list[dict[str, Any]], tokenizer: Any) -> list[Any]:
     chat = bool(getattr(tokenizer, "chat_template", None))
     if chat:
-        return [[{"role": "user", "content": r["prompt"]}] for r in rows]
+        return [chat_prompt(r) for r in rows]
     return [r["prompt"] for r in rows]
 
 

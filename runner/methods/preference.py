@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from ftlab.runner.data import chat_prompt
 from ftlab.runner.methods.base import LORA_KEYS, StageContext, StageResult, stage_inputs
 from ftlab.runner.methods.common import (
     callbacks,
@@ -144,7 +145,8 @@ def _conversational(rows: list[dict[str, Any]], tokenizer: Any) -> list[dict[str
     out = []
     for row in rows:
         new = dict(row)
-        new["prompt"] = [{"role": "user", "content": row["prompt"]}]
+        new["prompt"] = chat_prompt(row)
+        new.pop("system", None)
         for key in ("chosen", "rejected", "completion"):
             if key in row:
                 new[key] = [{"role": "assistant", "content": row[key]}]

@@ -63,24 +63,43 @@ PROMPT_TUNING = Supervised("prompt_tuning")
 PREFIX_TUNING = Supervised("prefix_tuning")
 
 
-def sft_args(ctx: StageContext, *, conversational: bool, masked: bool = False) -> Any:
-    """trl's SFTConfig; `masked`: ftlab tokenized the rows with their assistant masks."""
+def padding_free(ctx: StageContext) -> bool:
+    """`train.padding_free`: `auto` = only where the attention kernel skips cross-example
+    blocks (flash attention's varlen kernels); never for remote modelling code, whose
+    masking ftlab has not measured."""
+    want = ctx.stage.train.padding_free
+    if ctx.spec.model.trust_remote_code:
+        return False
+    if want == "auto":
+        return ctx.spec.model.attn_implementation.startswith("flash_attention")
+    return bool(want)
+
+
+def sft_args(ctx: StageContext, *, conversational: bool, masked: bool, flat: bool) -> Any:
+    """trl's SFTConfig; `masked`: ftlab tokenized the rows with their assistant masks;
+    `flat`: padding-free batches."""
     from trl import SFTConfig
 
     t = ctx.stage.train
+    assistant_only = t.completion_only_loss and t.train_on != "all"
+    grouped = t.group_by_length and not t.packing and not flat
     return SFTConfig(
         **training_kwargs(ctx),
-        max_length=t.max_length,
+        # padding-free without packing: trl leaves truncation to us (truncate())
+        max_length=None if flat and not t.packing else t.max_length,
         packing=t.packing,
-        assistant_only_loss=t.completion_only_loss and conversational and not masked,
+        padding_free=flat,
+        train_sampling_strategy="group_by_length" if grouped else "random",
+        loss_type=t.loss_type,
+        assistant_only_loss=assistant_only and conversational and not masked,
         completion_only_loss=t.completion_only_loss if not conversational else None,
         dataset_num_proc=None,
     )
 
 
-def rows_for(tokenizer: Any, rows: list[dict[str, Any]], *, masked: bool) -> Any:
+def rows_for(tokenizer: Any, rows: list[dict[str, Any]], *, masked: bool, last_only: bool) -> Any:
     """The rows as trl reads them: as they are, or tokenized with ftlab's assistant masks
-    (templates trl cannot patch; see runner/templates.py)."""
+    (templates trl cannot patch, and `train_on: last_assistant`; see runner/templates.py)."""
     import datasets
 
     from ftlab.runner.templates import encode
@@ -88,7 +107,21 @@ def rows_for(tokenizer: Any, rows: list[dict[str, Any]], *, masked: bool) -> Any
     if not masked:
         return datasets.Dataset.from_list(rows)
     text = tokenizer.chat_template
-    return datasets.Dataset.from_list([encode(tokenizer, text, r["messages"]) for r in rows])
+    return datasets.Dataset.from_list(
+        [encode(tokenizer, text, r["messages"], last_only=last_only) for r in rows]
+    )
+
+
+def truncate(dataset: Any, max_length: int) -> Any:
+    """Cut every token column to `max_length` (trl does it only for padded batches)."""
+    if dataset is None:
+        return None
+    columns = [c for c in dataset.column_names if c.endswith(("input_ids", "mask", "masks"))]
+
+    def cut(row: dict[str, Any]) -> dict[str, Any]:
+        return {c: row[c][:max_length] for c in columns}
+
+    return dataset.map(cut)
 
 
 def _template_record(ctx: StageContext, tokenizer: Any, masking: str) -> dict[str, Any]:
@@ -109,26 +142,38 @@ def train_supervised(ctx: StageContext, *, method: str) -> StageResult:
 
     quiet_library_bars()
     started = time.time()
+    t = ctx.stage.train
     model, peft_cfg, base = policy(ctx, method=method)
     tokenizer = load_tokenizer(
         str(ctx.upstream.path) if ctx.upstream else ctx.model,
         chat_template=ctx.spec.model.chat_template,
     )
     conversational = "messages" in ctx.data.train[0]
+    train_on = t.train_on if t.completion_only_loss else "all"
+    last_only = train_on == "last_assistant"
     masking = "none"
-    if conversational and ctx.stage.train.completion_only_loss:
+    if conversational and train_on != "all":
         template = Template(ctx.spec.model.chat_template or "checkpoint", tokenizer.chat_template)
-        masking = usable_for_training(template)  # TemplateError: the spec check says why
+        # TemplateError: the spec check says why, before training
+        masking = usable_for_training(template, last_only=last_only)
     masked = masking == "ftlab"
+    flat = padding_free(ctx)
     trainer = SFTTrainer(
         model=model,
-        args=sft_args(ctx, conversational=conversational, masked=masked),
-        train_dataset=rows_for(tokenizer, ctx.data.train, masked=masked),
-        eval_dataset=rows_for(tokenizer, ctx.data.val, masked=masked) if ctx.data.val else None,
+        args=sft_args(ctx, conversational=conversational, masked=masked, flat=flat),
+        train_dataset=rows_for(tokenizer, ctx.data.train, masked=masked, last_only=last_only),
+        eval_dataset=(
+            rows_for(tokenizer, ctx.data.val, masked=masked, last_only=last_only)
+            if ctx.data.val
+            else None
+        ),
         processing_class=tokenizer,
         peft_config=peft_cfg,
         callbacks=callbacks(ctx),
     )
+    if flat and not t.packing:
+        trainer.train_dataset = truncate(trainer.train_dataset, t.max_length)
+        trainer.eval_dataset = truncate(trainer.eval_dataset, t.max_length)
     train_ds: Any = trainer.train_dataset
     tokens = sum(len(ids) for ids in train_ds["input_ids"])
     return run_trainer(
@@ -141,5 +186,11 @@ def train_supervised(ctx: StageContext, *, method: str) -> StageResult:
         extra={
             "tokens_per_epoch": tokens,
             "chat_template": _template_record(ctx, tokenizer, masking),
+            "train_on": train_on,
+            "batching": {
+                "padding_free": flat,
+                "packing": t.packing,
+                "group_by_length": t.group_by_length and not t.packing and not flat,
+            },
         },
     )

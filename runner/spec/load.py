@@ -488,10 +488,11 @@ def _check_template(raw: Raw, spec: Spec, add: Any) -> None:
 
     conversational = ("messages", "sharegpt", "alpaca")
     needs_mask = [
-        i
+        (i, s.train.train_on == "last_assistant")
         for i, s in enumerate(spec.stages)
         if s.method in SUPERVISED
         and s.train.completion_only_loss
+        and s.train.train_on != "all"
         and s.data in spec.data
         and spec.data[s.data].format in conversational
     ]
@@ -500,18 +501,41 @@ def _check_template(raw: Raw, spec: Spec, add: Any) -> None:
     except templates.TemplateError as exc:
         add(("model", "chat_template"), "a chat template", str(exc))
         return
-    if template is None or not needs_mask:
+    if template is None:
+        return
+    _check_preference_template(spec, template, add)
+    for last_only in sorted({last for _, last in needs_mask}):
+        try:
+            templates.usable_for_training(template, last_only=last_only)
+        except templates.TemplateError as exc:
+            first = next(i for i, last in needs_mask if last == last_only)
+            add(
+                ("stages", first, "train", "completion_only_loss"),
+                "a chat template whose assistant turns can be masked (assistant-only loss)",
+                f"{template.name}: {exc}",
+                "set model.chat_template to a template that fits the checkpoint (e.g. "
+                "chatml, llama3, mistral, or a .jinja file), or train.completion_only_loss: "
+                "false (loss on every token)",
+            )
+
+
+def _check_preference_template(spec: Spec, template: Any, add: Any) -> None:
+    from ftlab.runner import templates
+    from ftlab.runner.methods import METHODS
+    from ftlab.runner.methods.preference import Preference
+
+    stages = [i for i, s in enumerate(spec.stages) if isinstance(METHODS.get(s.method), Preference)]
+    if not stages:
         return
     try:
-        templates.usable_for_training(template)
+        templates.check_preference(template)
     except templates.TemplateError as exc:
         add(
-            ("stages", needs_mask[0], "train", "completion_only_loss"),
-            "a chat template whose assistant turns can be masked (assistant-only loss)",
+            ("stages", stages[0], "method"),
+            "a chat template that renders a prompt and its reply alike (preference rows)",
             f"{template.name}: {exc}",
-            "set model.chat_template to a template that fits the checkpoint (e.g. chatml, "
-            "llama3, mistral, or a .jinja file), or train.completion_only_loss: false "
-            "(loss on every token)",
+            "set model.chat_template to the family's template without a reasoning block "
+            "(or chatml, or a .jinja file)",
         )
 
 

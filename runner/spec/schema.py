@@ -46,6 +46,11 @@ class ModelSpec(Strict):
         "auto", "eager", "sdpa", "flash_attention_2", "flash_attention_3"
     ] = "auto"
     """Attention kernel for training (`auto` = transformers' choice: sdpa on CPU)."""
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    """The dtype the weights are loaded in. `auto`: a frozen adapter base in the training
+    precision, full fine-tuning in float32 master weights (mixed precision). `bfloat16`
+    with `method: full` trains pure bf16 weights (half the weight and gradient memory,
+    less precise updates). Counted by `ftlab plan`."""
     chat_template: str = ""
     """The chat template to train and evaluate with: empty = the checkpoint's own; a name
     (chatml, llama2, mistral, zephyr, alpaca, or any template trl ships: llama3, qwen2_5,
@@ -69,6 +74,11 @@ class DataSource(Strict):
                 f"convert: {self.convert} produces format "
                 f"{need[self.convert]}; set format: {need[self.convert]}"
             )
+        if self.system_prompt and self.format == "prompt_completion":
+            raise ValueError(
+                "system_prompt needs chat turns, and prompt_completion rows train as plain "
+                "text; use format: messages (or alpaca), or drop system_prompt"
+            )
         return self
 
     path: str
@@ -78,6 +88,8 @@ class DataSource(Strict):
     prompts (a `prompt` plus any columns, for online RL)."""
     split: str = "train"
     """Split to read when `path` is a hub dataset."""
+    system_prompt: str = ""
+    """A system message put first in every conversation (and prompt) that has none."""
     val_fraction: float = Field(0.1, ge=0.0, lt=1.0)
     """Fraction of rows held out for validation, drawn reproducibly from the seed."""
     max_rows: int = Field(0, ge=0)
@@ -106,10 +118,20 @@ class AdapterSpec(Strict):
     """Rank-stabilised LoRA scaling (alpha / sqrt(r))."""
     num_virtual_tokens: int = Field(16, ge=1)
     """Virtual tokens for prompt_tuning and prefix_tuning."""
+    loraplus_lr_ratio: float = Field(0.0, ge=0.0, le=1000.0)
+    """LoRA+: the B matrices learn this many times faster than A (16 in the paper);
+    0 = plain LoRA (lora, dora, qlora)."""
     quant_type: Literal["nf4", "fp4"] = "nf4"
     """4-bit data type for qlora."""
     double_quant: bool = True
     """Quantise the quantisation constants too (qlora)."""
+
+    @field_validator("loraplus_lr_ratio")
+    @classmethod
+    def _loraplus_at_least_one(cls, value: float) -> float:
+        if 0 < value < 1:
+            raise ValueError("0 (off) or a ratio of at least 1 (B learns faster than A)")
+        return value
 
 
 class TrainSpec(Strict):
@@ -154,12 +176,35 @@ class TrainSpec(Strict):
     or a CPU with native bf16 matrix units), else fp32. The run records what was used."""
     gradient_checkpointing: bool = False
     """Recompute activations in the backward pass (less memory, ~30% slower)."""
+    padding_free: Literal["auto"] | bool = "auto"
+    """SFT batches without padding: a batch's examples laid end to end with restarting
+    position ids (the loss is the padded batch's; examples stay apart, measured in
+    tests/test_packing.py). `auto` = on with flash attention, whose varlen kernels skip
+    the cross-example blocks; eager/sdpa compute the whole (Σ lengths)² score matrix, so
+    on CPU it is slower than padding unless lengths vary a lot."""
+    group_by_length: bool = True
+    """SFT: draw batches of similar lengths (transformers' length-grouped sampler: random
+    groups of 50 batches, sorted within), so padded batches waste little. The rows each
+    step sees still come from the whole dataset in random order."""
     packing: bool = False
-    """Pack several short examples into one sequence (padding-free: restarting position ids,
-    no padding). Packed examples stay apart — trl's forward runs without a KV cache, and
-    transformers then masks by position ids (tests/test_packing.py measures it)."""
+    """Pack several short examples into each `max_length` row (best-fit, padding-free;
+    more examples per step than `batch_size`). Packed examples stay apart — trl's forward
+    runs without a KV cache, and transformers then masks by position ids."""
     completion_only_loss: bool = True
-    """Loss only on assistant/completion tokens, not on the prompt."""
+    """Loss only on assistant/completion tokens, not on the prompt (`false` = loss on
+    every token, as `train_on: all`)."""
+    train_on: Literal["assistant", "last_assistant", "all"] = "assistant"
+    """Conversations: which tokens the SFT loss sees — every assistant turn, only the last
+    one (earlier turns are context), or every token."""
+    loss_type: Literal["nll", "dft"] = "nll"
+    """SFT loss: `nll` (cross-entropy) or `dft` (Dynamic Fine-Tuning: each token's loss
+    weighted by its probability)."""
+    neftune_noise_alpha: float = Field(0.0, ge=0.0, le=100.0)
+    """NEFTune: uniform noise of this scale on the input embeddings while training (5 in
+    the paper); 0 = off."""
+    liger: bool = False
+    """Liger kernels (fused RMSNorm, RoPE, SwiGLU, cross-entropy): less memory and faster
+    on CUDA; needs `pip install liger-kernel` and a GPU."""
     logging_steps: int = Field(5, ge=1)
     """Log training loss every N optimizer steps."""
     eval_steps: int = Field(0, ge=0)
@@ -178,6 +223,15 @@ class TrainSpec(Strict):
                 f"{', '.join(optim_names())}.{did_you_mean(value, optim_names())}"
             )
         return value
+
+    @model_validator(mode="after")
+    def _train_on_needs_masking(self) -> TrainSpec:
+        if not self.completion_only_loss and self.train_on == "last_assistant":
+            raise ValueError(
+                "train_on: last_assistant needs completion_only_loss: true (false trains "
+                "on every token); remove one of the two"
+            )
+        return self
 
     @model_validator(mode="after")
     def _early_stopping_needs_evals(self) -> TrainSpec:
