@@ -6,7 +6,9 @@ for `tiny` or `random:` shapes), wrapped with the stage's peft config, and count
 Peak memory (bytes), the sum of:
   weights      = frozen_params × w_bytes + trainable_params × 4
                  (w_bytes: 4 for full FT and fp32, 2 for a bf16/fp16 adapter base,
-                 ~0.56 for QLoRA's NF4 linear weights incl. double-quant constants)
+                 ~0.56 for QLoRA's NF4 linear weights incl. double-quant constants;
+                 `model.dtype` bfloat16/float16 sets 2, and for full FT also halves
+                 trainable weights, gradients and 32-bit optimizer state)
   gradients    = trainable_params × 4
   optimizer    = trainable_params × state tensors × bytes (AdamW: two fp32 moments = 8;
                  8-bit optimizers (adamw_8bit, paged_adamw_8bit, …): 1 byte per value + an
@@ -293,16 +295,22 @@ def estimate(
     seq: int,
     config: Any,
     checkpointing: bool,
+    dtype: str = "auto",
 ) -> dict[str, float]:
     trainable, total, linear, small = counts
     frozen = total - trainable
     half = precision in ("bf16", "fp16")
+    w_frozen = 2.0 if half else 4.0
+    w_train = 4.0  # fp32 master weights / peft's fp32 adapters
+    if dtype != "auto":  # `model.dtype`: weights (and, for full, gradients and state) as set
+        w_frozen = 4.0 if dtype == "float32" else 2.0
+        w_train = w_frozen if method == "full" else 4.0
     if method == "full":
-        weights = total * 4.0
+        weights = total * w_train
     elif method == "qlora":
-        weights = linear * 0.5625 + (frozen - linear) * (2.0 if half else 4.0) + trainable * 4.0
+        weights = linear * 0.5625 + (frozen - linear) * w_frozen + trainable * w_train
     else:
-        weights = frozen * (2.0 if half else 4.0) + trainable * 4.0
+        weights = frozen * w_frozen + trainable * w_train
     h, layers = config.hidden_size, config.num_hidden_layers
     heads, vocab = config.num_attention_heads, config.vocab_size
     act_bytes = 2 if half else 4
@@ -314,8 +322,9 @@ def estimate(
     )
     return {
         "weights": weights,
-        "gradients": trainable * 4.0,
-        "optimizer": optimizers.state_bytes(optimizer, large=trainable - small, small=small),
+        "gradients": trainable * w_train,
+        "optimizer": optimizers.state_bytes(optimizer, large=trainable - small, small=small)
+        * (w_train / 4.0 if optimizers.state(optimizer).bits == 32 else 1.0),
         "activations": activations,
         "logits": batch * seq * vocab * 8.0,
     }
@@ -436,6 +445,7 @@ def _plan_stage(*, spec: Any, stage: Any, config: Any, tokens: Tokens, spec_dir:
         seq=seq,
         config=config,
         checkpointing=t.gradient_checkpointing,
+        dtype=spec.model.dtype,
     )
     if stage.method == "reward_model":
         memory["logits"] = 0.0  # a scalar head, no vocabulary logits

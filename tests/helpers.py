@@ -134,3 +134,13 @@ class Snapshot(TrainerCallback):
         with torch.no_grad():
             self.logits = model(input_ids=self.probe).logits.float().clone()
         model.train(was_training)
+
+
+def run_spec(spec_file: Path, overrides: list[str] | None = None) -> tuple[Any, Any]:
+    """(run directory, result) of the one run a spec file describes, run in-process."""
+    from ftlab.runner import execute
+    from ftlab.runner.spec.load import expand_runs
+
+    ((variant, spec),) = expand_runs(spec_file, overrides or [])
+    rd = execute.create_run(spec, variant=variant, spec_file=spec_file, overrides=overrides or [])
+    return rd, execute.execute(rd, spec)

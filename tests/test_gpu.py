@@ -126,3 +126,53 @@ output: {{dir: {tmp_path / "runs"}}}
     with safe_open(str(path), "pt") as f:  # gathered: full LoRA shapes, not shards
         shapes = {tuple(f.get_slice(k).get_shape()) for k in f.keys()}  # noqa: SIM118
     assert all(0 not in s for s in shapes) and any(8 in s for s in shapes)
+
+
+def test_flash_attention_padding_free_keeps_examples_apart() -> None:
+    """Issue 16: padding-free batches under flash attention's varlen kernels (the `auto`
+    choice for `train.padding_free`): each example's loss as if alone (bf16 tolerance)."""
+    import importlib.util
+
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from .test_packing import _losses
+
+    assert importlib.util.find_spec("flash_attn"), "pip install flash-attn for this check"
+    ref = models.resolve(SHAPE)
+    model = AutoModelForCausalLM.from_pretrained(
+        ref.path, dtype=torch.bfloat16, attn_implementation="flash_attention_2"
+    ).cuda()
+    packed, alone = _losses("flash_attention_2", use_cache=False, model=model)
+    assert max(abs(p - a) for p, a in zip(packed, alone, strict=True)) < 2e-2
+
+
+@pytest.mark.parametrize("knob", ["liger", "paged_adamw_8bit"], ids=["liger", "paged-8bit-adamw"])
+def test_cuda_only_knobs_train(knob: str, tmp_path) -> None:
+    """Liger kernels and bitsandbytes' paged 8-bit AdamW: a LoRA stage trains on CUDA with
+    them, and they are really in use (Liger's modules, bnb's optimizer class)."""
+    import torch
+    from transformers import TrainerCallback
+
+    train = {"liger": True} if knob == "liger" else {"optimizer": "paged_adamw_8bit"}
+    spec = tiny_spec("lora", steps=6, precision="bf16", learning_rate=1e-3, **train)
+    spec.model.name = SHAPE
+
+    class Seen(TrainerCallback):
+        def on_train_begin(self, args, state, control, **kw):  # type: ignore[no-untyped-def]
+            opt = kw["optimizer"]
+            self.optimizer = type(getattr(opt, "optimizer", opt)).__name__
+            self.modules = {type(m).__name__ for m in kw["model"].modules()}
+
+    seen = Seen()
+    ctx = context(spec, tmp_path, extra_callbacks=[seen])
+    ctx.model = models.resolve(SHAPE)
+    ctx.precision = "bf16"
+    result = METHODS.get("lora").train(ctx)
+    assert math.isfinite(result.summary["eval_loss"]) and result.summary["steps"] == 6
+    assert result.summary["eval_loss"] < result.summary["initial_eval_loss"]
+    if knob == "liger":
+        assert any(name.startswith("Liger") for name in seen.modules), seen.modules
+    else:
+        assert seen.optimizer == "PagedAdamW8bit", seen.optimizer
+    assert torch.cuda.max_memory_allocated() > 0

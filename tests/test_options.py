@@ -6,14 +6,16 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
+from transformers import TrainerCallback
 
 from ftlab.runner.execute import resolve_precision
 from ftlab.runner.methods import METHODS
 
 from .helpers import context, tiny_spec
-from .test_runner import SPEC, _run
+from .test_runner import SPEC, _run, _spec
 
 
 @pytest.mark.integration
@@ -132,3 +134,72 @@ def test_continue_needs_an_adapter_upstream(write) -> None:
     text = head + "  - {name: b, method: lora, from: sft, adapter_mode: continue}\noutput:" + tail
     with pytest.raises(SpecError, match="use adapter_mode: merge"):
         load_spec(write("c.yaml", text))
+
+
+class _Seen(TrainerCallback):
+    """What the trainer really runs with, seen from inside (optimizer, model, args)."""
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+        self.args = args
+        self.lrs = sorted({g["lr"] for g in kw["optimizer"].param_groups if g["params"]})
+        embed = kw["model"].get_input_embeddings()
+        self.embedding_hooks = len(embed._forward_hooks)
+
+
+@pytest.mark.integration
+def test_recipe_knobs_reach_the_trainer(tmp_path: Path) -> None:
+    """Issue 16: LoRA+ (B at ratio × lr), NEFTune (a hook on the input embeddings while
+    training), trl's DFT loss, padding-free batches — set in the spec, seen by the
+    trainer, recorded in the summary."""
+    spec = tiny_spec(
+        "lora",
+        steps=4,
+        learning_rate=1e-3,
+        neftune_noise_alpha=5.0,
+        loss_type="dft",
+        padding_free=True,
+    )
+    spec.stages[0].adapter.loraplus_lr_ratio = 16
+    seen = _Seen()
+    ctx = context(spec, tmp_path, extra_callbacks=[seen])
+    result = METHODS.get("lora").train(ctx)
+    assert seen.lrs == pytest.approx([1e-3, 16e-3])
+    assert seen.embedding_hooks == 1
+    assert seen.args.loss_type == "dft" and seen.args.padding_free
+    assert result.summary["batching"] == {
+        "padding_free": True,
+        "packing": False,
+        "group_by_length": False,
+    }
+    assert result.summary["train_on"] == "assistant"
+    assert result.summary["steps"] == 4
+
+
+@pytest.mark.integration
+def test_full_finetune_in_bfloat16_weights(tmp_path: Path) -> None:
+    """`model.dtype: bfloat16` with `full`: the trained weights are bf16, as the plan
+    counts them, and the stage trains."""
+    import torch
+
+    spec = tiny_spec("full", steps=3, precision="bf16")
+    spec.model.dtype = "bfloat16"
+    seen = _Seen()
+    ctx = context(spec, tmp_path, extra_callbacks=[seen])
+    ctx.precision = "bf16"
+    result = METHODS.get("full").train(ctx)
+    assert result.summary["steps"] == 3
+    from transformers import AutoModelForCausalLM
+
+    saved = AutoModelForCausalLM.from_pretrained(result.artifact.path, dtype="auto")
+    assert next(saved.parameters()).dtype == torch.bfloat16
+
+
+def test_liger_on_a_machine_without_cuda_says_what_to_do(write, sft_data, tmp_path) -> None:
+    from ftlab.runner.execute import preflight
+    from ftlab.runner.models import ModelError
+    from ftlab.runner.spec.load import expand_runs
+
+    path = _spec(write, sft_data, tmp_path)
+    ((_, spec),) = expand_runs(path, ["stages.sft.train.liger=true"])
+    with pytest.raises(ModelError, match="needs a CUDA GPU .* set train.liger: false"):
+        preflight(spec, spec_dir=path.parent)

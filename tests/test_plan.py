@@ -16,6 +16,7 @@ from ftlab.runner.plan import meta_counts, plan_runs
 from ftlab.runner.spec.schema import AdapterSpec
 
 from .conftest import EXPERIMENTS
+from .helpers import run_spec
 
 FULL_SPEC = """\
 name: p
@@ -215,8 +216,6 @@ output: {{dir: {runs}}}
 def test_plan_steps_are_the_optimizer_steps_a_real_run_does(
     write, sft_data, tmp_path: Path, epochs: float, accum: int, max_length: int, packing: bool
 ) -> None:
-    from ftlab.runner import execute
-    from ftlab.runner.spec.load import expand_runs
 
     text = STEPS_SPEC.format(
         epochs=epochs,
@@ -227,9 +226,7 @@ def test_plan_steps_are_the_optimizer_steps_a_real_run_does(
     )
     path = write("steps.yaml", text)
     (plan,) = plan_runs(path, [])
-    ((variant, spec),) = expand_runs(path, [])
-    rd = execute.create_run(spec, variant=variant, spec_file=path, overrides=[])
-    done = execute.execute(rd, spec).stages["sft"]["summary"]
+    done = run_spec(path)[1].stages["sft"]["summary"]
     assert done["steps"] > done["train_rows"] / 4 / accum  # several epochs, accumulated
     assert plan.stages[0].steps == done["steps"]  # the trainer's global_step
 
@@ -308,3 +305,30 @@ def test_plan_steps_of_grpo_are_the_steps_a_real_run_does(write, tmp_path: Path)
     done = METHODS.get("grpo").train(ctx).summary
     assert (plan.stages[0].steps_per_epoch, plan.stages[0].steps) == (5, 8)
     assert plan.stages[0].steps == done["steps"]
+
+
+def test_model_dtype_bfloat16_halves_full_finetune_weights_gradients_and_state(
+    write, sft_data
+) -> None:
+    """Issue 16: `model.dtype: bfloat16` with `full` trains bf16 weights: weights,
+    gradients and AdamW state (torch keeps it in the parameter dtype) cost half; an adapter
+    base loaded as float32 costs double its bf16 size."""
+    import torch
+
+    spec = write("full.yaml", FULL_SPEC)
+    (auto,) = plan_runs(spec, [])
+    (bf16,) = plan_runs(spec, ["model.dtype=bfloat16"])
+    a, b = auto.stages[0].memory, bf16.stages[0].memory
+    for part in ("weights", "gradients", "optimizer"):
+        assert b[part] == pytest.approx(a[part] / 2), part
+    opt = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(8, dtype=torch.bfloat16))])
+    opt.zero_grad()
+    opt.param_groups[0]["params"][0].grad = torch.ones(8, dtype=torch.bfloat16)
+    opt.step()
+    assert all(v.dtype == torch.bfloat16 for s in opt.state.values() for v in s.values() if v.dim())
+    lora = ["stages.sft.method=lora", "stages.sft.train.precision=bf16"]
+    (half,) = plan_runs(spec, lora)
+    (fp32,) = plan_runs(spec, [*lora, "model.dtype=float32"])
+    frozen = half.stages[0].total - half.stages[0].trainable
+    extra = fp32.stages[0].memory["weights"] - half.stages[0].memory["weights"]
+    assert extra == pytest.approx(frozen * 2)

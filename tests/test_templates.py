@@ -14,6 +14,7 @@ from ftlab.runner.spec.errors import SpecError
 from ftlab.runner.spec.load import expand_runs
 
 from .conftest import DATA
+from .helpers import run_spec
 
 MULTIMODAL = re.compile(r"(vl|llava|idefics|smolvlm)", re.I)
 TEXT_TEMPLATES = [n for n in templates.names() if not MULTIMODAL.search(n)]
@@ -146,8 +147,6 @@ def test_templates_trl_cannot_patch_train_with_assistant_only_loss(
 ) -> None:
     """Mistral- and Llama-2-style templates (no generation markers, unknown to trl) train
     with completion_only_loss: the loss falls, the run records how it masked."""
-    from ftlab.runner import execute
-
     spec_file = tmp_path / "s.yaml"
     spec_file.write_text(
         f"name: tpl\nmodel: {{name: tiny, chat_template: {name}}}\n"
@@ -157,9 +156,7 @@ def test_templates_trl_cannot_patch_train_with_assistant_only_loss(
         "precision: fp32}\n"
         f"output: {{dir: {tmp_path / 'runs'}}}\n"
     )
-    ((variant, spec),) = expand_runs(spec_file)
-    rd = execute.create_run(spec, variant=variant, spec_file=spec_file, overrides=[])
-    result = execute.execute(rd, spec)
+    rd, result = run_spec(spec_file)
     summary = result.stages["sft"]["summary"]
     assert summary["chat_template"]["name"] == name
     assert summary["chat_template"]["assistant_mask"] == "ftlab"
@@ -291,3 +288,90 @@ def test_system_prompt_goes_first_where_there_is_none(tmp_path: Path) -> None:
     )
     with pytest.raises(SpecError, match="prompt_completion rows train as plain text"):
         expand_runs(spec)
+
+
+LLAMA3_SPECIAL = [
+    "<|begin_of_text|>",
+    "<|end_of_text|>",
+    "<|start_header_id|>",
+    "<|end_header_id|>",
+    "<|eot_id|>",
+    "<|finetune_right_pad_id|>",
+]
+
+
+def _llama3_checkpoint(folder: Path) -> Path:
+    """A local checkpoint shaped like Llama-3.1: its special tokens, its chat template, EOS
+    `<|eot_id|>`, and no pad token (tiny's weights, embeddings resized)."""
+    from transformers import AutoModelForCausalLM
+
+    ref = models.resolve("tiny")
+    tok = models.load_tokenizer(ref)
+    tok.add_special_tokens({"additional_special_tokens": LLAMA3_SPECIAL})
+    tok.bos_token, tok.eos_token = "<|begin_of_text|>", "<|eot_id|>"
+    tok.pad_token = None
+    tok.chat_template = templates.named("llama3").text
+    model = AutoModelForCausalLM.from_pretrained(ref.path)
+    model.resize_token_embeddings(len(tok))
+    model.config.pad_token_id = None
+    model.config.bos_token_id, model.config.eos_token_id = tok.bos_token_id, tok.eos_token_id
+    model.generation_config.pad_token_id = None
+    model.generation_config.eos_token_id = tok.eos_token_id
+    model.save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return folder
+
+
+def test_without_a_pad_token_eos_stays_a_label() -> None:
+    """No pad token and no reserved one: pad = EOS, and trl's collator still labels every
+    reply's EOS (it pads labels by position, never by token id)."""
+    from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
+
+    tok = _tokenizer(templates.named("mistral").text)
+    tok.pad_token = tok.eos_token  # pad_token_for's last resort
+    rows = [CONVERSATION[1:3], CONVERSATION[1:]]
+    encoded = [templates.encode(tok, templates.named("mistral").text, r) for r in rows]
+    batch = DataCollatorForLanguageModeling(pad_token_id=tok.pad_token_id)(
+        [{"input_ids": e["input_ids"]} for e in encoded]
+    )
+    short = len(encoded[0]["input_ids"])
+    assert batch["input_ids"][0, short - 1] == tok.eos_token_id  # the reply's own EOS
+    assert batch["labels"][0, short - 1] == tok.eos_token_id  # … is learned
+    assert (batch["labels"][0, short:] == -100).all()  # the padding is not
+
+
+@pytest.mark.integration
+def test_llama3_checkpoint_without_pad_token_trains_sft_dpo_and_evaluates(tmp_path: Path) -> None:
+    """Issue 16: a Llama-3-style tokenizer with no pad token: SFT → DPO → evals complete;
+    the run records the pad token it chose (the checkpoint's reserved one), the SFT labels
+    end each reply with <|eot_id|>, and no sequence starts with a doubled BOS."""
+    ckpt = _llama3_checkpoint(tmp_path / "llama3ish")
+    tok = models.load_tokenizer(str(ckpt))
+    assert tok.pad_token == "<|finetune_right_pad_id|>"
+    enc = templates.encode(tok, tok.chat_template, CONVERSATION)
+    ids = enc["input_ids"]
+    assert ids[0] == tok.bos_token_id and ids[1] != tok.bos_token_id
+    labelled = [i for i, m in zip(ids, enc["assistant_masks"], strict=True) if m]
+    assert labelled.count(tok.convert_tokens_to_ids("<|eot_id|>")) == 2
+    spec_file = tmp_path / "s.yaml"
+    spec_file.write_text(
+        f"name: l3\nmodel: {ckpt}\n"
+        f"data:\n  sft: {{path: {DATA}/support_sft.jsonl, max_rows: 24}}\n"
+        f"  prefs: {{path: {DATA}/support_prefs.jsonl, format: preference, max_rows: 16}}\n"
+        "stages:\n"
+        "  - {name: sft, method: lora, train: {max_steps: 4, batch_size: 4, max_length: 160,"
+        " precision: fp32}}\n"
+        "  - {name: dpo, method: dpo, from: sft, data: prefs, train: {max_steps: 2, batch_size: 2,"
+        " max_length: 160, precision: fp32}}\n"
+        "evals:\n"
+        "  - {kind: perplexity, data: sft, limit: 4}\n"
+        "  - {kind: format, data: sft, limit: 4, params: {generation: {max_new_tokens: 8}}}\n"
+        f"output: {{dir: {tmp_path / 'runs'}}}\n"
+    )
+    rd, result = run_spec(spec_file)
+    assert rd.status()["state"] == "completed"
+    for stage in ("sft", "dpo"):
+        assert result.stages[stage]["summary"]["pad_token"] == "<|finetune_right_pad_id|>"
+    assert result.stages["sft"]["summary"]["chat_template"]["assistant_mask"] == "trl"
+    evals = {f.parent.name for f in (rd.path / "evals").glob("*/summary.json")}
+    assert evals == {"perplexity", "format"}

@@ -63,16 +63,40 @@ PROMPT_TUNING = Supervised("prompt_tuning")
 PREFIX_TUNING = Supervised("prefix_tuning")
 
 
-def padding_free(ctx: StageContext) -> bool:
-    """`train.padding_free`: `auto` = only where the attention kernel skips cross-example
-    blocks (flash attention's varlen kernels); never for remote modelling code, whose
-    masking ftlab has not measured."""
+def padding_free(ctx: StageContext, lengths: list[int], config: Any) -> bool:
+    """`train.padding_free`. `auto`: always with flash attention (its varlen kernels skip
+    the cross-example blocks); with eager/sdpa, which compute the whole (Σ lengths)² score
+    matrix of a flat batch, only where that costs less than padding these lengths (the
+    cost model below, on random batches as the sampler draws them); never for remote
+    modelling code, whose masking ftlab has not measured. Same batches either way, so the
+    loss is the padded run's."""
     want = ctx.stage.train.padding_free
-    if ctx.spec.model.trust_remote_code:
+    if ctx.spec.model.trust_remote_code or ctx.stage.train.packing:
         return False
-    if want == "auto":
-        return ctx.spec.model.attn_implementation.startswith("flash_attention")
-    return bool(want)
+    if want != "auto":
+        return bool(want)
+    if ctx.spec.model.attn_implementation.startswith("flash_attention"):
+        return True
+    return flat_is_cheaper(lengths, ctx.stage.train.batch_size, config, seed=ctx.spec.seed)
+
+
+def flat_is_cheaper(lengths: list[int], batch: int, config: Any, *, seed: int = 0) -> bool:
+    """Per layer: a token costs ~2·(4h² + 3·h·i) FLOPs in the linear layers, a query-key
+    pair ~4·h in attention. Padded: every example costs the batch's longest; flat: one
+    row of Σ lengths, attended as a whole."""
+    import random
+
+    h = int(config.hidden_size)
+    inner = int(getattr(config, "intermediate_size", None) or 4 * h)
+    linear, pair = 2 * (4 * h * h + 3 * h * inner), 4 * h
+    order = list(lengths)
+    random.Random(seed).shuffle(order)
+    padded = flat = 0
+    for start in range(0, len(order), batch):
+        b = order[start : start + batch]
+        padded += len(b) * max(b) * (linear + max(b) * pair)
+        flat += sum(b) * linear + sum(b) ** 2 * pair
+    return flat < padded
 
 
 def sft_args(ctx: StageContext, *, conversational: bool, masked: bool, flat: bool) -> Any:
@@ -124,6 +148,13 @@ def truncate(dataset: Any, max_length: int) -> Any:
     return dataset.map(cut)
 
 
+def _lengths(tokenizer: Any, ctx: StageContext) -> list[int]:
+    from ftlab.runner.plan import Tokens, _token_lengths
+
+    tokens = Tokens(tokenizer, str(ctx.model.path))
+    return _token_lengths(ctx.data.train, tokens, ctx.stage.train.max_length)[0]
+
+
 def _template_record(ctx: StageContext, tokenizer: Any, masking: str) -> dict[str, Any]:
     """What the run used: the template's name and hash (its text is saved with the
     artifact's tokenizer), and how the assistant's tokens were found."""
@@ -157,7 +188,7 @@ def train_supervised(ctx: StageContext, *, method: str) -> StageResult:
         # TemplateError: the spec check says why, before training
         masking = usable_for_training(template, last_only=last_only)
     masked = masking == "ftlab"
-    flat = padding_free(ctx)
+    flat = padding_free(ctx, _lengths(tokenizer, ctx), model.config)
     trainer = SFTTrainer(
         model=model,
         args=sft_args(ctx, conversational=conversational, masked=masked, flat=flat),
