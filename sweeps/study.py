@@ -316,7 +316,7 @@ def make_objective(sweep: Sweep) -> Any:
         print(f"trial {trial.number}: {', '.join(overrides)} → {rd.run_id}")
         ref, datasets = execute.preflight(spec, spec_dir=sweep.file.resolve().parent)
         hashes = execute.stage_hashes(
-            spec, spec_dir=sweep.file.parent, model_identity=ref.identity, datasets=datasets
+            spec, spec_dir=sweep.file.parent, model=ref.identity, datasets=datasets
         )
         objective = sweep.spec.search.objectives[0]
         # measuring the objective during training costs time: only for a pruner that acts
