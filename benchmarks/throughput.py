@@ -84,10 +84,11 @@ def generate(path: Path, rows: int, seed: int = 0) -> None:
             f.write(json.dumps({"messages": messages}) + "\n")
 
 
-def spec_text(data: Path, out: Path, batch: int, lr: float) -> str:
+def spec_text(data: Path, out: Path, batch: int, lr: float, seed: int = 0, extra: str = "") -> str:
     return f"""
 name: throughput
 model: tiny
+seed: {seed}
 data:
   sft: {{path: {data}, val_fraction: 0.1}}
 stages:
@@ -95,7 +96,7 @@ stages:
     method: lora
     adapter: {{r: 16, alpha: 32, dropout: 0.0}}
     train: {{learning_rate: {lr}, epochs: 1, batch_size: {batch}, max_length: 1024,
-             precision: fp32, logging_steps: 10, save_steps: 100000}}
+             precision: fp32, logging_steps: 10, save_steps: 100000{extra}}}
 output: {{dir: {out}}}
 """
 
@@ -113,7 +114,7 @@ class Counting:
         return batch
 
 
-def run_trl(data: Path, work: Path, batch: int, lr: float) -> dict[str, float]:
+def run_trl(data: Path, work: Path, batch: int, lr: float, seed: int = 0) -> dict[str, float]:
     """The plain trl script a user would write: SFTTrainer with trl's defaults."""
     import datasets
     import torch
@@ -129,6 +130,7 @@ def run_trl(data: Path, work: Path, batch: int, lr: float) -> dict[str, float]:
     ds = load(DataSource(path=str(data), val_fraction=0.1), base_dir=data.parent, seed=0)
     ref = models.resolve("tiny")
     tok = models.load_tokenizer(ref)
+    torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_pretrained(ref.path, dtype=torch.float32)
     collator = Counting(DataCollatorForLanguageModeling(pad_token_id=tok.pad_token_id))
     trainer = SFTTrainer(
@@ -147,7 +149,7 @@ def run_trl(data: Path, work: Path, batch: int, lr: float) -> dict[str, float]:
             save_strategy="no",
             logging_steps=10,
             disable_tqdm=True,
-            seed=0,
+            seed=seed,
         ),
         train_dataset=datasets.Dataset.from_list(ds.train),
         eval_dataset=datasets.Dataset.from_list(ds.val),
@@ -174,13 +176,15 @@ def run_trl(data: Path, work: Path, batch: int, lr: float) -> dict[str, float]:
     }
 
 
-def run_ftlab(data: Path, work: Path, batch: int, lr: float) -> dict[str, float]:
+def run_ftlab(
+    data: Path, work: Path, batch: int, lr: float, seed: int = 0, extra: str = ""
+) -> dict[str, float]:
     from ftlab.runner import execute
     from ftlab.runner.spec.load import expand_runs
 
     work.mkdir(parents=True, exist_ok=True)
     spec_file = work / "ftlab.yaml"
-    spec_file.write_text(spec_text(data, work / "runs", batch, lr))
+    spec_file.write_text(spec_text(data, work / "runs", batch, lr, seed, extra))
     ((variant, spec),) = expand_runs(spec_file)
     rd = execute.create_run(spec, variant=variant, spec_file=spec_file, overrides=[])
     summary = execute.execute(rd, spec).stages["sft"]["summary"]

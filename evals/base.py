@@ -12,9 +12,11 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
+
+from ftlab.runner.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -43,7 +45,8 @@ class EvalInput:
     # the model it is compared with (`against:`), generated and cached by the runner
     responses: list[str] | None = None
     other_responses: list[str] | None = None
-    calibration_rows: list[dict[str, Any]] | None = None  # held-out human preference pairs
+    # held-out rows of the datasets the kind reads besides `data:` (EvalKind.datasets)
+    datasets: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     train_rows: list[dict[str, Any]] | None = None  # what the run trained on (contamination)
     resolve_model: Callable[[str], str] | None = None  # a model name (e.g. tiny) → folder
     quiet: bool = False  # no progress bars (measured during training, for a pruner)
@@ -62,15 +65,65 @@ class EvalError(RuntimeError):
     """An eval that cannot run as configured; the message says what to change."""
 
 
-class EvalKind(Protocol):
-    """One eval kind, registered by name in `ftlab.runner.evaluate.EVALS`."""
+class NoParams(BaseModel):
+    """Kinds without parameters accept an empty `params:`."""
 
-    data_formats: tuple[str, ...]  # dataset formats it reads
-    params_model: type[BaseModel]
-    headline: str  # the metric shown in run tables
-    higher_is_better: bool
+    model_config = ConfigDict(extra="forbid")
 
-    def run(self, inp: EvalInput) -> EvalOutput: ...
+
+# (path under the eval's entry, what was expected, what was found, the fix)
+Problem = tuple[tuple[Any, ...], str, str, str]
+
+
+class EvalKind:
+    """An eval kind: subclass this, set what differs from the defaults, and register it in
+    its own module with `@EVALS.register("name")`. Everything the runner, the sweeps and
+    the reports need to know of a kind is declared here; none of them names a kind."""
+
+    data_formats: tuple[str, ...] = ()
+    """Dataset formats it reads from `data:`; () = it brings its own items (lm-eval tasks)."""
+    params_model: type[BaseModel] = NoParams
+    """Its `params:` (in `ftlab schema`, did-you-mean for a misspelt key)."""
+    headline: str = ""
+    """The metric run tables show."""
+    higher_is_better: bool = True
+    needs_model: bool = True
+    """It reads the evaluated model itself (the runner loads it)."""
+    needs_responses: bool = False
+    """It scores the model's replies to the rows' prompts, which the runner generates and
+    caches (settings: its params' `generation` field, a `generate.GenerationParams`, if it
+    has one); with `against`, the other model's replies too."""
+    in_loop: bool = False
+    """Cheap enough to measure at every evaluation during training (a sweep's pruner)."""
+    item_scores: dict[str, str] = {}
+    """Aggregate metric → the per-item score it is the mean of, where the names differ
+    (comparisons pair runs on these; a metric not listed is its own item score)."""
+    details: tuple[tuple[str, str], ...] = ()
+    """(metric, label) shown under the run table: what makes its headline trustworthy."""
+
+    def run(self, inp: EvalInput) -> EvalOutput:
+        raise NotImplementedError
+
+    def fingerprint(self, params: Any, base_dir: Path) -> str:
+        """A hash of files it reads itself (task YAMLs, a rubric): part of its cache key."""
+        return ""
+
+    def against(self, params: Any) -> str | None:
+        """The model (`base` or a stage) whose replies this one's are compared with."""
+        return None
+
+    def datasets(self, params: Any) -> dict[str, str]:
+        """Datasets it reads besides `data:`, by role ({"calibration": "prefs"}): their
+        held-out rows reach `run` and their content hashes its cache key."""
+        return {}
+
+    def check(self, params: dict[str, Any], spec: Any) -> list[Problem]:
+        """Cross-checks of its `params:` against the rest of the spec (stages, datasets),
+        run by `ftlab validate` after the params model validated."""
+        return []
+
+
+EVALS: Registry[EvalKind] = Registry("eval kind", base=EvalKind)
 
 
 def item_id(row: dict[str, Any]) -> str:

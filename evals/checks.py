@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from ftlab.evals.base import EvalInput, EvalOutput, Metric, item_id
+from ftlab.evals.base import EVALS, EvalInput, EvalKind, EvalOutput, Metric, item_id
 from ftlab.evals.generate import PROMPT_FORMATS, GenerationParams, user_prompt
 from ftlab.reports.stats import bootstrap_mean, wilson
 
@@ -88,8 +87,9 @@ def _json_type(value: Any) -> str:
     return "null" if value is None else "string"
 
 
-@dataclass(frozen=True)
-class FormatEval:
+@EVALS.register("format")
+class FormatEval(EvalKind):
+    item_scores = {"adherence": "adheres"}
     data_formats: tuple[str, ...] = ALL_FORMATS
     params_model: type[BaseModel] = FormatParams
     headline: str = "adherence"
@@ -147,8 +147,9 @@ def ngrams(text: str, n: int) -> set[tuple[str, ...]]:
     return {tuple(words[i : i + n]) for i in range(len(words) - n + 1)}
 
 
-@dataclass(frozen=True)
-class ContaminationEval:
+@EVALS.register("contamination")
+class ContaminationEval(EvalKind):
+    item_scores = {"contaminated_rate": "contaminated", "mean_overlap": "overlap"}
     data_formats: tuple[str, ...] = ALL_FORMATS
     params_model: type[BaseModel] = ContaminationParams
     headline: str = "contaminated_rate"

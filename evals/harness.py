@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ftlab.evals.base import EvalError, EvalInput, EvalOutput, Metric, item_id
+from ftlab.evals.base import EVALS, EvalError, EvalInput, EvalKind, EvalOutput, Metric, item_id
 from ftlab.reports.stats import bootstrap_mean, wilson
 
 
@@ -49,8 +48,8 @@ OFFLINE_HINT = (
 )
 
 
-@dataclass(frozen=True)
-class HarnessEval:
+@EVALS.register("lm_eval")
+class HarnessEval(EvalKind):
     data_formats: tuple[str, ...] = ()
     params_model: type[BaseModel] = HarnessParams
     headline: str = "acc"

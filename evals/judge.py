@@ -18,14 +18,22 @@ import hashlib
 import json
 import re
 import sqlite3
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ftlab.evals.backends import Backend, BackendError, Conversation, LocalBackend, OpenAIBackend
-from ftlab.evals.base import EvalError, EvalInput, EvalOutput, Metric, item_id
+from ftlab.evals.base import (
+    EVALS,
+    EvalError,
+    EvalInput,
+    EvalKind,
+    EvalOutput,
+    Metric,
+    Problem,
+    item_id,
+)
 from ftlab.evals.generate import PROMPT_FORMATS, GenerationParams, reference, user_prompt
 from ftlab.reports.stats import (
     bootstrap_mean,
@@ -33,6 +41,7 @@ from ftlab.reports.stats import (
     length_feature,
     wilson,
 )
+from ftlab.runner.registry import did_you_mean
 
 TEMPLATE_VERSION = 1  # part of the cache key: bump when a template below changes
 
@@ -158,8 +167,15 @@ class JudgeParams(BaseModel):
         return self
 
 
-@dataclass(frozen=True)
-class JudgeEval:
+@EVALS.register("judge")
+class JudgeEval(EvalKind):
+    item_scores = {"win_rate": "win", "position_consistency": "consistent"}
+    details = (
+        ("position_consistency", "position consistency"),
+        ("calibration_agreement", "agreement with held-out human preferences"),
+        ("lc_win_rate", "length-controlled win rate"),
+        ("unparsable_rate", "unparsable"),
+    )
     data_formats: tuple[str, ...] = PROMPT_FORMATS
     params_model: type[BaseModel] = JudgeParams
     headline: str = "win_rate"
@@ -174,6 +190,42 @@ class JudgeEval:
 
     def fingerprint(self, params: JudgeParams, base_dir: Path) -> str:
         return hashlib.sha256(rubric_text(params.rubric, base_dir).encode()).hexdigest()[:16]
+
+    def datasets(self, params: JudgeParams) -> dict[str, str]:
+        return {"calibration": params.calibration} if params.calibration else {}
+
+    def check(self, params: dict[str, Any], spec: Any) -> list[Problem]:
+        """`against:` names a model of this spec; `calibration:` a preference dataset
+        with held-out pairs."""
+        problems: list[Problem] = []
+        policy = spec.policy_stages()
+        against, options = params.get("against"), ["base", "reference", *policy]
+        if isinstance(against, str) and against not in options:
+            problems.append(
+                (
+                    ("against",),
+                    f"base, reference, or a policy stage ({', '.join(policy)})",
+                    against,
+                    did_you_mean(against, options).strip(),
+                )
+            )
+        calibration = params.get("calibration")
+        if isinstance(calibration, str) and calibration:
+            source = spec.data.get(calibration)
+            if source is None or source.format != "preference" or not source.val_fraction:
+                problems.append(
+                    (
+                        ("calibration",),
+                        "a preference dataset under data: with val_fraction > 0 (its "
+                        "held-out pairs are the human judgements)",
+                        calibration
+                        if source is None
+                        else f"'{calibration}' ({source.format}, val_fraction "
+                        f"{source.val_fraction})",
+                        did_you_mean(calibration, list(spec.data)).strip(),
+                    )
+                )
+        return problems
 
     def run(self, inp: EvalInput) -> EvalOutput:
         p: JudgeParams = inp.params
@@ -194,8 +246,8 @@ class JudgeEval:
             if refs is not None and any(r is None for r in refs):
                 raise EvalError("mode: reference needs rows with a reference reply")
             out = judge.single(prompts, replies, refs, inp.rows, inp.seed)
-        if inp.calibration_rows:
-            out.metrics["calibration_agreement"] = judge.calibrate(inp.calibration_rows)
+        if inp.datasets.get("calibration"):
+            out.metrics["calibration_agreement"] = judge.calibrate(inp.datasets["calibration"])
         out.metrics["judge_calls"] = Metric(float(judge.backend.calls), n=len(prompts))
         out.notes += notes
         return out

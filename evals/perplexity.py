@@ -8,18 +8,17 @@ negative log-likelihood; its interval is a bootstrap over items (ratio of sums).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 from pydantic import BaseModel
 
-from ftlab.evals.base import EvalInput, EvalOutput, Metric, item_id
+from ftlab.evals.base import EVALS, EvalInput, EvalKind, EvalOutput, Metric, item_id
 from ftlab.evals.scoring import ScoringParams, prompt_response, response_logprobs
 
 PerplexityParams = ScoringParams
 
 
-@dataclass(frozen=True)
-class PerplexityEval:
+@EVALS.register("perplexity")
+class PerplexityEval(EvalKind):
     data_formats: tuple[str, ...] = ("messages", "sharegpt", "alpaca", "prompt_completion")
     params_model: type[BaseModel] = PerplexityParams
     headline: str = "loss"

@@ -8,19 +8,18 @@ short responses). Run it `on: [sft, last]` to see what alignment changed.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from pydantic import BaseModel
 
-from ftlab.evals.base import EvalInput, EvalOutput, Metric, item_id
+from ftlab.evals.base import EVALS, EvalInput, EvalKind, EvalOutput, Metric, item_id
 from ftlab.evals.scoring import ScoringParams, prompt_response, response_logprobs
 from ftlab.reports.stats import bootstrap_mean, wilson
 
 PreferenceParams = ScoringParams
 
 
-@dataclass(frozen=True)
-class PreferenceEval:
+@EVALS.register("preference")
+class PreferenceEval(EvalKind):
+    item_scores = {"accuracy": "correct", "accuracy_per_token": "correct_per_token"}
     data_formats: tuple[str, ...] = ("preference",)
     params_model: type[BaseModel] = PreferenceParams
     headline: str = "accuracy"

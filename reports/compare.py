@@ -20,16 +20,6 @@ import numpy as np
 
 from ftlab.reports import stats, store
 
-# the per-item score behind an aggregate eval metric, where the names differ
-SAMPLE_SCORE = {
-    "accuracy": "correct",
-    "accuracy_per_token": "correct_per_token",
-    "win_rate": "win",
-    "adherence": "adheres",
-    "contaminated_rate": "contaminated",
-    "mean_overlap": "overlap",
-    "position_consistency": "consistent",
-}
 STAGE_METRICS = ("eval_loss", "train_loss")  # of the run's last stage; lower is better
 IGNORED_KEYS = ("name", "seed", "output", "tracking", "search", "description", "variants")
 
@@ -323,11 +313,12 @@ class Items:
     _names: dict[str, list[str]] | None = None
 
     SCORED = """FROM eval_samples s
-        JOIN (SELECT unnest(?, recursive := true)) w ON s.eval = w.eval AND s.metric = w.score
+        JOIN (SELECT unnest(?, recursive := true)) w ON s.eval = w.eval
         JOIN (SELECT unnest(?) AS run_id, unnest(range(len(?))) AS r) ids
              ON ids.run_id = s.run_id
         JOIN eval_results e ON e.run_id = s.run_id AND e.eval = s.eval
-             AND e.target = s.target AND e.metric = w.metric AND e.is_last"""
+             AND e.target = s.target AND e.metric = w.metric AND e.is_last
+             AND s.metric = e.score"""
 
     @classmethod
     def load(cls, root: Path, ids: list[str], metrics: list[str], con: Any = None) -> Items:
@@ -335,8 +326,7 @@ class Items:
         wanted = []
         for k, m in enumerate(metrics):
             ev, _, metric = m.partition(".")
-            score = SAMPLE_SCORE.get(metric, metric)
-            wanted.append({"m": k, "eval": ev, "metric": metric, "score": score})
+            wanted.append({"m": k, "eval": ev, "metric": metric})
         args = [wanted, ids, ids]
         if not metrics:
             return cls(metrics, {}, row_of, root, args)

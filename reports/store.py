@@ -21,11 +21,27 @@ from pathlib import Path
 from typing import Any
 
 DB_NAME = "ftlab.duckdb"
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
+# The per-item score behind each aggregate metric, for eval records written before the
+# records carried it (`item_scores` in evals/<name>/summary.json, declared by each eval
+# kind since schema 4): what those old records meant, frozen — not a list of kinds.
+LEGACY_ITEM_SCORES = {
+    "accuracy": "correct",
+    "accuracy_per_token": "correct_per_token",
+    "win_rate": "win",
+    "adherence": "adheres",
+    "contaminated_rate": "contaminated",
+    "mean_overlap": "overlap",
+    "position_consistency": "consistent",
+}
 # columns added after a table first shipped (idempotent; run on every writing connection)
 MIGRATIONS = (
     "ALTER TABLE runs ADD COLUMN IF NOT EXISTS study VARCHAR",
     "ALTER TABLE runs ADD COLUMN IF NOT EXISTS trial BIGINT",
+    "ALTER TABLE eval_results ADD COLUMN IF NOT EXISTS score VARCHAR",
+    "UPDATE eval_results SET score = coalesce(map_extract(MAP {"
+    + ", ".join(f"'{k}': '{v}'" for k, v in LEGACY_ITEM_SCORES.items())
+    + "}, metric)[1], metric) WHERE score IS NULL",
 )
 
 SCHEMA = """
@@ -50,7 +66,7 @@ CREATE TABLE IF NOT EXISTS step_metrics (
 CREATE TABLE IF NOT EXISTS eval_results (
     run_id VARCHAR, eval VARCHAR, kind VARCHAR, target VARCHAR, is_last BOOLEAN,
     metric VARCHAR, value DOUBLE, ci_low DOUBLE, ci_high DOUBLE, n BIGINT, headline BOOLEAN,
-    higher_is_better BOOLEAN, cached_from VARCHAR
+    higher_is_better BOOLEAN, cached_from VARCHAR, score VARCHAR
 );
 CREATE TABLE IF NOT EXISTS eval_samples (
     run_id VARCHAR, eval VARCHAR, target VARCHAR, item VARCHAR, metric VARCHAR, value DOUBLE
@@ -180,6 +196,7 @@ def _eval_rows(run_id: str, run_dir: Path) -> tuple[Rows, Rows, Rows, Rows]:
     for summary_file in sorted((run_dir / "evals").glob("*/summary.json")):
         summary = read_json(summary_file) or {}
         name = summary.get("eval", summary_file.parent.name)
+        item_scores = summary.get("item_scores", LEGACY_ITEM_SCORES)
         for target, res in (summary.get("targets") or {}).items():
             for metric, m in (res.get("metrics") or {}).items():
                 results.append(
@@ -197,6 +214,7 @@ def _eval_rows(run_id: str, run_dir: Path) -> tuple[Rows, Rows, Rows, Rows]:
                         "headline": metric == summary.get("headline"),
                         "higher_is_better": summary.get("higher_is_better"),
                         "cached_from": res.get("cached_from") or "",
+                        "score": item_scores.get(metric, metric),
                     }
                 )
         for sample in read_metrics(summary_file.parent / "samples.jsonl"):

@@ -84,31 +84,62 @@ def validate(files: Annotated[list[Path], typer.Argument(help="Spec files.")]) -
 
 @app.command()
 def schema() -> None:
-    """Print the spec's JSON Schema (for editor completion and documentation)."""
-    from ftlab.runner.spec.schema import Spec
+    """Print the spec's JSON Schema, every method's and eval kind's params included (for
+    editor completion and documentation)."""
+    from ftlab.runner.spec.jsonschema import json_schema
 
-    print(json.dumps(Spec.model_json_schema(by_alias=True), indent=2))
+    print(json.dumps(json_schema(), indent=2))
 
 
 @app.command()
-def methods() -> None:
-    """List the registered training methods."""
+def methods(
+    name: Annotated[str, typer.Argument(help="A method: print its params.")] = "",
+) -> None:
+    """List the registered training methods, or one method's params."""
     from ftlab.runner.methods import METHODS
 
-    for name in METHODS.names():
-        m = METHODS.get(name)
+    if name:
+        _describe(METHODS, name, lambda m: f"data: {', '.join(m.data_formats)}")
+        return
+    for name, m in METHODS.items():
         console.print(f"{name:15} data: {', '.join(m.data_formats)}")
 
 
 @app.command("evals")
-def evals_cmd() -> None:
-    """List the registered eval kinds."""
-    from ftlab.runner.evaluate import EVALS
+def evals_cmd(
+    name: Annotated[str, typer.Argument(help="An eval kind: print its params.")] = "",
+) -> None:
+    """List the registered eval kinds, or one kind's params."""
+    from ftlab.evals import EVALS
 
-    for name in EVALS.names():
-        kind = EVALS.get(name)
-        data = ", ".join(kind.data_formats) or "none"
-        console.print(f"{name:15} data: {data}   headline: {kind.headline}")
+    def line(kind: Any) -> str:
+        return f"data: {', '.join(kind.data_formats) or 'none'}   headline: {kind.headline}"
+
+    if name:
+        _describe(EVALS, name, line)
+        return
+    for name, kind in EVALS.items():
+        console.print(f"{name:15} {line(kind)}")
+
+
+def _describe(registry: Any, name: str, line: Any) -> None:
+    """A plugin's params as `params.<key>: type = default  description`."""
+    try:
+        plugin = registry.get(name)
+    except KeyError as exc:
+        _fail(exc)
+    console.print(f"{name}  {line(plugin)}", markup=False, highlight=False)
+    fields = plugin.params_model.model_fields
+    if not fields:
+        console.print("  (no params)")
+    for key, f in fields.items():
+        default = (
+            "required" if f.is_required() else f"= {f.get_default(call_default_factory=True)!r}"
+        )
+        kind = getattr(f.annotation, "__name__", None) or str(f.annotation).replace("typing.", "")
+        console.print(f"  params.{f.alias or key}: {kind} {default}", markup=False, highlight=False)
+        if f.description:
+            console.print(f"      {f.description}", markup=False, highlight=False)
 
 
 @app.command("eval")
@@ -334,7 +365,7 @@ def _print_results(results: list[Any]) -> None:
                 " → ".join(st.get("method", "?") for st in stages),
                 f"{last.get('trainable_params', 0):,}",
                 f"{_fmt(before)} → {_fmt(after)}" if before is not None else _fmt(after),
-                _method_metric(last),
+                _method_metric(str(stages[-1].get("method")), last),
                 *(_eval_cell(evals[res.run_dir].get(name), metric) for name, metric in eval_cols),
                 fmt_s(last.get("wall_time_s")),
                 fmt_s(recipe) + ("*" if reused else ""),
@@ -366,20 +397,18 @@ def _print_results(results: list[Any]) -> None:
         console.print(f"  {res.variant}: {_rel(res.run_dir)}  [{res.state}]")
 
 
-DETAIL_METRICS = (  # shown under the table: what makes a judge's verdicts trustworthy
-    ("position_consistency", "position consistency"),
-    ("calibration_agreement", "agreement with held-out human preferences"),
-    ("lc_win_rate", "length-controlled win rate"),
-    ("unparsable_rate", "unparsable"),
-)
-
-
 def _eval_details(evals: list[tuple[str, dict[str, dict[str, Any]]]]) -> list[str]:
+    """Under the table, per eval: the metrics its kind declares make its headline
+    trustworthy (`EvalKind.details`), and its notes."""
+    from ftlab.evals import EVALS
+
     lines: list[str] = []
     names = sorted({name for _, per_run in evals for name in per_run})
     for name in names:
         parts, notes = [], set()
-        for key, label in DETAIL_METRICS:
+        kinds = {str((per_run.get(name) or {}).get("kind")) for _, per_run in evals}
+        details = [d for k in sorted(kinds) if k in EVALS for d in EVALS.get(k).details]
+        for key, label in dict(details).items():
             values = []
             for variant, per_run in evals:
                 summary = per_run.get(name) or {}
@@ -418,26 +447,13 @@ def _eval_cell(summary: dict[str, Any] | None, metric: str) -> str:
     return "; ".join(parts) or "-"
 
 
-METHOD_METRICS = (  # summary key, label: the headline figures of each method family
-    ("kl_last", "KL"),
-    ("eval_reward_accuracy", "reward acc"),  # DPO-family implicit reward, held-out pairs
-    ("eval_reward_margin", "margin"),
-    ("pairwise_accuracy", "pair acc"),  # reward model, held-out pairs
-)
+def _method_metric(method: str, summary: dict[str, Any]) -> str:
+    """The stage's headline figures, as its method declares them."""
+    from ftlab.runner.methods import METHODS
 
-
-def _method_metric(summary: dict[str, Any]) -> str:
-    parts = []
-    if isinstance(summary.get("reward_last"), int | float):  # online RL: mean reward moved
-        first = summary.get("reward_first")
-        start = f"{first:.2f} → " if isinstance(first, int | float) else ""
-        parts.append(f"reward {start}{summary['reward_last']:.2f}")
-    parts += [
-        f"{label} {summary[key]:.3f}"
-        for key, label in METHOD_METRICS
-        if isinstance(summary.get(key), int | float)
-    ]
-    return ", ".join(parts) or "-"
+    if method not in METHODS:
+        return "-"
+    return ", ".join(METHODS.get(method).summary_figures(summary)) or "-"
 
 
 def _rel(path: Path) -> str:

@@ -14,34 +14,26 @@ import gc
 import hashlib
 import json
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ftlab.evals import EVALS
 from ftlab.evals.base import EvalInput
-from ftlab.runner.registry import Registry
 from ftlab.runner.rundir import RunDir, read_json, write_json, write_text
 
 if TYPE_CHECKING:
-    from ftlab.evals.base import EvalKind
     from ftlab.runner.data import Dataset
     from ftlab.runner.methods.base import Artifact
     from ftlab.runner.models import ModelRef
     from ftlab.runner.spec.schema import EvalSpec, Spec
 
-EVAL_CACHE_VERSION = 2  # bump when an eval kind's scoring or records change
-
-EVALS: Registry[EvalKind] = Registry("eval kind")
-EVALS.register("preference", "ftlab.evals.preference:PREFERENCE")
-EVALS.register("perplexity", "ftlab.evals.perplexity:PERPLEXITY")
-EVALS.register("lm_eval", "ftlab.evals.harness:LM_EVAL")
-EVALS.register("judge", "ftlab.evals.judge:JUDGE")
-EVALS.register("format", "ftlab.evals.checks:FORMAT")
-EVALS.register("contamination", "ftlab.evals.checks:CONTAMINATION")
+EVAL_CACHE_VERSION = 3  # bump when an eval kind's scoring or records change
 
 
 def targets(spec: Spec, ev: EvalSpec) -> list[str]:
     """The models an eval runs on, as `base` or stage names, in a fixed order."""
-    policy = [s.name for s in spec.needed_stages() if s.method != "reward_model"]
+    policy = [s.name for s in spec.needed_stages() if s.name in spec.policy_stages()]
     out: list[str] = []
     for item in ev.on:
         names = (
@@ -63,6 +55,19 @@ def eval_rows(ev: EvalSpec, datasets: dict[str, Dataset]) -> list[dict[str, Any]
     return rows[: ev.limit] if ev.limit else rows
 
 
+@dataclass
+class _Job:
+    """What every eval of one run shares."""
+
+    run: RunDir
+    spec: Spec
+    datasets: dict[str, Dataset]
+    identity: dict[str, str]  # model (base or stage) → what identifies its weights
+    spec_dir: Path
+    cache: Path
+    replies: dict[tuple[str, str], list[str]] = field(default_factory=dict)  # (model, eval)
+
+
 def run_evals(
     run: RunDir,
     spec: Spec,
@@ -81,106 +86,123 @@ def run_evals(
     from ftlab.runner.execute import model_identity
 
     identity = {t: hashes[t] for t in hashes} | {"base": model_identity(spec, ref.identity)}
-    summaries: dict[str, dict[str, Any]] = {}
-    samples: dict[str, list[dict[str, Any]]] = {}
-    for ev in evals:
-        summaries[ev.key] = {
-            "eval": ev.key,
-            "kind": ev.kind,
-            "data": ev.data,
-            "split": ev.split,
-            "limit": ev.limit,
-            "params": ev.params,
-            "headline": EVALS.get(ev.kind).headline,
-            "higher_is_better": EVALS.get(ev.kind).higher_is_better,
-            "last": spec.stages[-1].name,
-            "targets": {},
-        }
-        samples[ev.key] = []
-    cache = Path(spec.output.dir) / "cache"
+    job = _Job(run, spec, datasets, identity, spec_dir, Path(spec.output.dir) / "cache")
+    summaries = {ev.key: _summary(spec, ev) for ev in evals}
+    samples: dict[str, list[dict[str, Any]]] = {ev.key: [] for ev in evals}
     against = {ev.key: _against(ev) for ev in evals}
-    order: list[str] = []
-    for ev in evals:  # models others are compared with go first: their replies are needed
-        if against[ev.key] and against[ev.key] not in order:
-            order.append(str(against[ev.key]))
-    for ev in evals:
-        order += [t for t in targets(spec, ev) if t not in order]
-    replies: dict[tuple[str, str], list[str]] = {}  # (model, eval) → generated replies
-    for target in order:
+    for target in _order(spec, evals, against):
         model = _Lazy(target, ref, artifacts, spec.model.chat_template)
         for ev in evals:
-            if _needs_replies(ev) and target in (*targets(spec, ev), against[ev.key]):
-                replies[(target, ev.key)] = _replies(
-                    ev, model, eval_rows(ev, datasets), identity[target], cache
+            if EVALS.get(ev.kind).needs_responses and target in (
+                *targets(spec, ev),
+                against[ev.key],
+            ):
+                job.replies[(target, ev.key)] = _replies(
+                    ev, model, eval_rows(ev, datasets), identity[target], job.cache
                 )
         for ev in evals:
             if target not in targets(spec, ev) or target == against[ev.key]:
                 continue  # a model is not judged against itself
             run.set_status(stage=f"eval {ev.key} ({target})")
-            rows = eval_rows(ev, datasets)
-            kind = EVALS.get(ev.kind)
-            params = kind.params_model.model_validate(ev.params)
-            data_hash = datasets[ev.data].content_hash if ev.data else ""
-            if hasattr(kind, "fingerprint"):  # files the kind reads itself (task YAMLs)
-                data_hash += kind.fingerprint(params, spec_dir)
-            if against[ev.key]:
-                data_hash += identity[str(against[ev.key])]
-            key = _cache_key(ev, identity[target], data_hash, spec.seed)
-            cache_file = cache / "evals" / f"{key}.json"
-            hit = read_json(cache_file)
             started = time.time()
-            if hit is None:
-                calibration = params_calibration(ev, datasets)
-                inp = EvalInput(
-                    model=None,
-                    tokenizer=None,
-                    rows=rows,
-                    params=params,
-                    seed=spec.seed,
-                    target=target,
-                    base_dir=spec_dir,
-                    cache_dir=cache,
-                    limit=ev.limit,
-                    responses=replies.get((target, ev.key)),
-                    other_responses=replies.get((str(against[ev.key]), ev.key)),
-                    calibration_rows=calibration,
-                    resolve_model=_resolve_model,
-                    train_rows=[
-                        row for stage in spec.needed_stages() for row in datasets[stage.data].train
-                    ],
-                )
-                needs_model = getattr(kind, "needs_model", True)
-                if needs_model and not getattr(kind, "needs_responses", False):
-                    inp.model, inp.tokenizer = model.get()
-                out = kind.run(inp)
-                hit = {
-                    "metrics": {name: m.as_dict() for name, m in out.metrics.items()},
-                    "samples": out.samples,
-                    "headline": out.headline,
-                    "notes": out.notes,
-                    "run_id": run.run_id,
-                }
-                write_json(cache_file, hit)
-                cached = ""
-            else:
-                cached = hit.get("run_id", "")
-                print(
-                    f"eval {ev.key} on {target}: reusing the result of run {cached} "
-                    "(same model, data and settings)"
-                )
-            summaries[ev.key]["headline"] = hit.get("headline") or summaries[ev.key]["headline"]
-            summaries[ev.key]["notes"] = hit.get("notes", [])
-            summaries[ev.key]["against"] = against[ev.key] or ""
-            summaries[ev.key]["targets"][target] = {
+            hit, cached = _evaluate(job, ev, target, model, against[ev.key])
+            summary = summaries[ev.key]
+            summary["headline"] = hit.get("headline") or summary["headline"]
+            summary["notes"] = hit.get("notes", [])
+            summary["against"] = against[ev.key] or ""
+            summary["targets"][target] = {
                 "metrics": hit["metrics"],
                 "model": identity[target],
                 "cached_from": cached,
                 "wall_time_s": time.time() - started,
             }
             samples[ev.key] += [{**s, "target": target} for s in hit["samples"]]
-            _write(run, ev.key, summaries[ev.key], samples[ev.key])
+            _write(run, ev.key, summary, samples[ev.key])
         model.release()
     return summaries
+
+
+def _summary(spec: Spec, ev: EvalSpec) -> dict[str, Any]:
+    kind = EVALS.get(ev.kind)
+    return {
+        "eval": ev.key,
+        "kind": ev.kind,
+        "data": ev.data,
+        "split": ev.split,
+        "limit": ev.limit,
+        "params": ev.params,
+        "headline": kind.headline,
+        "higher_is_better": kind.higher_is_better,
+        "item_scores": dict(kind.item_scores),
+        "last": spec.stages[-1].name,
+        "targets": {},
+    }
+
+
+def _order(spec: Spec, evals: list[EvalSpec], against: dict[str, str | None]) -> list[str]:
+    """Models others are compared with go first: their replies are needed."""
+    order: list[str] = []
+    for ev in evals:
+        if against[ev.key] and against[ev.key] not in order:
+            order.append(str(against[ev.key]))
+    for ev in evals:
+        order += [t for t in targets(spec, ev) if t not in order]
+    return order
+
+
+def _evaluate(
+    job: _Job, ev: EvalSpec, target: str, model: _Lazy, against: str | None
+) -> tuple[dict[str, Any], str]:
+    """One eval of one model: (its record, the run it was cached from or '')."""
+    kind = EVALS.get(ev.kind)
+    params = kind.params_model.model_validate(ev.params)
+    extra = {role: job.datasets[name] for role, name in kind.datasets(params).items()}
+    data_hash = job.datasets[ev.data].content_hash if ev.data else ""
+    data_hash += kind.fingerprint(params, job.spec_dir)
+    data_hash += "".join(f"{role}:{d.content_hash}" for role, d in sorted(extra.items()))
+    if against:
+        data_hash += job.identity[against]
+    cache_file = (
+        job.cache
+        / "evals"
+        / f"{_cache_key(ev, job.identity[target], data_hash, job.spec.seed)}.json"
+    )
+    hit = read_json(cache_file)
+    if hit is not None:
+        cached = str(hit.get("run_id", ""))
+        print(
+            f"eval {ev.key} on {target}: reusing the result of run {cached} "
+            "(same model, data and settings)"
+        )
+        return hit, cached
+    inp = EvalInput(
+        model=None,
+        tokenizer=None,
+        rows=eval_rows(ev, job.datasets),
+        params=params,
+        seed=job.spec.seed,
+        target=target,
+        base_dir=job.spec_dir,
+        cache_dir=job.cache,
+        limit=ev.limit,
+        responses=job.replies.get((target, ev.key)),
+        other_responses=job.replies.get((str(against), ev.key)),
+        datasets={role: d.val for role, d in extra.items()},
+        resolve_model=_resolve_model,
+        train_rows=[row for s in job.spec.needed_stages() for row in job.datasets[s.data].train],
+    )
+    if kind.needs_model and not kind.needs_responses:
+        inp.model, inp.tokenizer = model.get()
+    out = kind.run(inp)
+    hit = {
+        "metrics": {name: m.as_dict() for name, m in out.metrics.items()},
+        "samples": out.samples,
+        "headline": out.headline,
+        "notes": out.notes,
+        "run_id": job.run.run_id,
+    }
+    write_json(cache_file, hit)
+    return hit, ""
 
 
 class _Lazy:
@@ -210,19 +232,7 @@ class _Lazy:
 
 def _against(ev: EvalSpec) -> str | None:
     kind = EVALS.get(ev.kind)
-    if not hasattr(kind, "against"):
-        return None
-    result: str | None = kind.against(kind.params_model.model_validate(ev.params))
-    return result
-
-
-def _needs_replies(ev: EvalSpec) -> bool:
-    return bool(getattr(EVALS.get(ev.kind), "needs_responses", False))
-
-
-def params_calibration(ev: EvalSpec, datasets: dict[str, Dataset]) -> list[dict[str, Any]] | None:
-    name = ev.params.get("calibration")
-    return datasets[name].val if name else None
+    return kind.against(kind.params_model.model_validate(ev.params))
 
 
 def _resolve_model(name: str) -> str:
@@ -237,7 +247,8 @@ def _replies(
     """The model's replies to the eval's prompts, from the generation cache if known."""
     from ftlab.evals.generate import GenerationParams, generate
 
-    gen = GenerationParams.model_validate(ev.params.get("generation") or {})
+    kind = EVALS.get(ev.kind)
+    gen = getattr(kind.params_model.model_validate(ev.params), "generation", GenerationParams())
     blob = json.dumps([identity, rows, gen.model_dump()], sort_keys=True, default=str)
     path = cache / "generations" / f"{hashlib.sha256(blob.encode()).hexdigest()[:20]}.json"
     known = read_json(path)

@@ -168,12 +168,20 @@ def preflight(
     if liger := [s.name for s in spec.needed_stages() if s.train.liger]:
         _check_liger(liger)
     names = {s.data for s in spec.needed_stages()} | {ev.data for ev in spec.evals if ev.data}
-    names |= {ev.params["calibration"] for ev in spec.evals if ev.params.get("calibration")}
+    names |= {name for ev in spec.evals for name in _eval_datasets(ev).values()}
     datasets = {
         name: data_mod.load(spec.data[name], base_dir=spec_dir, seed=spec.seed)
         for name in sorted(names)
     }
     return ref, datasets
+
+
+def _eval_datasets(ev: Any) -> dict[str, str]:
+    """The datasets an eval kind reads besides `data:` (a judge's calibration pairs)."""
+    from ftlab.evals import EVALS
+
+    kind = EVALS.get(ev.kind)
+    return kind.datasets(kind.params_model.model_validate(ev.params))
 
 
 def _check_liger(stages: list[str]) -> None:

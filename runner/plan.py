@@ -37,7 +37,7 @@ from rich.table import Table
 from rich.text import Text
 
 from ftlab.runner import optimizers
-from ftlab.runner.steps import stage_steps
+from ftlab.runner.methods.base import Footprint
 
 STEPS = (
     "optim steps = optimizer steps of the whole stage: max_steps, else ⌈epochs × per epoch⌉;  "
@@ -56,6 +56,7 @@ FORMULA = (
 class StagePlan:
     stage: str
     method: str
+    weights: str = ""  # how the trained weights are held (Footprint.weights)
     trainable: int
     total: int
     tokens_per_epoch: int
@@ -127,10 +128,10 @@ def advice(plan: StagePlan, resources: Any, budget: float) -> str:
         return ""
     tips = []
     m = plan.memory
-    if plan.method in ("full", "lora", "dora"):
-        tips.append(
+    if plan.method == plan.weights and plan.weights in ("full", "lora", "dora"):
+        tips.append(  # a supervised stage: the same data trains with a 4-bit base
             "method qlora (4-bit base weights)"
-            if plan.method != "full"
+            if plan.weights != "full"
             else "method lora or qlora (frozen base, small optimizer state)"
         )
     if offload := _offload_tip(m, resources, budget):
@@ -330,20 +331,15 @@ def estimate(
     }
 
 
-ONLINE = ("grpo", "rloo", "ppo")
-
-
-def _extra_models(stage: Any, config: Any, *, trainable: int, total: int, precision: str) -> float:
-    """Bytes of the models an online stage holds besides its policy: each reward model
-    (a frozen copy of a model of this shape) and PPO's value head. The reference costs
-    nothing: it is the policy with its adapter disabled."""
+def _extra_models(
+    fp: Footprint, config: Any, *, trainable: int, total: int, precision: str
+) -> float:
+    """Bytes of the models a stage holds besides its policy: each reward model (a frozen
+    copy of a model of this shape) and a value head. The reference costs nothing: it is
+    the policy with its adapter disabled."""
     w_bytes = 2.0 if precision in ("bf16", "fp16") else 4.0
-    rewards = stage.params.get("rewards", [])
-    n_reward_models = sum(
-        1 for r in rewards if isinstance(r, dict) and r.get("name") == "reward_model"
-    )
-    value_head = (config.hidden_size + 1) * 16.0 if stage.method == "ppo" else 0.0
-    return n_reward_models * (total - trainable) * w_bytes + value_head
+    value_head = (config.hidden_size + 1) * 16.0 if fp.value_head else 0.0
+    return fp.reward_models * (total - trainable) * w_bytes + value_head
 
 
 def _token_lengths(
@@ -384,17 +380,11 @@ def _plain_text(row: dict[str, Any]) -> str:
     return str(row.get("prompt", "")) + str(row.get("chosen", ""))
 
 
-def _optimizer_notes(stage: Any) -> tuple[str, ...]:
-    if stage.method == "ppo":
-        rollout = "optim steps of ppo count rollout batches (ppo_epochs × minibatch updates each)"
-        if stage.train.optimizer == "adamw_torch":
-            return (rollout,)
-        return (
-            rollout,
-            f"ftlab's PPO loop uses AdamW, not train.optimizer {stage.train.optimizer}",
-        )
+def _optimizer_notes(stage: Any, fp: Footprint) -> tuple[str, ...]:
+    if fp.optimizer and fp.optimizer != stage.train.optimizer:
+        return fp.notes
     note = optimizers.state(stage.train.optimizer).note
-    return (f"optimizer {stage.train.optimizer}: {note}",) if note else ()
+    return (*fp.notes, f"optimizer {stage.train.optimizer}: {note}") if note else fp.notes
 
 
 def plan_runs(path: Path, overrides: list[str]) -> list[RunPlan]:
@@ -415,45 +405,46 @@ def plan_runs(path: Path, overrides: list[str]) -> list[RunPlan]:
 def _plan_stage(*, spec: Any, stage: Any, config: Any, tokens: Tokens, spec_dir: Path) -> StagePlan:
     from ftlab.runner import data as data_mod
     from ftlab.runner.execute import resolve_precision
+    from ftlab.runner.methods import METHODS
     from ftlab.runner.models import length_warning
-    from ftlab.runner.spec.load import SUPERVISED
 
     t = stage.train
+    method = METHODS.get(stage.method)
+    fp = method.footprint(stage)
     ds = data_mod.load(spec.data[stage.data], base_dir=spec_dir, seed=spec.seed)
     lengths, tokens_note = _token_lengths(ds.train, tokens, t.max_length)
-    # alignment methods train a LoRA policy; each example is a pair (chosen and
-    # rejected, or KTO's target and KL sample), so a batch forwards twice the rows
-    peft_method, rows = (stage.method, 1) if stage.method in SUPERVISED else ("lora", 2)
+    weights = fp.weights
     if stage.adapter_mode == "continue" and stage.from_:
-        peft_method = spec.stage(stage.from_).method
-    counts = meta_counts(config, peft_method, stage.adapter)
+        weights = (
+            METHODS.get(spec.stage(stage.from_).method).footprint(spec.stage(stage.from_)).weights
+        )
+    counts = meta_counts(config, weights, stage.adapter)
     precision = resolve_precision(t.precision)
     seq = max(lengths)
-    extra = 0.0
-    if stage.method in ONLINE:
-        rows = 1  # prompts; each sequence grows by the generated completion
-        seq = min(seq, t.max_length) + int(stage.params.get("max_completion_length", 48))
-        extra = _extra_models(
-            stage, config, trainable=counts.trainable, total=counts.total, precision=precision
-        )
+    if fp.generated:  # each prompt grows by the generated completion
+        seq = min(seq, t.max_length) + fp.generated
+    extra = _extra_models(
+        fp, config, trainable=counts.trainable, total=counts.total, precision=precision
+    )
     memory = estimate(
         counts=counts,
-        method=peft_method,
+        method=weights,
         precision=precision,
-        optimizer="adamw_torch" if stage.method == "ppo" else t.optimizer,
-        batch=t.batch_size * rows,
+        optimizer=fp.optimizer or t.optimizer,
+        batch=t.batch_size * fp.rows,
         seq=seq,
         config=config,
         checkpointing=t.gradient_checkpointing,
         dtype=spec.model.dtype,
     )
-    if stage.method == "reward_model":
-        memory["logits"] = 0.0  # a scalar head, no vocabulary logits
+    if not fp.logits:
+        memory["logits"] = 0.0
     memory["extra models"] = extra
-    steps = stage_steps(stage=stage, lengths=lengths, processes=spec.resources.world_size)
+    steps = method.steps(stage, lengths, spec.resources.world_size)
     return StagePlan(
         stage=stage.name,
         method=stage.method,
+        weights=weights,
         trainable=counts.trainable,
         total=counts.total,
         tokens_per_epoch=sum(lengths),
@@ -464,7 +455,7 @@ def _plan_stage(*, spec: Any, stage: Any, config: Any, tokens: Tokens, spec_dir:
         precision=precision,
         memory=memory,
         notes=tuple(n for n in (tokens_note, length_warning(stage, config)) if n)
-        + _optimizer_notes(stage),
+        + _optimizer_notes(stage, fp),
     )
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import difflib
 import importlib
 from collections.abc import Callable
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
 
@@ -58,26 +58,33 @@ class UnknownNameError(KeyError):
 
 
 class Registry(Generic[T]):
-    """Name → object, with lazy "module:attr" entries and helpful errors."""
+    """Name → object, with lazy "module[:attr]" entries and helpful errors.
 
-    def __init__(self, kind: str) -> None:
+    With a `base` class, only its instances register, and decorating a subclass registers
+    an instance of it (``@EVALS.register("toy") class Toy(EvalKind): ...``): the plugin
+    declares what it can do on the base's attributes, and the core reads them.
+    """
+
+    def __init__(self, kind: str, base: type | None = None) -> None:
         self.kind = kind
+        self.base = base
         self._entries: dict[str, T | str] = {}
 
-    def register(self, name: str, target: T | str | None = None) -> Callable[[T], T]:
+    def register(self, name: str, target: T | str | None = None) -> Callable[[Any], Any]:
         """Register ``target`` under ``name``; used bare it is a decorator.
 
         The decorator may replace a lazy ``"module:attr"`` placeholder when it runs in that
         module (importing the module is how the placeholder resolves), and an object of the
-        same module registered before (a user's file executed again); anything else under a
-        taken name is an error.
+        same module registered before (a user's file executed again, a test module
+        re-imported); anything else under a taken name is an error.
         """
         if target is not None and name in self._entries and self._entries[name] != target:
             raise ValueError(f"{self.kind} '{name}' is already registered")
 
-        def deco(obj: T) -> T:
+        def deco(obj: Any) -> Any:
+            entry = self._checked(name, obj() if self._is_plugin_class(obj) else obj)
             current = self._entries.get(name)
-            module = getattr(obj, "__module__", None)
+            module = getattr(entry, "__module__", None)
             if isinstance(current, str):
                 if current.partition(":")[0] != module:
                     raise ValueError(
@@ -85,16 +92,27 @@ class Registry(Generic[T]):
                     )
             elif (
                 current is not None
-                and current is not obj
+                and current is not entry
                 and getattr(current, "__module__", None) != module
             ):
                 raise ValueError(f"{self.kind} '{name}' is already registered")
-            self._entries[name] = obj
+            self._entries[name] = entry
             return obj
 
         if target is not None:
-            self._entries[name] = target
+            self._entries[name] = target if isinstance(target, str) else self._checked(name, target)
         return deco
+
+    def _is_plugin_class(self, obj: Any) -> bool:
+        return self.base is not None and isinstance(obj, type) and issubclass(obj, self.base)
+
+    def _checked(self, name: str, obj: Any) -> Any:
+        if self.base is not None and not isinstance(obj, self.base):
+            raise TypeError(
+                f"{self.kind} '{name}' must be a {self.base.__name__} (subclass it and set "
+                f"what differs from its defaults), not {type(obj).__name__}"
+            )
+        return obj
 
     def names(self) -> list[str]:
         return sorted(self._entries)
@@ -111,8 +129,18 @@ class Registry(Generic[T]):
         entry = self._entries[name]
         if isinstance(entry, str):
             module, _, attr = entry.partition(":")
-            obj = getattr(importlib.import_module(module), attr)
-            # The module's own decorator may have registered it already.
-            self._entries[name] = obj
-            return obj  # type: ignore[no-any-return]
+            imported = importlib.import_module(module)
+            # the module's own decorator registered it on import; else the attribute is it
+            if isinstance(self._entries[name], str):
+                if not attr:
+                    raise UnknownNameError(f"{module} did not register {self.kind} '{name}'")
+                obj = getattr(imported, attr)
+                self._entries[name] = self._checked(
+                    name, obj() if self._is_plugin_class(obj) else obj
+                )
+            return self._entries[name]  # type: ignore[return-value]
         return entry
+
+    def items(self) -> list[tuple[str, T]]:
+        """Every entry, resolved (imports the lazy ones)."""
+        return [(name, self.get(name)) for name in self.names()]

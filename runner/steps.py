@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
 
 
 @dataclass(frozen=True)
@@ -37,43 +36,7 @@ def ppo_steps(*, rows: int, batch: int, epochs: float, max_steps: int) -> Steps:
     return Steps(max_steps or int(epochs * per_epoch), per_epoch)
 
 
-def stage_steps(*, stage: Any, lengths: list[int], processes: int) -> Steps:
-    """A stage's steps, from its training examples' token lengths (≤ max_length)."""
-    t = stage.train
-    if stage.method == "ppo":
-        return ppo_steps(
-            rows=len(lengths), batch=t.batch_size, epochs=t.epochs, max_steps=t.max_steps
-        )
-    samples, batch = len(lengths), t.batch_size
-    if stage.method in ("grpo", "rloo"):
-        samples, batch = _repeat_sampler(stage, prompts=len(lengths), processes=processes)
-    elif t.packing:
-        samples = _packed(lengths, t.max_length)
-    return trainer_steps(
-        samples=samples,
-        batch=batch,
-        grad_accum=t.grad_accum,
-        processes=processes,
-        epochs=t.epochs,
-        max_steps=t.max_steps,
-    )
-
-
-def _repeat_sampler(stage: Any, *, prompts: int, processes: int) -> tuple[int, int]:
-    """(samples, loader batch) of trl's GRPO/RLOO loader: whole generation batches of
-    unique prompts, each repeated num_generations times and reused for steps_per_generation
-    (= grad_accum) steps; the loader's batch is batch_size × steps_per_generation."""
-    from ftlab.runner.methods import METHODS
-
-    t = stage.train
-    params = METHODS.get(stage.method).params_model.model_validate(stage.params)
-    generations = params.num_generations
-    unique = t.batch_size * processes * t.grad_accum // generations
-    samples = (prompts // unique) * unique * generations * t.grad_accum
-    return samples, t.batch_size * t.grad_accum
-
-
-def _packed(lengths: list[int], max_length: int) -> int:
+def packed(lengths: list[int], max_length: int) -> int:
     """Sequences trl's SFT packer (best fit decreasing) makes of these examples."""
     import datasets
     from trl.data_utils import pack_dataset

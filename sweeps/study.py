@@ -226,12 +226,13 @@ def open_study(sweep: Sweep, *, create: bool = True) -> Any:
 def objective_probe(spec: Spec, datasets: dict[str, Any]) -> Callable[[Any, Any], float] | None:
     """The first objective as a function of (model, tokenizer), when its eval kind is cheap
     enough to run at every evaluation during training (`in_loop`); else None."""
+    from ftlab.evals import EVALS
     from ftlab.evals.base import EvalInput
-    from ftlab.runner.evaluate import EVALS, eval_rows
+    from ftlab.runner.evaluate import eval_rows
 
     head, _, metric = spec.search.objectives[0].metric.partition(".")
     ev = next((e for e in spec.evals if e.key == head), None)
-    if ev is None or not getattr(EVALS.get(ev.kind), "in_loop", False):
+    if ev is None or not EVALS.get(ev.kind).in_loop:
         return None
     kind = EVALS.get(ev.kind)
     rows = eval_rows(ev, datasets)

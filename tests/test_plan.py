@@ -121,6 +121,7 @@ def test_per_gpu_share_under_each_strategy_and_fit_advice() -> None:
     stage = StagePlan(
         stage="sft",
         method="full",
+        weights="full",
         trainable=1,
         total=1,
         tokens_per_epoch=1,

@@ -237,6 +237,22 @@ def test_schema_command_prints_json_schema() -> None:
     schema = json.loads(out.stdout)
     assert schema["additionalProperties"] is False
     assert "Peak learning rate" in json.dumps(schema)
+    # issue 17: each plugin's params are in it, per method / eval kind
+    import jsonschema
+
+    def spec(params: dict[str, object], judge: dict[str, object]) -> dict[str, object]:
+        return {
+            "name": "s",
+            "data": {"p": {"path": "p.jsonl", "format": "preference"}},
+            "stages": [{"name": "a", "method": "dpo", "data": "p", "params": params}],
+            "evals": [{"kind": "judge", "data": "p", "params": judge}],
+        }
+
+    check = jsonschema.Draft202012Validator(schema)
+    assert not list(check.iter_errors(spec({"beta": 0.2}, {"against": "base"})))
+    bad = [e.message for e in check.iter_errors(spec({"betta": 0.2}, {"rubrik": "x"}))]
+    assert any("'betta'" in m for m in bad) and any("'rubrik'" in m for m in bad), bad
+    assert "Completions sampled per prompt" in json.dumps(schema)  # grpo's docstrings
 
 
 _MUTATIONS = st.lists(

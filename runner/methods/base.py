@@ -5,13 +5,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
 from ftlab.runner.data import Dataset
 from ftlab.runner.models import ModelRef
 from ftlab.runner.spec.schema import Spec, StageSpec
+from ftlab.runner.steps import Steps, packed, trainer_steps
 
 
 class NoParams(BaseModel):
@@ -52,18 +53,84 @@ class StageResult:
     summary: dict[str, Any]  # losses, parameter counts, steps, tokens, memory
 
 
-class Method(Protocol):
-    """A training method: one module, registered by name in `ftlab.runner.methods`."""
+# (path under the stage's entry, what was expected, what was found, the fix)
+Problem = tuple[tuple[Any, ...], str, str, str]
 
-    data_formats: tuple[str, ...]
-    params_model: type[BaseModel]
 
-    def train(self, ctx: StageContext) -> StageResult: ...
+@dataclass(frozen=True)
+class Footprint:
+    """What `ftlab plan` needs to know of a method's training step."""
+
+    weights: str = "lora"  # how the trained weights are held: full | lora | qlora | dora | ia3 …
+    rows: int = 1  # sequences forwarded per example (2 for preference pairs)
+    generated: int = 0  # tokens generated onto each prompt (online methods)
+    reward_models: int = 0  # frozen reward-model copies held beside the policy
+    value_head: bool = False  # PPO's value head
+    logits: bool = True  # vocabulary logits (a reward model has a scalar head)
+    optimizer: str = ""  # the optimizer it really uses, where it ignores train.optimizer
+    notes: tuple[str, ...] = ()
+
+
+class Method:
+    """A training method: subclass this, set what differs from the defaults, and register
+    an instance in its own module (`METHODS.register("name")`). Everything the loader,
+    the planner, the run table and the stage hash need to know of a method is declared
+    here; none of them names a method."""
+
+    data_formats: tuple[str, ...] = ()
+    """Dataset formats a stage of this method trains on."""
+    params_model: type[BaseModel] = NoParams
+    """Its `params:` (in `ftlab schema`, did-you-mean for a misspelt key)."""
+    adapter_keys: tuple[str, ...] = ()
+    """The `adapter:` settings it reads: the stage hash covers these and no others."""
+    weights: str = "adapter"
+    """What its artifact holds: `adapter` (on a base) or `full` weights."""
+    generates: bool = True
+    """Its model writes text: evals run on it, a judge compares with it (a reward model
+    scores instead)."""
+    distributed: bool = True
+    """It trains across processes (`resources.processes` > 1)."""
+    figures: tuple[tuple[str, str], ...] = ()
+    """(summary key, label): its headline figures in the run table."""
+
+    def train(self, ctx: StageContext) -> StageResult:
+        raise NotImplementedError
 
     def hash_inputs(self, stage: StageSpec) -> dict[str, Any]:
         """The stage settings this method reads (see `stage_inputs`): the stage hash
         covers these and nothing else, so a setting it ignores never retrains it."""
-        ...
+        return stage_inputs(stage, adapter=self.adapter_keys)
+
+    def check(self, stage: StageSpec, spec: Spec) -> list[Problem]:
+        """Cross-checks of its stage against the rest of the spec (`ftlab validate`)."""
+        return []
+
+    def template_problem(self, stage: StageSpec, spec: Spec, template: Any) -> Problem | None:
+        """Whether the model's chat template can format what this stage trains on."""
+        return None
+
+    def footprint(self, stage: StageSpec) -> Footprint:
+        return Footprint(weights="lora" if self.weights == "adapter" else "full")
+
+    def steps(self, stage: StageSpec, lengths: list[int], processes: int) -> Steps:
+        """Optimizer steps of a stage whose examples have these token lengths."""
+        t = stage.train
+        return trainer_steps(
+            samples=packed(lengths, t.max_length) if t.packing else len(lengths),
+            batch=t.batch_size,
+            grad_accum=t.grad_accum,
+            processes=processes,
+            epochs=t.epochs,
+            max_steps=t.max_steps,
+        )
+
+    def summary_figures(self, summary: dict[str, Any]) -> list[str]:
+        """Its figures of a stage summary, as the run table shows them."""
+        return [
+            f"{label} {summary[key]:.3f}"
+            for key, label in self.figures
+            if isinstance(summary.get(key), int | float)
+        ]
 
 
 class TrainingDiverged(RuntimeError):

@@ -9,14 +9,21 @@ adapter disabled, never a second copy.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from ftlab.runner.data import chat_prompt
-from ftlab.runner.methods.base import LORA_KEYS, StageContext, StageResult, stage_inputs
+from ftlab.runner.methods import METHODS
+from ftlab.runner.methods.base import (
+    LORA_KEYS,
+    Footprint,
+    Method,
+    StageContext,
+    StageResult,
+    stage_inputs,
+)
 from ftlab.runner.methods.common import (
     callbacks,
     policy,
@@ -25,6 +32,8 @@ from ftlab.runner.methods.common import (
     training_kwargs,
 )
 from ftlab.runner.rewards import RewardSpec
+from ftlab.runner.spec.schema import StageSpec
+from ftlab.runner.steps import Steps, trainer_steps
 
 PROMPT_FORMATS = ("prompts", "preference", "unpaired", "prompt_completion")
 
@@ -74,21 +83,61 @@ class OnlineParams(RolloutParams):
     """KL coefficient towards the reference (0 = no reference model, trl's GRPO default)."""
 
 
-@dataclass(frozen=True)
-class Online:
-    name: str
-    params_model: type[BaseModel] = OnlineParams
-    data_formats: tuple[str, ...] = PROMPT_FORMATS
+class Rollouts(Method):
+    """What online methods share: prompts, reward functions, generated completions."""
+
+    data_formats = PROMPT_FORMATS
+    adapter_keys = LORA_KEYS
+    figures = (("kl_last", "KL"),)
+
+    def hash_inputs(self, stage: StageSpec) -> dict[str, Any]:
+        return rollout_inputs(stage)
+
+    def footprint(self, stage: StageSpec) -> Footprint:
+        params = self.params_model.model_validate(stage.params)
+        return Footprint(
+            weights="lora",
+            generated=params.max_completion_length,  # type: ignore[attr-defined]
+            reward_models=sum(r.name == "reward_model" for r in params.rewards),  # type: ignore[attr-defined]
+        )
+
+    def summary_figures(self, summary: dict[str, Any]) -> list[str]:
+        first, last = summary.get("reward_first"), summary.get("reward_last")
+        if not isinstance(last, int | float):
+            return super().summary_figures(summary)
+        start = f"{first:.2f} → " if isinstance(first, int | float) else ""
+        return [f"reward {start}{last:.2f}", *super().summary_figures(summary)]
+
+
+class Online(Rollouts):
+    params_model = OnlineParams
+
+    def __init__(self, name: str) -> None:
+        self.name = name
 
     def train(self, ctx: StageContext) -> StageResult:
         return train_online(ctx, method=self.name)
 
-    def hash_inputs(self, stage: Any) -> dict[str, Any]:
-        return rollout_inputs(stage)
+    def steps(self, stage: StageSpec, lengths: list[int], processes: int) -> Steps:
+        """trl's GRPO/RLOO loader: whole generation batches of unique prompts, each
+        repeated num_generations times and reused for steps_per_generation (= grad_accum)
+        steps; the loader's batch is batch_size × steps_per_generation."""
+        t = stage.train
+        generations = OnlineParams.model_validate(stage.params).num_generations
+        unique = t.batch_size * processes * t.grad_accum // generations
+        samples = (len(lengths) // unique) * unique * generations * t.grad_accum
+        return trainer_steps(
+            samples=samples,
+            batch=t.batch_size * t.grad_accum,
+            grad_accum=t.grad_accum,
+            processes=processes,
+            epochs=t.epochs,
+            max_steps=t.max_steps,
+        )
 
 
-GRPO = Online("grpo")
-RLOO = Online("rloo")
+GRPO = METHODS.register("grpo")(Online("grpo"))
+RLOO = METHODS.register("rloo")(Online("rloo"))
 
 
 def _prompts(rows: list[dict[str, Any]], tokenizer: Any) -> list[dict[str, Any]]:

@@ -18,17 +18,26 @@ import os
 import random
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from ftlab.runner.data import chat_prompt
-from ftlab.runner.methods.base import Artifact, StageContext, StageResult, check_finite
+from ftlab.runner.methods import METHODS
+from ftlab.runner.methods.base import (
+    Artifact,
+    Footprint,
+    Problem,
+    StageContext,
+    StageResult,
+    check_finite,
+)
 from ftlab.runner.methods.common import count_parameters, peak_memory_mb, policy
-from ftlab.runner.methods.online import RolloutParams, reward_functions, rollout_inputs
-from ftlab.runner.steps import ppo_steps
+from ftlab.runner.methods.online import RolloutParams, Rollouts, reward_functions
+from ftlab.runner.spec.schema import Spec, StageSpec
+from ftlab.runner.steps import Steps, ppo_steps
 
 
 class PPOParams(RolloutParams):
@@ -58,20 +67,43 @@ class PPOParams(RolloutParams):
     """Normalise scores over each rollout batch before adding the KL penalty."""
 
 
-@dataclass(frozen=True)
-class PPO:
-    name: str = "ppo"
-    params_model: type[BaseModel] = PPOParams
-    data_formats: tuple[str, ...] = ("prompts", "preference", "unpaired", "prompt_completion")
+@METHODS.register("ppo")
+class PPO(Rollouts):
+    """ftlab's own PPO loop (one process; AdamW)."""
+
+    params_model = PPOParams
+    distributed = False
 
     def train(self, ctx: StageContext) -> StageResult:
         return train_ppo(ctx)
 
-    def hash_inputs(self, stage: Any) -> dict[str, Any]:
-        return rollout_inputs(stage)
+    def check(self, stage: StageSpec, spec: Spec) -> list[Problem]:
+        if stage.adapter_mode != "continue":
+            return []
+        return [
+            (
+                ("adapter_mode",),
+                "merge for ppo (its reference is the policy with the adapter disabled, "
+                "which must be the upstream model)",
+                "continue",
+                "use adapter_mode: merge",
+            )
+        ]
 
+    def footprint(self, stage: StageSpec) -> Footprint:
+        rollout = "optim steps of ppo count rollout batches (ppo_epochs × minibatch updates each)"
+        notes: tuple[str, ...] = (rollout,)
+        if stage.train.optimizer != "adamw_torch":
+            notes += (f"ftlab's PPO loop uses AdamW, not train.optimizer {stage.train.optimizer}",)
+        return replace(
+            super().footprint(stage), value_head=True, optimizer="adamw_torch", notes=notes
+        )
 
-PPO_METHOD = PPO()
+    def steps(self, stage: StageSpec, lengths: list[int], processes: int) -> Steps:
+        t = stage.train
+        return ppo_steps(
+            rows=len(lengths), batch=t.batch_size, epochs=t.epochs, max_steps=t.max_steps
+        )
 
 
 def _encode_prompts(rows: list[dict[str, Any]], tokenizer: Any) -> list[Any]:

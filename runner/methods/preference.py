@@ -10,14 +10,21 @@ need none.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ftlab.runner.data import chat_prompt
-from ftlab.runner.methods.base import LORA_KEYS, StageContext, StageResult, stage_inputs
+from ftlab.runner.methods import METHODS
+from ftlab.runner.methods.base import (
+    LORA_KEYS,
+    Footprint,
+    Method,
+    Problem,
+    StageContext,
+    StageResult,
+)
 from ftlab.runner.methods.common import (
     callbacks,
     policy,
@@ -26,6 +33,8 @@ from ftlab.runner.methods.common import (
     training_kwargs,
 )
 from ftlab.runner.methods.refcache import with_reference_cache
+from ftlab.runner.spec.schema import Spec, StageSpec
+from ftlab.runner.templates import TemplateError, check_preference
 
 DPOLoss = Literal[
     "sigmoid",
@@ -115,27 +124,47 @@ class KTOParams(_Params):
     """Compute the reference log-probs once before training."""
 
 
-@dataclass(frozen=True)
-class Preference:
+class Preference(Method):
     """One preference-alignment method; `name` picks the trl trainer and its config."""
 
-    name: str
-    params_model: type[BaseModel]
-    data_formats: tuple[str, ...] = ("preference",)
+    adapter_keys = LORA_KEYS
+    figures = (("eval_reward_accuracy", "reward acc"), ("eval_reward_margin", "margin"))
+
+    def __init__(
+        self,
+        name: str,
+        params_model: type[BaseModel],
+        data_formats: tuple[str, ...] = ("preference",),
+    ) -> None:
+        self.name, self.params_model, self.data_formats = name, params_model, data_formats
 
     def train(self, ctx: StageContext) -> StageResult:
         return train_preference(ctx, method=self)
 
-    def hash_inputs(self, stage: Any) -> dict[str, Any]:
-        return stage_inputs(stage, adapter=LORA_KEYS)
+    def template_problem(self, stage: StageSpec, spec: Spec, template: Any) -> Problem | None:
+        try:
+            check_preference(template)
+        except TemplateError as exc:
+            return (
+                ("method",),
+                "a chat template that renders a prompt and its reply alike (preference rows)",
+                f"{template.name}: {exc}",
+                "set model.chat_template to the family's template without a reasoning block "
+                "(or chatml, or a .jinja file)",
+            )
+        return None
+
+    def footprint(self, stage: StageSpec) -> Footprint:
+        # each example is a pair (chosen and rejected, or KTO's target and KL sample)
+        return Footprint(weights="lora", rows=2)
 
 
-DPO = Preference("dpo", DPOParams)
-IPO = Preference("ipo", IPOParams)
-SIMPO = Preference("simpo", SimPOParams)
-CPO = Preference("cpo", CPOParams)
-ORPO = Preference("orpo", ORPOParams)
-KTO = Preference("kto", KTOParams, ("unpaired",))
+DPO = METHODS.register("dpo")(Preference("dpo", DPOParams))
+IPO = METHODS.register("ipo")(Preference("ipo", IPOParams))
+SIMPO = METHODS.register("simpo")(Preference("simpo", SimPOParams))
+CPO = METHODS.register("cpo")(Preference("cpo", CPOParams))
+ORPO = METHODS.register("orpo")(Preference("orpo", ORPOParams))
+KTO = METHODS.register("kto")(Preference("kto", KTOParams, ("unpaired",)))
 
 
 def _conversational(rows: list[dict[str, Any]], tokenizer: Any) -> list[dict[str, Any]]:

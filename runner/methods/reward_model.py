@@ -9,18 +9,26 @@ and after training. Its artifact scores text through `ftlab.runner.rewards` (`re
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ftlab.runner.methods.base import LORA_KEYS, StageContext, StageResult, stage_inputs
+from ftlab.runner.methods import METHODS
+from ftlab.runner.methods.base import (
+    LORA_KEYS,
+    Footprint,
+    Method,
+    StageContext,
+    StageResult,
+    stage_inputs,
+)
 from ftlab.runner.methods.common import (
     base_weights,
     quiet_library_bars,
     run_trainer,
     training_kwargs,
 )
+from ftlab.runner.spec.schema import StageSpec
 
 
 class RewardParams(BaseModel):
@@ -32,11 +40,14 @@ class RewardParams(BaseModel):
     """Train every weight instead of a LoRA adapter plus the score head."""
 
 
-@dataclass(frozen=True)
-class RewardModel:
-    name: str = "reward_model"
-    params_model: type[BaseModel] = RewardParams
-    data_formats: tuple[str, ...] = ("preference",)
+@METHODS.register("reward_model")
+class RewardModel(Method):
+    """A scorer, not a policy: evals do not run on it; online stages use it as a reward."""
+
+    params_model = RewardParams
+    data_formats = ("preference",)
+    generates = False
+    figures = (("pairwise_accuracy", "pair acc"),)
 
     def train(self, ctx: StageContext) -> StageResult:
         return train_reward_model(ctx)
@@ -45,8 +56,8 @@ class RewardModel:
         full = RewardParams.model_validate(stage.params).full
         return stage_inputs(stage, adapter=() if full else LORA_KEYS)
 
-
-REWARD_MODEL = RewardModel()
+    def footprint(self, stage: StageSpec) -> Footprint:
+        return Footprint(weights="lora", rows=2, logits=False)  # a scalar head
 
 
 def load_classifier(path: str, *, pad_token_id: int, precision: str) -> Any:

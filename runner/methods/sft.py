@@ -7,16 +7,17 @@ All of them are trl's SFTTrainer; the method only decides how the model is loade
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from typing import Any
 
+from ftlab.runner.methods import METHODS
 from ftlab.runner.methods.base import (
     LORA_KEYS,
     QUANT_KEYS,
-    NoParams,
+    Footprint,
+    Method,
+    Problem,
     StageContext,
     StageResult,
-    stage_inputs,
 )
 from ftlab.runner.methods.common import (
     callbacks,
@@ -25,7 +26,8 @@ from ftlab.runner.methods.common import (
     run_trainer,
     training_kwargs,
 )
-from ftlab.runner.templates import Template, usable_for_training
+from ftlab.runner.spec.schema import Spec, StageSpec
+from ftlab.runner.templates import Template, TemplateError, usable_for_training
 
 SFT_FORMATS = ("messages", "sharegpt", "alpaca", "prompt_completion")
 ADAPTER_KEYS = {  # the adapter settings each method reads (common.peft_config, load_model)
@@ -39,28 +41,60 @@ ADAPTER_KEYS = {  # the adapter settings each method reads (common.peft_config, 
 }
 
 
-@dataclass(frozen=True)
-class Supervised:
+class Supervised(Method):
     """One supervised method; `name` picks the peft config (or none, for `full`)."""
 
-    name: str
-    data_formats: tuple[str, ...] = SFT_FORMATS
-    params_model: type = NoParams
+    data_formats = SFT_FORMATS
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.adapter_keys = ADAPTER_KEYS[name]
+        self.weights = "full" if name == "full" else "adapter"
 
     def train(self, ctx: StageContext) -> StageResult:
         return train_supervised(ctx, method=self.name)
 
-    def hash_inputs(self, stage: Any) -> dict[str, Any]:
-        return stage_inputs(stage, adapter=ADAPTER_KEYS[self.name])
+    def check(self, stage: StageSpec, spec: Spec) -> list[Problem]:
+        up = spec.stage(stage.from_) if stage.from_ in {s.name for s in spec.stages} else None
+        if stage.adapter_mode == "continue" and up is not None and up.method != self.name:
+            return [
+                (
+                    ("adapter_mode",),
+                    f"the upstream's method ({up.method}) to continue its adapter",
+                    self.name,
+                    f"set method: {up.method}, or adapter_mode: merge",
+                )
+            ]
+        return []
+
+    def template_problem(self, stage: StageSpec, spec: Spec, template: Any) -> Problem | None:
+        """Assistant-only loss on conversations needs a template whose assistant tokens
+        can be found: said at validate, not at the stage's start."""
+        t = stage.train
+        source = spec.data.get(stage.data)
+        if not t.completion_only_loss or t.train_on == "all" or source is None:
+            return None
+        if source.format not in ("messages", "sharegpt", "alpaca"):
+            return None
+        try:
+            usable_for_training(template, last_only=t.train_on == "last_assistant")
+        except TemplateError as exc:
+            return (
+                ("train", "completion_only_loss"),
+                "a chat template whose assistant turns can be masked (assistant-only loss)",
+                f"{template.name}: {exc}",
+                "set model.chat_template to a template that fits the checkpoint (e.g. "
+                "chatml, llama3, mistral, or a .jinja file), or train.completion_only_loss: "
+                "false (loss on every token)",
+            )
+        return None
+
+    def footprint(self, stage: StageSpec) -> Footprint:
+        return Footprint(weights=self.name)
 
 
-FULL = Supervised("full")
-LORA = Supervised("lora")
-QLORA = Supervised("qlora")
-DORA = Supervised("dora")
-IA3 = Supervised("ia3")
-PROMPT_TUNING = Supervised("prompt_tuning")
-PREFIX_TUNING = Supervised("prefix_tuning")
+for _name in ADAPTER_KEYS:
+    METHODS.register(_name)(Supervised(_name))
 
 
 def padding_free(ctx: StageContext, lengths: list[int], config: Any) -> bool:

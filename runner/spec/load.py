@@ -23,7 +23,6 @@ from ftlab.runner.spec.errors import HIDDEN, Problem, SpecError, secret
 from ftlab.runner.spec.schema import Spec
 
 PathT = tuple[str | int, ...]
-SUPERVISED = ("full", "lora", "qlora", "dora", "ia3", "prompt_tuning", "prefix_tuning")
 
 
 @dataclass(frozen=True)
@@ -420,33 +419,19 @@ def _cross_check(raw: Raw, spec: Spec, prefix: str) -> list[Problem]:
         )
 
     for i, stage in enumerate(spec.stages):
-        if stage.adapter_mode == "continue" and stage.method == "ppo":
+        method = METHODS.get(stage.method)
+        up = next((s for s in spec.stages if s.name == stage.from_), None)
+        if stage.adapter_mode == "continue" and (
+            up is None or METHODS.get(up.method).weights != "adapter" or method.weights != "adapter"
+        ):
             add(
                 ("stages", i, "adapter_mode"),
-                "merge for ppo (its reference is the policy "
-                "with the adapter disabled, which must be the upstream model)",
-                "continue",
+                "continue only from an upstream adapter "
+                "stage (from: <a PEFT stage>) into an adapter method",
+                f"continue (from: '{stage.from_}'"
+                f"{f', a {up.method} stage' if up else ''}, method {stage.method})",
                 "use adapter_mode: merge",
             )
-        elif stage.adapter_mode == "continue":
-            up = next((s for s in spec.stages if s.name == stage.from_), None)
-            if up is None or up.method == "full" or stage.method == "full":
-                add(
-                    ("stages", i, "adapter_mode"),
-                    "continue only from an upstream adapter "
-                    "stage (from: <a PEFT stage>) into an adapter method",
-                    f"continue (from: '{stage.from_}'"
-                    f"{f', a {up.method} stage' if up else ''}, method {stage.method})",
-                    "use adapter_mode: merge",
-                )
-            elif stage.method in SUPERVISED and stage.method != up.method:
-                add(
-                    ("stages", i, "adapter_mode"),
-                    f"the upstream's method ({up.method}) to continue its adapter",
-                    stage.method,
-                    f"set method: {up.method}, or adapter_mode: merge",
-                )
-        method = METHODS.get(stage.method)
         fmt = spec.data[stage.data].format if stage.data in spec.data else None
         if fmt is not None and fmt not in method.data_formats:
             add(
@@ -460,15 +445,17 @@ def _cross_check(raw: Raw, spec: Spec, prefix: str) -> list[Problem]:
         except ValidationError as exc:
             for p in _params_problems(exc, method.params_model, ("stages", i, "params")):
                 add(*p)
-    if spec.resources.world_size > 1 or spec.resources.strategy != "ddp":
-        for i, stage in enumerate(spec.stages):
-            if stage.method == "ppo":
-                add(
-                    ("stages", i, "method"),
-                    "a method that trains on one process (ftlab's PPO loop is not distributed yet)",
-                    "ppo with resources.processes × nodes > 1",
-                    "set resources.processes: 1 for this experiment, or use grpo / rloo",
-                )
+        else:
+            for where, *rest in method.check(stage, spec):
+                add(("stages", i, *where), *rest)
+        parallel = spec.resources.world_size > 1 or spec.resources.strategy != "ddp"
+        if not method.distributed and parallel:
+            add(
+                ("stages", i, "method"),
+                f"a method that trains across processes ({stage.method} trains on one)",
+                f"{stage.method} with resources.processes × nodes > 1",
+                "set resources.processes: 1 for this experiment, or use another method",
+            )
     if spec.resources.nodes > 1 and not spec.resources.main_address:
         add(
             ("resources", "main_address"),
@@ -482,20 +469,11 @@ def _cross_check(raw: Raw, spec: Spec, prefix: str) -> list[Problem]:
 
 
 def _check_template(raw: Raw, spec: Spec, add: Any) -> None:
-    """Assistant-only loss needs a template whose assistant tokens can be found: say so
-    now, not at the SFT stage's start."""
+    """Each stage's method says whether the model's chat template can format what it
+    trains on (`Method.template_problem`): said now, not at the stage's start."""
     from ftlab.runner import templates
+    from ftlab.runner.methods import METHODS
 
-    conversational = ("messages", "sharegpt", "alpaca")
-    needs_mask = [
-        (i, s.train.train_on == "last_assistant")
-        for i, s in enumerate(spec.stages)
-        if s.method in SUPERVISED
-        and s.train.completion_only_loss
-        and s.train.train_on != "all"
-        and s.data in spec.data
-        and spec.data[s.data].format in conversational
-    ]
     try:
         template = templates.for_model(spec.model.name, spec.model.chat_template)
     except templates.TemplateError as exc:
@@ -503,40 +481,13 @@ def _check_template(raw: Raw, spec: Spec, add: Any) -> None:
         return
     if template is None:
         return
-    _check_preference_template(spec, template, add)
-    for last_only in sorted({last for _, last in needs_mask}):
-        try:
-            templates.usable_for_training(template, last_only=last_only)
-        except templates.TemplateError as exc:
-            first = next(i for i, last in needs_mask if last == last_only)
-            add(
-                ("stages", first, "train", "completion_only_loss"),
-                "a chat template whose assistant turns can be masked (assistant-only loss)",
-                f"{template.name}: {exc}",
-                "set model.chat_template to a template that fits the checkpoint (e.g. "
-                "chatml, llama3, mistral, or a .jinja file), or train.completion_only_loss: "
-                "false (loss on every token)",
-            )
-
-
-def _check_preference_template(spec: Spec, template: Any, add: Any) -> None:
-    from ftlab.runner import templates
-    from ftlab.runner.methods import METHODS
-    from ftlab.runner.methods.preference import Preference
-
-    stages = [i for i, s in enumerate(spec.stages) if isinstance(METHODS.get(s.method), Preference)]
-    if not stages:
-        return
-    try:
-        templates.check_preference(template)
-    except templates.TemplateError as exc:
-        add(
-            ("stages", stages[0], "method"),
-            "a chat template that renders a prompt and its reply alike (preference rows)",
-            f"{template.name}: {exc}",
-            "set model.chat_template to the family's template without a reasoning block "
-            "(or chatml, or a .jinja file)",
-        )
+    said: set[str] = set()
+    for i, stage in enumerate(spec.stages):
+        problem = METHODS.get(stage.method).template_problem(stage, spec, template)
+        if problem is not None and problem[2] not in said:  # once per distinct problem
+            said.add(problem[2])
+            where, *rest = problem
+            add(("stages", i, *where), *rest)
 
 
 def _stage_refs(raw: Raw, prefix: str) -> list[Problem]:
@@ -625,10 +576,10 @@ def _params_problems(
 
 def _check_evals(spec: Spec, add: Any) -> None:
     """Eval kinds, names, targets (`on:`), datasets and params."""
-    from ftlab.runner.evaluate import EVALS
+    from ftlab.evals import EVALS
 
-    policy = [s.name for s in spec.stages if s.method != "reward_model"]
-    reward_stages = [s.name for s in spec.stages if s.method == "reward_model"]
+    policy = spec.policy_stages()
+    scorers = [s.name for s in spec.stages if s.name not in policy]
     keys: list[str] = []
     for i, ev in enumerate(spec.evals):
         if ev.kind not in EVALS:
@@ -649,12 +600,12 @@ def _check_evals(spec: Spec, add: Any) -> None:
         keys.append(ev.key)
         options = ["last", "base", "all", *policy]
         for j, target in enumerate(ev.on):
-            if target in reward_stages:
+            if target in scorers:
                 add(
                     ("evals", i, "on", j),
                     "a model that generates text (last, base, all, or a policy stage)",
-                    f"'{target}' (a reward_model stage)",
-                    "reward models are scored by their stage's pairwise accuracy",
+                    f"'{target}' (a {spec.stage(target).method} stage, which scores text)",
+                    "a scoring stage reports its own accuracy in its stage summary",
                 )
             elif target not in options:
                 add(
@@ -699,28 +650,9 @@ def _check_evals(spec: Spec, add: Any) -> None:
         except ValidationError as exc:
             for p in _params_problems(exc, kind.params_model, ("evals", i, "params")):
                 add(*p)
-        against = ev.params.get("against")
-        options = ["base", "reference", *policy]
-        if ev.kind == "judge" and isinstance(against, str) and against not in options:
-            add(
-                ("evals", i, "params", "against"),
-                f"base, reference, or a policy stage ({', '.join(policy)})",
-                against,
-                did_you_mean(against, options).strip(),
-            )
-        calibration = ev.params.get("calibration")
-        if isinstance(calibration, str) and calibration:
-            source = spec.data.get(calibration)
-            if source is None or source.format != "preference" or not source.val_fraction:
-                add(
-                    ("evals", i, "params", "calibration"),
-                    "a preference dataset under data: with val_fraction > 0 (its held-out "
-                    "pairs are the human judgements)",
-                    calibration
-                    if source is None
-                    else f"'{calibration}' ({source.format}, val_fraction {source.val_fraction})",
-                    did_you_mean(calibration, list(spec.data)).strip(),
-                )
+        else:
+            for where, *rest in kind.check(ev.params, spec):
+                add(("evals", i, "params", *where), *rest)
 
 
 def _anchor_data_paths(raw: Raw, prefix: str) -> list[Problem]:

@@ -507,21 +507,42 @@ class Spec(Strict):
         """The stages a run trains, in order: the last stage, the stages evals name, and
         everything those depend on. A stage nothing needs (e.g. a reward model that only
         the `ppo` variant uses) is skipped in runs that do not use it."""
+        from ftlab.evals import EVALS
+
         names = {s.name for s in self.stages}
         wanted = {self.stages[-1].name}
         for ev in self.evals:
             wanted |= {t for t in ev.on if t in names}
-            if ev.params.get("against") in names:  # a judge compares with that stage
-                wanted.add(ev.params["against"])
+            against = _against(EVALS, ev)
+            if against in names:  # its replies are compared with that stage's
+                wanted.add(against)
             if "all" in ev.on:
-                wanted |= {s.name for s in self.stages if s.method != "reward_model"}
+                wanted |= set(self.policy_stages())
         for stage in reversed(self.stages):
             if stage.name in wanted:
                 wanted |= {d for d in stage.depends_on() if d in names}
         return [s for s in self.stages if s.name in wanted]
+
+    def policy_stages(self) -> list[str]:
+        """The stages whose model writes text (evals run on these; not reward models)."""
+        from ftlab.runner.methods import METHODS
+
+        return [s.name for s in self.stages if METHODS.get(s.method).generates]
 
     def stage(self, name: str) -> StageSpec:
         for stage in self.stages:
             if stage.name == name:
                 return stage
         raise KeyError(name)
+
+
+def _against(evals: Any, ev: EvalSpec) -> str | None:
+    """The model an eval's replies are compared with (None for an unknown kind or
+    invalid params: `validate` reports those)."""
+    if ev.kind not in evals:
+        return None
+    kind = evals.get(ev.kind)
+    try:
+        return kind.against(kind.params_model.model_validate(ev.params))  # type: ignore[no-any-return]
+    except ValueError:
+        return None
