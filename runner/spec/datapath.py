@@ -1,6 +1,6 @@
 """Is a `data.<name>.path` a local file or a hub dataset id, and can ftlab read it?
 
-One rule for `ftlab validate` (`load._anchor_data_paths`) and the reader (`runner/data.py`):
+One rule for `ftlab validate` (`anchors.anchor_data_paths`) and the reader (`runner/data.py`):
 a name that can only be a file is never sent to the hub, so a typo'd suffix (`d.jsnl`) is
 a spec problem at once instead of five hub retries and "not on the hub".
 """

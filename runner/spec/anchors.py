@@ -1,0 +1,143 @@
+"""Paths a spec names (data files, chat templates, reward modules), made absolute
+relative to the file that declared them; and no secret written into a spec."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ftlab.runner.spec import datapath
+from ftlab.runner.spec.errors import HIDDEN, Problem, secret
+from ftlab.runner.spec.raw import PathT, Raw
+
+
+def anchor_data_paths(raw: Raw, prefix: str) -> list[Problem]:
+    """Make relative data paths absolute, relative to the file that declared them (the
+    working directory for command-line overrides). A name that can only be a file
+    (`datapath.looks_like_file`) must be an existing file of a type ftlab reads; any other
+    name is a hub dataset id."""
+    problems: list[Problem] = []
+    data = raw.data.get("data")
+    if not isinstance(data, dict):
+        return problems
+    for name, source in data.items():
+        if not isinstance(source, dict) or not isinstance(source.get("path"), str):
+            continue
+        written = source["path"]
+        path = Path(written).expanduser()
+        where = raw.loc(("data", name, "path"))
+        base = Path(where.file).parent if Path(where.file).is_file() else Path.cwd()
+        candidate = path if path.is_absolute() else base / path
+        if not candidate.exists() and not datapath.looks_like_file(written):
+            continue  # a hub dataset id
+        if candidate.exists():
+            source["path"] = str(candidate.resolve())
+        found_hint = _data_file_problem(candidate, written=written)
+        if found_hint is not None:
+            expected = f"an existing {datapath.EXPECTED} file (relative to {base})"
+            problems.append(
+                Problem(where.file, where.line, f"data.{name}.path", expected, *found_hint, prefix)
+            )
+    return problems + anchor_reward_modules(raw, prefix) + anchor_template(raw, prefix)
+
+
+def anchor_template(raw: Raw, prefix: str) -> list[Problem]:
+    """`model.chat_template: x.jinja`: absolute, relative to the declaring file."""
+    model = raw.data.get("model")
+    if not isinstance(model, dict):
+        return []
+    value = model.get("chat_template")
+    if not isinstance(value, str) or not value.endswith(".jinja"):
+        return []
+    where = raw.loc(("model", "chat_template"))
+    base = Path(where.file).parent if Path(where.file).is_file() else Path.cwd()
+    path = Path(value).expanduser()
+    path = path if path.is_absolute() else base / path
+    if path.is_file():
+        model["chat_template"] = str(path.resolve())
+        return []
+    return [
+        Problem(
+            where.file,
+            where.line,
+            "model.chat_template",
+            f"a template name or an existing .jinja file (relative to {base})",
+            value,
+            "fix the path",
+            prefix,
+        )
+    ]
+
+
+def _data_file_problem(candidate: Path, *, written: str) -> tuple[str, str] | None:
+    """(found, fix) for a local data path ftlab cannot read, else None."""
+    if candidate.is_dir():
+        return f"'{written}': a directory", "name one file in it"
+    unsupported = datapath.unsupported_type(candidate)
+    if unsupported is not None:
+        return f"'{written}': {unsupported}", datapath.type_hint(candidate, written=written)
+    if not candidate.exists():
+        return (
+            written,
+            "fix the path, or run `python experiments/data/generate.py` for shipped data",
+        )
+    return None
+
+
+def anchor_reward_modules(raw: Raw, prefix: str) -> list[Problem]:
+    """`stages[*].params.reward_module`: absolute, relative to the declaring file."""
+    problems: list[Problem] = []
+    stages = raw.data.get("stages")
+    for i, stage in enumerate(stages if isinstance(stages, list) else []):
+        params = stage.get("params") if isinstance(stage, dict) else None
+        if not isinstance(params, dict) or not isinstance(params.get("reward_module"), str):
+            continue
+        module = Path(params["reward_module"]).expanduser()
+        where = raw.loc(("stages", i, "params", "reward_module"))
+        base = Path(where.file).parent if Path(where.file).is_file() else Path.cwd()
+        candidate = module if module.is_absolute() else base / module
+        if candidate.is_file():
+            params["reward_module"] = str(candidate.resolve())
+        else:
+            problems.append(
+                Problem(
+                    where.file,
+                    where.line,
+                    f"stages.{i}.params.reward_module",
+                    f"a Python file that registers reward functions (relative to {base})",
+                    params["reward_module"],
+                    "fix the path",
+                    prefix,
+                )
+            )
+    return problems
+
+
+def no_secrets(raw: Raw, prefix: str) -> list[Problem]:
+    """A value that looks like a key (sk-…, hf_…, Bearer …, user:key@ in a URL) anywhere in
+    the spec: the spec is copied into every run, the index and the trackers."""
+    problems: list[Problem] = []
+
+    def walk(node: Any, path: PathT) -> None:
+        if isinstance(node, dict):
+            for k, v in node.items():
+                walk(v, (*path, k))
+        elif isinstance(node, list):
+            for i, v in enumerate(node):
+                walk(v, (*path, i))
+        elif isinstance(node, str) and secret("", node):
+            where = raw.loc(path)
+            problems.append(
+                Problem(
+                    where.file,
+                    where.line,
+                    ".".join(map(str, path)),
+                    "no secrets in a spec (it is copied into every run, the index and W&B)",
+                    HIDDEN,
+                    "put the key in an environment variable; judges name it in api_key_env",
+                    prefix,
+                )
+            )
+
+    walk(raw.data, ())
+    return problems
