@@ -37,19 +37,21 @@ quickstart: setup
 
 test: setup services
 	$(BIN)/ruff check .
-	$(BIN)/mypy runner evals sweeps reports
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy cli runner evals sweeps reports
 	$(BIN)/python -m pytest -m "not gpu" -q
 
 # The quick loop while developing: everything but the tests that train (integration),
 # run for minutes (slow) or need CUDA (gpu).
 test-fast: setup
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest -m "not gpu and not slow and not integration" -q
 
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy runner evals sweeps reports
+	$(BIN)/mypy cli runner evals sweeps reports
 
 gpu-test: setup
 	$(BIN)/python -m pytest -m gpu -q -s

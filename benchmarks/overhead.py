@@ -133,8 +133,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     args = parser.parse_args()
 
+    from ftlab.cli.main import _quiet_libraries
     from ftlab.runner import models
-    from ftlab.runner.cli import _quiet_libraries
 
     _quiet_libraries()
     model_path = models.resolve(args.model).path

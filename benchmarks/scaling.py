@@ -50,7 +50,7 @@ def measure(model: str, steps: int, total_batch: int, processes: int) -> tuple[f
             )
         )
         done = subprocess.run(
-            [sys.executable, "-m", "ftlab.runner.cli", "run", str(spec)],
+            [sys.executable, "-m", "ftlab.cli", "run", str(spec)],
             capture_output=True,
             text=True,
         )

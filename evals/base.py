@@ -56,7 +56,10 @@ class EvalInput:
 class EvalOutput:
     metrics: dict[str, Metric]
     samples: list[dict[str, Any]] = field(default_factory=list)
-    # every sample: {"item": stable id, "scores": {metric: value}, ...fields to show}
+    # every sample: {"item": stable id, "scores": {item score: value}, ...fields to show}.
+    # Text fields are shown in the report's explorer; a field `verdict` or
+    # `verdict_<position>` holding {"verdict", "raw", "retried"?} is a grader's verdict:
+    # indexed in DuckDB's judge_verdicts (position = what follows `verdict_`) and shown.
     headline: str = ""  # overrides the kind's headline metric (e.g. an lm-eval task's)
     notes: list[str] = field(default_factory=list)  # shown with the results (stand-in judge)
 

@@ -22,7 +22,7 @@ from typing import Any
 
 from ftlab.reports import store
 from ftlab.reports.compare import Comparison, compare
-from ftlab.reports.units import fmt_mb, fmt_s
+from ftlab.reports.units import fmt_mb, fmt_num, fmt_s
 
 PALETTE = (
     "#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd",
@@ -44,9 +44,7 @@ def breakable(name: Any) -> str:
 
 
 def _fmt(v: Any, spec: str = ".3f") -> str:
-    if v is None or (isinstance(v, float) and math.isnan(v)):
-        return "–"
-    return format(v, spec) if isinstance(v, int | float) else str(v)
+    return fmt_num(v, spec, missing="–")
 
 
 # ---------------------------------------------------------------- charts (inline SVG)

@@ -227,9 +227,9 @@ def _eval_rows(run_id: str, run_dir: Path) -> tuple[Rows, Rows, Rows, Rows]:
             for metric, value in (sample.get("scores") or {}).items():
                 if isinstance(value, int | float):
                     scores.append({**key, "metric": metric, "value": float(value)})
-            for position, field in (("ab", "verdict_ab"), ("ba", "verdict_ba"), ("", "verdict")):
-                v = sample.get(field)
-                if isinstance(v, dict):
+            for field, v in sample.items():  # a grader's verdicts (see EvalOutput.samples)
+                if isinstance(v, dict) and (field == "verdict" or field.startswith("verdict_")):
+                    position = field.removeprefix("verdict").removeprefix("_")
                     verdicts.append(
                         {
                             **key,

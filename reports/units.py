@@ -1,7 +1,17 @@
 """Units shown to users, one definition each: every table, report and note formats
-durations and memory through these."""
+figures, durations and memory through these."""
 
 from __future__ import annotations
+
+import math
+from typing import Any
+
+
+def fmt_num(value: Any, spec: str = ".3f", *, missing: str = "-") -> str:
+    """A figure as tables show it: `missing` for none or NaN, numbers in `spec`."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return missing
+    return format(value, spec) if isinstance(value, int | float) and spec else str(value)
 
 
 def fmt_mb(mb: float | None) -> str:

@@ -21,6 +21,15 @@ from ftlab.runner.spec.load import Raw, load_raw, validate
 from ftlab.runner.spec.schema import Spec
 from ftlab.sweeps import space as space_mod
 
+
+class SweepError(RuntimeError):
+    """Bad sweep input (unknown study, missing storage); the message says what to do."""
+
+
+class SweepFailed(RuntimeError):
+    """Every trial of a study failed."""
+
+
 COSTS = ("wall_time_s", "peak_memory_mb")
 HEARTBEAT_S = float(os.environ.get("FTLAB_SWEEP_HEARTBEAT_S", "20"))
 

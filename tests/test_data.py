@@ -313,7 +313,7 @@ def _cli(tmp_path: Path, command: str, data_path: str) -> tuple[int, str]:
     """`ftlab <command> spec.yaml` on a spec whose one dataset is `data_path`."""
     from typer.testing import CliRunner
 
-    from ftlab.runner.cli import app
+    from ftlab.cli.main import app
 
     spec = tmp_path / "spec.yaml"
     spec.write_text(CLI_SPEC.format(path=json.dumps(data_path), runs=tmp_path / "runs"))

@@ -66,7 +66,7 @@ def _spec(tmp_path: Path, *, steps: int = 4, dpo: bool = False, strategy: str = 
 
 def _ftlab(*args: str, **kw: object) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "ftlab.runner.cli", *args],
+        [sys.executable, "-m", "ftlab.cli", *args],
         capture_output=True,
         text=True,
         timeout=600,
@@ -135,7 +135,7 @@ def test_killed_rank_ends_the_stage_and_resume_finishes_it(tmp_path: Path) -> No
     spec = _spec(tmp_path, steps=40)
     env = os.environ | {"PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "ftlab.runner.cli", "run", str(spec), "--variant", "base"],
+        [sys.executable, "-m", "ftlab.cli", "run", str(spec), "--variant", "base"],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

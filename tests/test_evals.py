@@ -177,7 +177,7 @@ def test_eval_results_and_samples_are_indexed(eval_runs) -> None:
 def test_ftlab_eval_adds_evals_to_a_finished_run_without_training(eval_runs, tmp_path) -> None:
     from typer.testing import CliRunner
 
-    from ftlab.runner.cli import app
+    from ftlab.cli.main import app
 
     spec_file, (dpo, _) = eval_runs
     stage_json = (dpo.run_dir / "stages/align/stage.json").read_text()
@@ -279,7 +279,7 @@ def test_runs_train_only_the_stages_they_need(write) -> None:
 def test_eval_kinds_are_listed() -> None:
     from typer.testing import CliRunner
 
-    from ftlab.runner.cli import app
+    from ftlab.cli.main import app
 
     out = CliRunner().invoke(app, ["evals"]).output
     assert "preference" in out and "perplexity" in out
@@ -299,7 +299,7 @@ def test_align_compare_end_to_end(tmp_path) -> None:
     held-out preference eval on its policy and on the SFT model (about 2 min on 2 cores)."""
     from typer.testing import CliRunner
 
-    from ftlab.runner.cli import app
+    from ftlab.cli.main import app
 
     runs = tmp_path / "runs"
     spec = DATA.parent / "align_compare.yaml"

@@ -73,7 +73,7 @@ def test_export_cli_errors_cleanly(tmp_path: Path) -> None:
         [
             sys.executable,
             "-m",
-            "ftlab.runner.cli",
+            "ftlab.cli",
             "export",
             "nope",
             str(tmp_path / "o"),

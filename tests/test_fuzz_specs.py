@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from ftlab.runner.cli import app
+from ftlab.cli.main import app
 from ftlab.runner.execute import new_run_id
 from ftlab.runner.spec.errors import SpecError
 from ftlab.runner.spec.load import expand_runs

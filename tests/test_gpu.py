@@ -113,7 +113,7 @@ output: {{dir: {tmp_path / "runs"}}}
 """
     )
     done = subprocess.run(
-        [sys.executable, "-m", "ftlab.runner.cli", "run", str(spec)],
+        [sys.executable, "-m", "ftlab.cli", "run", str(spec)],
         capture_output=True,
         text=True,
         timeout=900,

@@ -353,7 +353,7 @@ def test_a_key_typed_anywhere_is_refused_and_never_echoed(
         if command[0] == "validate" and args:
             continue
         out = subprocess.run(
-            [sys.executable, "-m", "ftlab.runner.cli", *command],
+            [sys.executable, "-m", "ftlab.cli", *command],
             capture_output=True,
             text=True,
             cwd=tmp_path,

@@ -95,7 +95,7 @@ def test_bad_data_fails_before_anything_is_written(write, tmp_path: Path) -> Non
     (tmp_path / "data" / "support_sft.jsonl").write_text('{"messages": [}\n')
     path = write("spec.yaml", SPEC.format(steps=2, save=50, runs=tmp_path / "runs"))
     out = subprocess.run(
-        [sys.executable, "-m", "ftlab.runner.cli", "run", str(path)],
+        [sys.executable, "-m", "ftlab.cli", "run", str(path)],
         capture_output=True,
         text=True,
         cwd=tmp_path,

@@ -65,7 +65,7 @@ def test_seven_b_full_finetune_needs_far_more_than_qlora() -> None:
 
 def test_plan_cli_prints_formula() -> None:
     out = subprocess.run(
-        [sys.executable, "-m", "ftlab.runner.cli", "plan", str(EXPERIMENTS / "quickstart.yaml")],
+        [sys.executable, "-m", "ftlab.cli", "plan", str(EXPERIMENTS / "quickstart.yaml")],
         capture_output=True,
         text=True,
     )
@@ -156,7 +156,7 @@ def test_8bit_optimizer_state_counts_one_byte_per_value(write, sft_data) -> None
 def _plan_cli(*args: str) -> Any:
     from typer.testing import CliRunner
 
-    from ftlab.runner.cli import app
+    from ftlab.cli.main import app
 
     result = CliRunner().invoke(app, ["plan", *args])
     assert result.exception is None and result.exit_code == 0, result.output

@@ -49,6 +49,7 @@ class ReplyLength(EvalKind):
                 "item": item_id(row),
                 "scores": {"short": float(len(r) <= inp.params.max_chars), "length": len(r)},
                 "reply": r,
+                "verdict_chars": {"verdict": "short" if len(r) <= inp.params.max_chars else "long"},
             }
             for row, r in zip(inp.rows, replies, strict=True)
         ]
@@ -152,7 +153,7 @@ def gardening(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
 
 def _cli(*args: str) -> Any:
-    from ftlab.runner.cli import app
+    from ftlab.cli.main import app
 
     return CliRunner().invoke(app, list(args))
 
@@ -201,6 +202,10 @@ def test_a_toy_eval_kind_and_method_run_compare_and_render(
             "SELECT count(DISTINCT item) FROM eval_samples WHERE eval = 'brevity' "
             "AND metric = 'length'"
         ).fetchone()
+        graded = con.execute(
+            "SELECT DISTINCT position FROM judge_verdicts WHERE eval = 'brevity'"
+        ).fetchall()
+    assert graded == [("chars",)]  # a grader's verdicts, by the record's convention
     assert reused is not None and reused[0] == 2  # both variants' second run
     assert items is not None and items[0] == 8  # the validation rows, one score each
 

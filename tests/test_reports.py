@@ -51,7 +51,7 @@ SECRET = "sk-test-should-never-be-written-0123456789"
 def experiment(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from typer.testing import CliRunner
 
-    from ftlab.runner.cli import app
+    from ftlab.cli.main import app
 
     tmp = tmp_path_factory.mktemp("reports")
     runs = tmp / "runs"
@@ -102,7 +102,7 @@ def test_compare_groups_seeds_and_tests_against_the_baseline(experiment: Path) -
 def test_compare_cli_formats(experiment: Path) -> None:
     from typer.testing import CliRunner
 
-    from ftlab.runner.cli import app
+    from ftlab.cli.main import app
 
     run = CliRunner()
     table = run.invoke(app, ["compare", "--dir", str(experiment)])

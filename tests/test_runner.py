@@ -38,7 +38,7 @@ def _spec(write, sft_data, tmp_path: Path, steps: int = 6, save: int = 50) -> Pa
 def _resume(ref: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     """`ftlab run --resume REF` in a separate process."""
     return subprocess.run(
-        [sys.executable, "-m", "ftlab.runner.cli", "run", "--resume", ref],
+        [sys.executable, "-m", "ftlab.cli", "run", "--resume", ref],
         capture_output=True,
         text=True,
         cwd=cwd,
@@ -98,7 +98,7 @@ def test_cli_run_says_reused(write, sft_data, tmp_path) -> None:
     path = _spec(write, sft_data, tmp_path)
     _run(path)
     out = subprocess.run(
-        [sys.executable, "-m", "ftlab.runner.cli", "run", str(path)],
+        [sys.executable, "-m", "ftlab.cli", "run", str(path)],
         capture_output=True,
         text=True,
         cwd=tmp_path,
@@ -111,7 +111,7 @@ def test_cli_run_says_reused(write, sft_data, tmp_path) -> None:
 def test_sigkill_then_resume_finishes_same_steps(write, sft_data, tmp_path) -> None:
     path = _spec(write, sft_data, tmp_path, steps=60, save=5)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "ftlab.runner.cli", "run", str(path)],
+        [sys.executable, "-m", "ftlab.cli", "run", str(path)],
         cwd=tmp_path,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -195,7 +195,7 @@ def test_ctrl_c_leaves_an_interrupted_run_that_resumes(write, sft_data, tmp_path
     nothing."""
     path = _spec(write, sft_data, tmp_path, steps=60, save=5)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "ftlab.runner.cli", "run", str(path)],
+        [sys.executable, "-m", "ftlab.cli", "run", str(path)],
         cwd=tmp_path,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -236,7 +236,7 @@ def test_resume_removes_the_temp_files_a_kill_left(write, sft_data, tmp_path) ->
     here was killed before its first status.json: it is `interrupted` and resumes."""
     from typer.testing import CliRunner
 
-    from ftlab.runner.cli import app
+    from ftlab.cli.main import app
 
     path = _spec(write, sft_data, tmp_path, steps=2)
     ((name, spec),) = expand_runs(path)

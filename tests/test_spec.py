@@ -215,7 +215,7 @@ def test_cli_validate_exit_code_and_message(write) -> None:
     bad = write("bad.yaml", MINIMAL.replace("adapter: {r: 8}", "adapter: {rank: 8}"))
     good = write("good.yaml", MINIMAL)
     out = subprocess.run(
-        [sys.executable, "-m", "ftlab.runner.cli", "validate", str(good), str(bad)],
+        [sys.executable, "-m", "ftlab.cli", "validate", str(good), str(bad)],
         capture_output=True,
         text=True,
     )
@@ -229,7 +229,7 @@ def test_schema_command_prints_json_schema() -> None:
     import json
 
     out = subprocess.run(
-        [sys.executable, "-m", "ftlab.runner.cli", "schema"],
+        [sys.executable, "-m", "ftlab.cli", "schema"],
         capture_output=True,
         text=True,
         check=True,
@@ -487,7 +487,7 @@ def test_user_text_is_printed_as_is_never_as_markup(write, tmp_path) -> None:
     spec = folder / "s.yaml"
     spec.write_text(MINIMAL)
     out = subprocess.run(
-        [sys.executable, "-m", "ftlab.runner.cli", "validate", str(spec)],
+        [sys.executable, "-m", "ftlab.cli", "validate", str(spec)],
         capture_output=True,
         text=True,
     )
@@ -496,7 +496,7 @@ def test_user_text_is_printed_as_is_never_as_markup(write, tmp_path) -> None:
     bad = folder / "bad.yaml"
     bad.write_text(MINIMAL + "variants:\n  '[/bold]': {seed: 2}\n")
     out = subprocess.run(
-        [sys.executable, "-m", "ftlab.runner.cli", "validate", str(bad)],
+        [sys.executable, "-m", "ftlab.cli", "validate", str(bad)],
         capture_output=True,
         text=True,
     )

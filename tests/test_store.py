@@ -203,7 +203,7 @@ def test_outside_reader_holding_the_file_gives_a_clear_error_and_a_catch_up(
     holder = _hold(runs / store.DB_NAME)
     try:
         out = subprocess.run(
-            [sys.executable, "-m", "ftlab.runner.cli", "sync", "--dir", str(runs)],
+            [sys.executable, "-m", "ftlab.cli", "sync", "--dir", str(runs)],
             capture_output=True,
             text=True,
             env={**os.environ, "FTLAB_INDEX_WAIT_S": "1"},
@@ -256,7 +256,7 @@ def test_every_run_argument_takes_an_id_a_prefix_or_a_directory(
     `wandb show RUN` takes an id, and a path that is not a run is refused, not created."""
     from typer.testing import CliRunner
 
-    from ftlab.runner.cli import app
+    from ftlab.cli.main import app
 
     monkeypatch.chdir(tmp_path)
     cli = CliRunner()
@@ -281,13 +281,14 @@ def test_time_columns_say_what_they_time_with_units(
     whole run in another; every duration has its unit."""
     from typer.testing import CliRunner
 
-    from ftlab.runner import cli
+    from ftlab.cli.main import app
+    from ftlab.cli.results import print_results
     from ftlab.runner.execute import RunResult
     from ftlab.runner.rundir import RunDir
 
     store.sync(runs)
     rd = RunDir(runs / RUN_ID)
-    cli._print_results(
+    print_results(
         [RunResult(rd.path, "base", "completed", {n: rd.stage(n) for n in rd.stage_names()})]
     )
     table = capsys.readouterr().out
@@ -295,13 +296,13 @@ def test_time_columns_say_what_they_time_with_units(
     stage_s = rd.stage("sft")["summary"]["wall_time_s"]
     assert f"{stage_s:.0f}s" in table
     for args in (["runs", "--dir", str(runs)], ["compare", "--dir", str(runs)]):
-        out = CliRunner().invoke(cli.app, args)
+        out = CliRunner().invoke(app, args)
         assert out.exit_code == 0, out.output
         header = out.output.replace("\n", " ")
         assert "run time" in header, args
         assert " time " not in header.replace("run time", ""), args
     wall = store.list_runs(runs)[0]["wall_time_s"]
-    assert f"{wall:.0f}s" in CliRunner().invoke(cli.app, ["runs", "--dir", str(runs)]).output
+    assert f"{wall:.0f}s" in CliRunner().invoke(app, ["runs", "--dir", str(runs)]).output
 
 
 def test_a_key_older_runs_lack_is_not_a_difference(runs: Path) -> None:

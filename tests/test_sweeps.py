@@ -103,8 +103,8 @@ def test_trials_are_runs_reused_and_pruned(tmp_path) -> None:
     from optuna.trial import TrialState
     from typer.testing import CliRunner
 
+    from ftlab.cli.main import app
     from ftlab.reports import store
-    from ftlab.runner.cli import app
 
     path = _write(tmp_path)
     sweep = study_mod.load(path)
@@ -172,7 +172,7 @@ def test_killed_worker_trial_is_failed_and_retried_on_resume(tmp_path) -> None:
         },
     )
     env = {**os.environ, "FTLAB_SWEEP_HEARTBEAT_S": "1"}
-    cmd = [sys.executable, "-m", "ftlab.runner.cli", "sweep", str(path)]
+    cmd = [sys.executable, "-m", "ftlab.cli", "sweep", str(path)]
     proc = subprocess.Popen(
         cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
     )
@@ -226,7 +226,7 @@ def test_two_workers_share_a_postgresql_study(tmp_path) -> None:
             },
         )
         done = subprocess.run(
-            [sys.executable, "-m", "ftlab.runner.cli", "sweep", str(path), "--workers", "2"],
+            [sys.executable, "-m", "ftlab.cli", "sweep", str(path), "--workers", "2"],
             capture_output=True,
             text=True,
             timeout=600,
@@ -294,7 +294,7 @@ def test_sweep_status_and_best_print_no_warning_and_load_no_torch(tmp_path) -> N
     best = tmp_path / "best.yaml"
     for args in ([str(path)], ["status", str(path)], ["best", str(path), "-o", str(best)]):
         done = subprocess.run(
-            [sys.executable, "-X", "importtime", "-m", "ftlab.runner.cli", "sweep", *args],
+            [sys.executable, "-X", "importtime", "-m", "ftlab.cli", "sweep", *args],
             cwd=tmp_path,
             capture_output=True,
             text=True,
@@ -438,7 +438,7 @@ def test_pruner_judges_the_last_stage_at_its_own_steps(tmp_path) -> None:
     # and give the same training as computing them afresh (`output.reuse: false`)
     from typer.testing import CliRunner
 
-    from ftlab.runner.cli import app
+    from ftlab.cli.main import app
 
     fresh_dir = tmp_path / "fresh"
     args = ["run", str(path), "stages.dpo.params.beta=0.5", "output.reuse=false"]
@@ -488,7 +488,7 @@ def test_a_sweep_whose_every_trial_failed_exits_non_zero(tmp_path) -> None:
         f"output: {{dir: {tmp_path / 'runs'}}}\n"
     )
     out = subprocess.run(
-        [sys.executable, "-m", "ftlab.runner.cli", "sweep", str(spec)],
+        [sys.executable, "-m", "ftlab.cli", "sweep", str(spec)],
         capture_output=True,
         text=True,
         cwd=tmp_path,

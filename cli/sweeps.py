@@ -1,4 +1,4 @@
-"""The `ftlab sweep …` subcommands: start/resume a study, status, best, worker."""
+"""`ftlab sweep …`: start/resume a study, status, best, worker."""
 
 from __future__ import annotations
 
@@ -6,11 +6,12 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
+import typer
 
-class SweepError(RuntimeError):
-    """Bad sweep input (unknown study, missing storage); the message says what to do."""
+from ftlab.cli.app import RunsDir, app, console, fail
+from ftlab.sweeps.study import SweepError, SweepFailed
 
 
 def _study(args: list[str], storage: str, runs_dir: Path) -> Any:
@@ -66,7 +67,7 @@ def start(
             cmd = [
                 sys.executable,
                 "-m",
-                "ftlab.runner.cli",
+                "ftlab.cli",
                 "sweep",
                 "worker",
                 sweep.name,
@@ -95,10 +96,6 @@ def _fail_if_nothing_completed(study: Any) -> None:
             + (f" (first: {first})" if first else "")
             + "; `ftlab runs` and each trial's run directory (status.json) say why"
         )
-
-
-class SweepFailed(RuntimeError):
-    """Every trial of a study failed."""
 
 
 def _gpus() -> list[str]:
@@ -225,3 +222,43 @@ def best(args: list[str], *, storage: str, runs_dir: Path, out: Path | None, con
         return
     out.write_text(text)
     console.print(f"wrote {out} (trial {trial.number}, value {trial.value:.4f})")
+
+
+@app.command(
+    context_settings={"allow_extra_args": False},
+    help="Optuna sweep over the spec's search: block.\n\n"
+    "ftlab sweep FILE [OVERRIDES] [--workers N] — run (or resume) the study;\n"
+    "ftlab sweep status STUDY|FILE — trials, best so far, dashboard command;\n"
+    "ftlab sweep best STUDY|FILE -o best.yaml — the best trial as a runnable spec;\n"
+    "ftlab sweep worker STUDY --storage URL — attach a worker (another machine).",
+)
+def sweep(
+    args: Annotated[
+        list[str], typer.Argument(help="FILE [OVERRIDES], or status|best|worker STUDY.")
+    ],
+    storage: Annotated[str, typer.Option(help="Optuna storage URL (default: the spec's).")] = "",
+    workers: Annotated[int, typer.Option(help="Trials in parallel on this machine.")] = 1,
+    gpus_per_trial: Annotated[int, typer.Option(help="GPUs pinned to each worker.")] = 1,
+    out: Annotated[Path | None, typer.Option("-o", "--out", help="best: file to write.")] = None,
+    runs_dir: RunsDir = Path("runs"),
+) -> None:
+    """Optuna sweep (see the help above)."""
+    try:
+        if args[0] == "status":
+            status(args[1:], storage=storage, runs_dir=runs_dir, console=console)
+        elif args[0] == "best":
+            best(args[1:], storage=storage, runs_dir=runs_dir, out=out, console=console)
+        elif args[0] == "worker":
+            worker(args[1:], storage=storage, runs_dir=runs_dir)
+        else:
+            start(
+                Path(args[0]),
+                args[1:],
+                workers=workers,
+                gpus_per_trial=gpus_per_trial,
+                console=console,
+            )
+    except typer.Exit:
+        raise
+    except Exception as exc:  # noqa: BLE001
+        fail(exc)

@@ -1,4 +1,4 @@
-"""`ftlab compare` and `ftlab report` (registered on the `ftlab` app by runner.cli)."""
+"""`ftlab compare` and `ftlab report`."""
 
 from __future__ import annotations
 
@@ -6,18 +6,14 @@ import csv
 import io
 import json
 import math
-import sys
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-from ftlab.reports.units import fmt_mb, fmt_s
-
-console = Console(width=None if sys.stdout.isatty() else 260, markup=False)  # see runner/cli.py
-err = Console(stderr=True, soft_wrap=True, markup=False)
+from ftlab.cli.app import RunsDir, TableOutput, app, console, err
+from ftlab.reports.units import fmt_mb, fmt_num, fmt_s
 
 Refs = Annotated[
     list[str] | None,
@@ -27,13 +23,6 @@ Refs = Annotated[
         show_default=False,
     ),
 ]
-RunsDir = Annotated[Path, typer.Option("--dir", help="Runs directory (output.dir).")]
-
-
-def _num(v: Any, spec: str = ".3f") -> str:
-    if v is None or (isinstance(v, float) and math.isnan(v)):
-        return "-"
-    return format(v, spec)
 
 
 def _p(p: float | None) -> str:
@@ -42,6 +31,7 @@ def _p(p: float | None) -> str:
     return "p<0.001" if p < 0.001 else f"p={p:.3f}"
 
 
+@app.command("compare")
 def compare_cmd(
     refs: Refs = None,
     metric: Annotated[
@@ -56,7 +46,9 @@ def compare_cmd(
     baseline: Annotated[
         str | None, typer.Option(help="Run id / row label to compare with (default: first).")
     ] = None,
-    fmt: Annotated[str, typer.Option("--format", help="table | csv | json | markdown")] = "table",
+    fmt: Annotated[
+        TableOutput, typer.Option("--format", help="How to print it.")
+    ] = TableOutput.table,
     ci: Annotated[
         str, typer.Option(help="stored (each eval's own) | percentile | bca (from the items)")
     ] = "stored",
@@ -66,24 +58,21 @@ def compare_cmd(
     a paired test (McNemar / sign / paired bootstrap, Holm-corrected), and cost."""
     from ftlab.reports.compare import CompareError, compare, records
 
-    if fmt not in ("table", "csv", "json", "markdown"):
-        err.print(f"error: --format {fmt!r}: expected table, csv, json or markdown")
-        raise typer.Exit(2)
     try:
         cmp = compare(runs_dir, refs, metrics=metric, baseline=baseline, ci=ci)
     except CompareError as exc:
         err.print(f"error: {exc}", markup=False, highlight=False)
         raise typer.Exit(2) from None
     recs = records(cmp)
-    if fmt == "json":
+    if fmt == TableOutput.json:
         print(json.dumps(recs, indent=2, default=str))
-    elif fmt == "csv":
+    elif fmt == TableOutput.csv:
         buf = io.StringIO()
         writer = csv.DictWriter(buf, fieldnames=list(dict.fromkeys(k for r in recs for k in r)))
         writer.writeheader()
         writer.writerows(recs)
         print(buf.getvalue(), end="")
-    elif fmt == "markdown":
+    elif fmt == TableOutput.markdown:
         print(_markdown(cmp))
     else:
         console.print(_table(cmp))
@@ -96,11 +85,11 @@ def _cell_text(cmp: Any, row: Any, metric: str) -> tuple[str, str]:
     cell = row.cells.get(metric)
     if cell is None:
         return "-", ""
-    value = _num(cell.value, ".4g")
+    value = fmt_num(cell.value, ".4g")
     if cell.sd is not None:
-        value += f" ±{_num(cell.sd, '.2g')} sd"
+        value += f" ±{fmt_num(cell.sd, '.2g')} sd"
     elif cell.low is not None:
-        value += f" [{_num(cell.low, '.3g')},{_num(cell.high, '.3g')}]"
+        value += f" [{fmt_num(cell.low, '.3g')},{fmt_num(cell.high, '.3g')}]"
     d = cell.diff
     if d is None:
         return value, ""
@@ -200,6 +189,7 @@ def _markdown(cmp: Any) -> str:
     return "\n".join([*lines, "", *_notes(cmp)])
 
 
+@app.command("report")
 def report_cmd(
     refs: Refs = None,
     out: Annotated[

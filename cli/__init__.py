@@ -1,0 +1,1 @@
+"""ftlab.cli: the `ftlab` command line (see `main`)."""

@@ -1,0 +1,3 @@
+from ftlab.cli.main import main
+
+main()

@@ -1,0 +1,394 @@
+"""Commands on specs and runs: validate, schema, methods, evals, run, eval, plan, export,
+merge-adapters, runs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+from rich.text import Text
+
+from ftlab.cli.app import Format, Output, Overrides, RunsDir, app, console, err, fail
+from ftlab.cli.results import cuda, print_results
+from ftlab.reports.units import fmt_num, fmt_s
+
+
+@app.command()
+def validate(files: Annotated[list[Path], typer.Argument(help="Spec files.")]) -> None:
+    """Check spec files (variants included) without loading a model. Exit 2 if any is bad."""
+    from ftlab.runner.spec.errors import SpecError
+    from ftlab.runner.spec.load import expand_runs
+
+    bad = 0
+    for file in files:
+        try:
+            runs = expand_runs(file)
+        except SpecError as exc:
+            bad += 1
+            err.print(exc.format(), markup=False, highlight=False)
+            continue
+        names = ", ".join(name for name, _ in runs)
+        console.print(Text.assemble(("ok", "green"), f" {file}: {len(runs)} run(s): {names}"))
+    if bad:
+        raise typer.Exit(2)
+
+
+@app.command()
+def schema() -> None:
+    """Print the spec's JSON Schema, every method's and eval kind's params included (for
+    editor completion and documentation)."""
+    from ftlab.runner.spec.jsonschema import json_schema
+
+    print(json.dumps(json_schema(), indent=2))
+
+
+@app.command()
+def methods(
+    name: Annotated[str, typer.Argument(help="A method: print its params.")] = "",
+) -> None:
+    """List the registered training methods, or one method's params."""
+    from ftlab.runner.methods import METHODS
+
+    if name:
+        _describe(METHODS, name, lambda m: f"data: {', '.join(m.data_formats)}")
+        return
+    for name, m in METHODS.items():
+        console.print(f"{name:15} data: {', '.join(m.data_formats)}")
+
+
+@app.command("evals")
+def evals_cmd(
+    name: Annotated[str, typer.Argument(help="An eval kind: print its params.")] = "",
+) -> None:
+    """List the registered eval kinds, or one kind's params."""
+    from ftlab.evals import EVALS
+
+    def line(kind: Any) -> str:
+        return f"data: {', '.join(kind.data_formats) or 'none'}   headline: {kind.headline}"
+
+    if name:
+        _describe(EVALS, name, line)
+        return
+    for name, kind in EVALS.items():
+        console.print(f"{name:15} {line(kind)}")
+
+
+def _describe(registry: Any, name: str, line: Any) -> None:
+    """A plugin's params as `params.<key>: type = default  description`."""
+    try:
+        plugin = registry.get(name)
+    except KeyError as exc:
+        fail(exc)
+    console.print(f"{name}  {line(plugin)}", markup=False, highlight=False)
+    fields = plugin.params_model.model_fields
+    if not fields:
+        console.print("  (no params)")
+    for key, f in fields.items():
+        default = (
+            "required" if f.is_required() else f"= {f.get_default(call_default_factory=True)!r}"
+        )
+        kind = getattr(f.annotation, "__name__", None) or str(f.annotation).replace("typing.", "")
+        console.print(f"  params.{f.alias or key}: {kind} {default}", markup=False, highlight=False)
+        if f.description:
+            console.print(f"      {f.description}", markup=False, highlight=False)
+
+
+@app.command("eval")
+def eval_cmd(
+    run_ref: Annotated[str, typer.Argument(metavar="RUN", help="Run id or directory.")],
+    evals_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--evals", help="YAML with an evals: list (and optional data:) to run instead."
+        ),
+    ] = None,
+    runs_dir: RunsDir = Path("runs"),
+) -> None:
+    """Run a finished run's evals again (or those of --evals FILE) without retraining."""
+    from ftlab.runner import execute
+    from ftlab.runner.spec.load import read_yaml, validate, with_evals
+
+    try:
+        rd = execute.find_run(run_ref, runs_dir)
+        spec_file = rd.path / "spec.yaml"
+        spec_obj = (
+            with_evals(spec_file, evals_file) if evals_file else validate(read_yaml(spec_file))
+        )
+        if not spec_obj.evals:
+            err.print(f"error: run {rd.run_id} declares no evals; give --evals FILE")
+            raise typer.Exit(2)
+        spec_obj.output.dir = str(rd.path.parent)
+        execute.evaluate_run(rd, spec_obj)
+    except typer.Exit:
+        raise
+    except Exception as exc:  # noqa: BLE001
+        fail(exc)
+    print_results(
+        [
+            execute.RunResult(
+                rd.path,
+                rd.info().get("variant", ""),
+                rd.status().get("state", ""),
+                {name: rd.stage(name) for name in rd.stage_names()},
+            )
+        ]
+    )
+
+
+@app.command()
+def run(
+    spec: Annotated[Path | None, typer.Argument(help="Experiment spec (YAML).")] = None,
+    overrides: Overrides = None,
+    variant: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--variant", "-v", help="Run only these variants (repeatable; 'base' = as written)."
+        ),
+    ] = None,
+    resume: Annotated[
+        str | None,
+        typer.Option("--resume", help="Continue an interrupted run (run id or directory)."),
+    ] = None,
+    processes: Annotated[
+        int | None, typer.Option(help="Processes (GPUs) per node: resources.processes.")
+    ] = None,
+    nodes: Annotated[int | None, typer.Option(help="Nodes: resources.nodes.")] = None,
+    node_rank: Annotated[int | None, typer.Option(help="This node's rank.")] = None,
+    main_address: Annotated[
+        str | None, typer.Option(help="host:port of node 0 (multi-node).")
+    ] = None,
+    strategy: Annotated[str | None, typer.Option(help="ddp | fsdp | deepspeed.")] = None,
+    runs_dir: RunsDir = Path("runs"),
+) -> None:
+    """Train every run of a spec (the spec as written, plus each variant)."""
+    from ftlab.runner import execute
+    from ftlab.runner.rundir import RunBusy
+
+    flags = {
+        "processes": processes,
+        "nodes": nodes,
+        "node_rank": node_rank,
+        "main_address": main_address,
+        "strategy": strategy,
+    }
+    resources = [f"resources.{k}={v}" for k, v in flags.items() if v is not None]
+    try:
+        planned = (
+            _resumed(resume, runs_dir, resources)
+            if resume
+            else _new_runs(spec, [*(overrides or []), *resources], variant)
+        )
+    except typer.Exit:
+        raise
+    except Exception as exc:  # noqa: BLE001 - bad input: reported without a traceback
+        fail(exc)
+    results = []
+    for make_run, spec_obj, is_resume in planned:
+        rd = make_run()  # created when its turn comes: an interrupt leaves no empty runs
+        console.rule(Text.assemble((rd.run_id, "bold"), f"  →  {execute.cwd_relative(rd.path)}"))
+        try:
+            results.append(execute.execute(rd, spec_obj, resume=is_resume))
+        except RunBusy as exc:
+            err.print(f"error: {exc}", markup=False, highlight=False)
+            raise typer.Exit(1) from None
+        except KeyboardInterrupt:
+            print_results(results)
+            err.print(_interrupted(rd), markup=False, highlight=False)
+            raise typer.Exit(130) from None
+        except Exception as exc:  # noqa: BLE001 - the run directory keeps the traceback
+            print_results(results)
+            err.print(
+                f"error: run {rd.run_id} failed: {type(exc).__name__}: {exc}\n"
+                f"  traceback: {execute.cwd_relative(rd.path / 'status.json')}\n"
+                f"  continue it with: ftlab run --resume {rd.run_id}",
+                markup=False,
+                highlight=False,
+            )
+            raise typer.Exit(1) from None
+    print_results(results)
+
+
+def _interrupted(rd: Any) -> str:
+    """What Ctrl-C left: the resume command, and where a resume would continue from."""
+    from ftlab.runner.rundir import latest_checkpoint
+
+    stage = rd.status().get("stage") or ""
+    where = ""
+    if stage:
+        ckpt = latest_checkpoint(rd.stage_dir(stage))
+        where = (
+            f" (stage {stage} continues from {ckpt.name})"
+            if ckpt
+            else f" (stage {stage} had no checkpoint yet: it starts over)"
+        )
+    return f"interrupted — continue with `ftlab run --resume {rd.run_id}`{where}"
+
+
+def _resumed(resume: str, runs_dir: Path, resources: list[str]) -> list[tuple[Any, Any, bool]]:
+    from ftlab.runner import execute
+    from ftlab.runner.spec.load import Loc, apply_override, parse_override, read_yaml, validate
+
+    rd = execute.find_run(resume, runs_dir)
+    status = rd.status()
+    if status.get("state") == "completed":
+        console.print(
+            f"run {rd.run_id} already completed; nothing to resume "
+            f"(`ftlab eval {rd.run_id}` re-runs its evals, `ftlab run SPEC` trains anew)"
+        )
+        raise typer.Exit(0)
+    if status.get("state") == "running":
+        err.print(f"error: run {rd.run_id} is still running (pid {status.get('pid')})")
+        raise typer.Exit(1)
+    raw = read_yaml(rd.path / "spec.yaml")
+    for text in resources:  # e.g. resume a multi-process run on fewer processes
+        key, value = parse_override(text)
+        apply_override(raw, key, value, Loc(f"<option {text}>", 0))
+    spec_obj = validate(raw)
+    spec_obj.output.dir = str(rd.path.parent)
+    console.print(f"resuming {rd.run_id} (was {status.get('state')})")
+    return [(lambda: rd, spec_obj, True)]
+
+
+def _new_runs(
+    spec: Path | None, overrides: list[str] | None, variant: list[str] | None
+) -> list[tuple[Any, Any, bool]]:
+    from ftlab.runner import execute
+    from ftlab.runner.spec.load import expand_runs
+
+    if spec is None:
+        err.print("error: give a spec file (ftlab run experiments/quickstart.yaml) or --resume RUN")
+        raise typer.Exit(2)
+    runs = expand_runs(spec, overrides or [], only=variant)
+    for _, spec_obj in runs:  # bad data or model: fail before anything is written
+        execute.preflight(spec_obj, spec_dir=spec.resolve().parent)
+
+    def creator(name: str, spec_obj: Any) -> Any:
+        return lambda: execute.create_run(
+            spec_obj, variant=name, spec_file=spec, overrides=list(overrides or [])
+        )
+
+    return [(creator(n, s), s, False) for n, s in runs]
+
+
+@app.command()
+def plan(
+    spec: Annotated[Path, typer.Argument(help="Experiment spec (YAML).")],
+    overrides: Overrides = None,
+    gpu_memory: Annotated[
+        float | None,
+        typer.Option(help="GiB per GPU to check against (default: this machine's GPU, if any)."),
+    ] = None,
+) -> None:
+    """Per run and stage: parameters, tokens per epoch, estimated peak memory, and the
+    per-GPU share under resources.strategy (warns when a stage will not fit)."""
+    from ftlab.runner.plan import plan_runs, render
+
+    try:
+        plans = plan_runs(spec, overrides or [])
+    except Exception as exc:  # noqa: BLE001
+        fail(exc)
+    if gpu_memory is None and cuda():
+        import torch
+
+        gpu_memory = torch.cuda.get_device_properties(0).total_memory / 2**30
+    render(plans, console, gpu_memory)
+
+
+@app.command("export")
+def export_cmd(
+    run_ref: Annotated[str, typer.Argument(metavar="RUN", help="Run id or directory.")],
+    out: Annotated[Path, typer.Argument(help="New folder to write.")],
+    stage: Annotated[str | None, typer.Option(help="Stage to export (default: last).")] = None,
+    merge: Annotated[bool, typer.Option(help="Merge an adapter into its base weights.")] = False,
+    runs_dir: RunsDir = Path("runs"),
+) -> None:
+    """Write a stage's model as a standalone folder transformers (or peft) loads."""
+    from ftlab.runner import execute
+    from ftlab.runner.export import ExportError, export
+
+    try:
+        path = export(execute.find_run(run_ref, runs_dir), out, stage=stage, merge=merge)
+    except (ExportError, FileNotFoundError) as exc:
+        err.print(f"error: {exc}", markup=False, highlight=False)
+        raise typer.Exit(2) from None
+    console.print(f"wrote {path}")
+
+
+@app.command("merge-adapters")
+def merge_adapters_cmd(
+    out: Annotated[Path, typer.Argument(help="New folder to write.")],
+    adapter: Annotated[
+        list[str], typer.Option(help="RUN[:STAGE]=WEIGHT, repeatable (LoRA adapters on one base).")
+    ],
+    combination: Annotated[
+        str,
+        typer.Option(
+            help="linear | cat | svd | ties | ties_svd | dare_linear | dare_ties | magnitude_prune"
+        ),
+    ] = "linear",
+    density: Annotated[float, typer.Option(help="Kept fraction for ties/dare.")] = 0.5,
+    merge: Annotated[bool, typer.Option(help="Write merged full weights.")] = False,
+    runs_dir: RunsDir = Path("runs"),
+) -> None:
+    """Combine several LoRA adapters (peft add_weighted_adapter) into one."""
+    from ftlab.runner import execute
+    from ftlab.runner.export import ExportError, merge_adapters, stage_artifact
+
+    try:
+        adapters = []
+        for item in adapter:
+            ref, sep, weight = item.rpartition("=")
+            if not sep:
+                raise ExportError(f"--adapter {item}: expected RUN[:STAGE]=WEIGHT")
+            run_ref, _, stage = ref.partition(":")
+            _, art = stage_artifact(execute.find_run(run_ref, runs_dir), stage or None)
+            adapters.append((Path(art["path"]), float(weight)))
+        path = merge_adapters(adapters, out, combination=combination, density=density, merge=merge)
+    except (ExportError, FileNotFoundError, ValueError) as exc:
+        err.print(f"error: {exc}", markup=False, highlight=False)
+        raise typer.Exit(2) from None
+    console.print(f"wrote {path}")
+
+
+@app.command("runs")
+def list_runs_cmd(
+    runs_dir: RunsDir = Path("runs"),
+    fmt: Format = Output.table,
+    experiment: Annotated[str, typer.Option(help="Only this experiment.")] = "",
+) -> None:
+    """List indexed runs (reads the DuckDB index; `ftlab sync` refreshes it)."""
+    from ftlab.reports import store
+
+    rows = store.list_runs(runs_dir, experiment=experiment)
+    if fmt == Output.json:
+        print(json.dumps(rows, indent=2, default=str))
+        return
+    table = Table(title=f"Runs in {runs_dir}/ftlab.duckdb")
+    for col in (
+        "run_id",
+        "state",
+        "methods",
+        "trainable",
+        "untrained eval",
+        "train loss",
+        "eval loss",
+        "run time",
+    ):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(
+            r["run_id"],
+            r["state"] or "-",
+            r["methods"] or "-",
+            f"{r['trainable_params']:,}" if r["trainable_params"] else "-",
+            fmt_num(r["initial_eval_loss"]),
+            fmt_num(r["train_loss"]),
+            fmt_num(r["eval_loss"]),
+            fmt_s(r["wall_time_s"]),
+        )
+    console.print(table)
+    if not rows:
+        console.print(f"no runs indexed in {runs_dir}/ (run `ftlab run SPEC`, or `ftlab sync`)")

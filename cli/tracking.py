@@ -1,0 +1,114 @@
+"""`ftlab wandb …` and `ftlab sync`: trackers and the DuckDB index."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from ftlab.cli.app import RunsDir, app, console, err
+from ftlab.cli.results import rel
+
+wandb_app = typer.Typer(no_args_is_help=True, help="W&B: log runs again, upload offline runs.")
+app.add_typer(wandb_app, name="wandb")
+
+
+@wandb_app.command("sync")
+def wandb_sync(runs_dir: RunsDir = Path("runs")) -> None:
+    """Upload the offline W&B runs under the runs directory (needs an API key)."""
+    import subprocess
+
+    from ftlab.runner import tracking
+
+    folders = tracking.offline_runs(runs_dir)
+    if not folders:
+        console.print(f"no offline W&B runs waiting under {runs_dir}/")
+        return
+    if not tracking.api_key():
+        err.print("error: no W&B API key configured: set WANDB_API_KEY or run `wandb login`")
+        raise typer.Exit(2)
+    failed = 0
+    for folder in folders:
+        console.print(f"uploading {rel(folder)}")
+        done = subprocess.run([sys.executable, "-m", "wandb", "sync", str(folder)], check=False)
+        failed += done.returncode != 0
+    if failed:
+        err.print(f"error: {failed} of {len(folders)} upload(s) failed (see above); run again")
+        raise typer.Exit(1)
+
+
+def _find_run(ref: str, runs_dir: Path) -> Any:
+    """A run by id, unambiguous id prefix or directory; anything else exits 2 with why."""
+    from ftlab.runner import execute
+
+    try:
+        return execute.find_run(ref, runs_dir)
+    except FileNotFoundError as exc:
+        err.print(f"error: {exc}", markup=False, highlight=False)
+        raise typer.Exit(2) from None
+
+
+RunRef = Annotated[
+    str, typer.Argument(metavar="RUN", help="Run id, unambiguous id prefix, or run directory.")
+]
+
+
+@wandb_app.command("show")
+def wandb_show(run_ref: RunRef, runs_dir: RunsDir = Path("runs")) -> None:
+    """What a run's offline W&B log holds (read from the `.wandb` file, no network)."""
+    from ftlab.runner import tracking
+
+    run_dir = _find_run(run_ref, runs_dir).path
+    record = (
+        json.loads((run_dir / "wandb.json").read_text())
+        if (run_dir / "wandb.json").exists()
+        else {}
+    )
+    if not record:
+        err.print(f"error: {run_dir} has no W&B run (tracking.wandb.mode was disabled?)")
+        raise typer.Exit(2)
+    logged = tracking.read_offline(Path(record["folder"]))
+    console.print(
+        f"{record['mode']} W&B run {record['id']} in project {record['project']}: group "
+        f"{logged.get('group')}, job_type {logged.get('job_type')}, tags {logged.get('tags')}, "
+        f"{len(logged['config'])} config keys, {len(logged['history'])} history rows"
+    )
+    for k, v in sorted(logged["summary"].items()):
+        if not k.startswith("_"):
+            console.print(f"  {k}: {v}", markup=False, highlight=False)
+
+
+@wandb_app.command("log")
+def wandb_log(
+    run_refs: Annotated[
+        list[str],
+        typer.Argument(metavar="RUN...", help="Run ids, id prefixes or run directories."),
+    ],
+    mode: Annotated[str, typer.Option(help="auto | online | offline")] = "auto",
+    project: Annotated[str, typer.Option(help="W&B project.")] = "ftlab",
+    runs_dir: RunsDir = Path("runs"),
+) -> None:
+    """Log finished runs to W&B (again): config, curves, eval summary, sample tables."""
+    from ftlab.runner import tracking
+
+    for run_dir in [_find_run(ref, runs_dir).path for ref in run_refs]:  # all checked first
+        try:
+            folder = tracking.log_run(run_dir, project=project, mode=mode)
+        except tracking.TrackingError as exc:
+            err.print(f"error: {exc}", markup=False)
+            raise typer.Exit(2) from None
+        console.print(f"{run_dir.name}: logged to W&B ({folder})")
+
+
+@app.command()
+def sync(runs_dir: RunsDir = Path("runs")) -> None:
+    """Rebuild/update the DuckDB index from the run directories (idempotent)."""
+    from ftlab.reports import store
+
+    n, removed = store.sync(runs_dir)
+    console.print(
+        f"indexed {n} run(s), removed {removed} stale row set(s) in {runs_dir / store.DB_NAME}"
+    )
