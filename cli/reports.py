@@ -56,7 +56,7 @@ def compare_cmd(
 ) -> None:
     """Compare runs: each metric with its 95% interval, the difference from a baseline with
     a paired test (McNemar / sign / paired bootstrap, Holm-corrected), and cost."""
-    from ftlab.reports.compare import CompareError, compare, records
+    from ftlab.reports.compare import CompareError, compare
 
     try:
         cmp = compare(runs_dir, refs, metrics=metric, baseline=baseline, ci=ci)
@@ -212,3 +212,36 @@ def report_cmd(
         err.print(f"error: {exc}", markup=False, highlight=False)
         raise typer.Exit(2) from None
     console.print(f"report: {path} ({path.stat().st_size / 1024:.0f} KB, opens offline)")
+
+
+def records(cmp: Any) -> list[dict[str, Any]]:
+    """One flat dict per row, for csv / json / markdown."""
+    out = []
+    for row in cmp.rows:
+        rec: dict[str, Any] = {
+            "run": row.label,
+            "run_ids": " ".join(row.run_ids),
+            "methods": row.methods,
+            **{f"param:{k}": v for k, v in row.params.items()},
+        }
+        for metric in cmp.metrics:
+            cell = row.cells.get(metric)
+            rec[metric] = cell.value if cell else None
+            rec[f"{metric}:low"] = cell.low if cell else None
+            rec[f"{metric}:high"] = cell.high if cell else None
+            if cell and cell.sd is not None:
+                rec[f"{metric}:seed_sd"] = cell.sd
+            if cmp.baseline is not None and row is not cmp.baseline:
+                d = cell.diff if cell else None
+                rec[f"{metric}:delta"] = d.delta if d else None
+                rec[f"{metric}:p"] = cell.p_adjusted if cell else None
+                rec[f"{metric}:test"] = d.test if d else ""
+                rec[f"{metric}:significant"] = bool(cell and cell.significant)
+        rec |= {
+            "wall_time_s": row.wall_time_s,
+            "peak_memory_mb": row.peak_memory_mb,
+            "trainable_params": row.trainable_params,
+            "baseline": row.baseline,
+        }
+        out.append(rec)
+    return out

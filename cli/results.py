@@ -36,28 +36,7 @@ def print_results(results: list[Any]) -> None:
     ]
     if not any(res.stages for res in results):
         return  # nothing finished: no table, and no legend for one
-    rows: list[list[str]] = []
-    for res in results:
-        stages = list(res.stages.values())
-        if not stages:
-            continue
-        last = stages[-1].get("summary", {})
-        before, after = last.get("initial_eval_loss"), last.get("eval_loss")
-        recipe = sum((st.get("summary", {}).get("wall_time_s") or 0) for st in stages)
-        reused = [st["stage"] for st in stages if st.get("reused_from")]
-        rows.append(
-            [
-                res.variant,
-                " → ".join(st.get("method", "?") for st in stages),
-                f"{last.get('trainable_params', 0):,}",
-                f"{fmt_num(before)} → {fmt_num(after)}" if before is not None else fmt_num(after),
-                _method_metric(str(stages[-1].get("method")), last),
-                *(_eval_cell(evals[res.run_dir].get(name), metric) for name, metric in eval_cols),
-                fmt_s(last.get("wall_time_s")),
-                fmt_s(recipe) + ("*" if reused else ""),
-                fmt_mb(last.get("peak_memory_mb")),
-            ]
-        )
+    rows = [_row(res, evals[res.run_dir], eval_cols) for res in results if res.stages]
     keep = [i for i in range(len(columns)) if any(r[i] != "-" for r in rows)]  # no empty columns
     for i in keep:
         right = columns[i] in ("trainable", "eval loss", "stage time", "recipe time", "peak mem")
@@ -65,6 +44,36 @@ def print_results(results: list[Any]) -> None:
     for row in rows:
         table.add_row(*(row[i] for i in keep))
     console.print(table)
+    notes = _notes(results, evals, eval_cols)
+    for note in notes:
+        console.print(f"  {note}", markup=False, highlight=False)
+    for res in results:
+        console.print(f"  {res.variant}: {rel(res.run_dir)}  [{res.state}]")
+
+
+def _row(res: Any, evals: dict[str, Any], eval_cols: list[tuple[str, str]]) -> list[str]:
+    """One run: methods, trainable parameters, loss, figures, eval cells, times, memory."""
+    stages = list(res.stages.values())
+    last = stages[-1].get("summary", {})
+    before, after = last.get("initial_eval_loss"), last.get("eval_loss")
+    recipe = sum((st.get("summary", {}).get("wall_time_s") or 0) for st in stages)
+    reused = [st["stage"] for st in stages if st.get("reused_from")]
+    return [
+        res.variant,
+        " → ".join(st.get("method", "?") for st in stages),
+        f"{last.get('trainable_params', 0):,}",
+        f"{fmt_num(before)} → {fmt_num(after)}" if before is not None else fmt_num(after),
+        _method_metric(str(stages[-1].get("method")), last),
+        *(_eval_cell(evals.get(name), metric) for name, metric in eval_cols),
+        fmt_s(last.get("wall_time_s")),
+        fmt_s(recipe) + ("*" if reused else ""),
+        fmt_mb(last.get("peak_memory_mb")),
+    ]
+
+
+def _notes(
+    results: list[Any], evals: dict[Any, Any], eval_cols: list[tuple[str, str]]
+) -> list[str]:
     notes = [
         "eval loss: the last stage's validation loss before → after training;"
         " stage time: the last stage's training; recipe time: every stage's training"
@@ -76,11 +85,7 @@ def print_results(results: list[Any]) -> None:
             "eval cells: the run's final model with its 95% interval, then the baselines the"
             " eval also ran on (`on:` in its spec)"
         )
-    notes += _eval_details([(res.variant, evals[res.run_dir]) for res in results])
-    for note in notes:
-        console.print(f"  {note}", markup=False, highlight=False)
-    for res in results:
-        console.print(f"  {res.variant}: {rel(res.run_dir)}  [{res.state}]")
+    return notes + _eval_details([(res.variant, evals[res.run_dir]) for res in results])
 
 
 def _eval_details(evals: list[tuple[str, dict[str, dict[str, Any]]]]) -> list[str]:
@@ -143,6 +148,6 @@ def _method_metric(method: str, summary: dict[str, Any]) -> str:
 
 
 def rel(path: Path) -> str:
-    from ftlab.runner.execute import cwd_relative
+    from ftlab.runner.rundir import cwd_relative
 
     return cwd_relative(path)

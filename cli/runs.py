@@ -12,7 +12,7 @@ from rich.table import Table
 from rich.text import Text
 
 from ftlab.cli.app import Format, Output, Overrides, RunsDir, app, console, err, fail
-from ftlab.cli.results import cuda, print_results
+from ftlab.cli.results import print_results
 from ftlab.reports.units import fmt_num, fmt_s
 
 
@@ -108,11 +108,11 @@ def eval_cmd(
     runs_dir: RunsDir = Path("runs"),
 ) -> None:
     """Run a finished run's evals again (or those of --evals FILE) without retraining."""
-    from ftlab.runner import execute
+    from ftlab.runner import execute, rundir
     from ftlab.runner.spec.load import read_yaml, validate, with_evals
 
     try:
-        rd = execute.find_run(run_ref, runs_dir)
+        rd = rundir.find_run(run_ref, runs_dir)
         spec_file = rd.path / "spec.yaml"
         spec_obj = (
             with_evals(spec_file, evals_file) if evals_file else validate(read_yaml(spec_file))
@@ -164,7 +164,7 @@ def run(
     runs_dir: RunsDir = Path("runs"),
 ) -> None:
     """Train every run of a spec (the spec as written, plus each variant)."""
-    from ftlab.runner import execute
+    from ftlab.runner import execute, rundir
     from ftlab.runner.rundir import RunBusy
 
     flags = {
@@ -188,7 +188,7 @@ def run(
     results = []
     for make_run, spec_obj, is_resume in planned:
         rd = make_run()  # created when its turn comes: an interrupt leaves no empty runs
-        console.rule(Text.assemble((rd.run_id, "bold"), f"  →  {execute.cwd_relative(rd.path)}"))
+        console.rule(Text.assemble((rd.run_id, "bold"), f"  →  {rundir.cwd_relative(rd.path)}"))
         try:
             results.append(execute.execute(rd, spec_obj, resume=is_resume))
         except RunBusy as exc:
@@ -202,7 +202,7 @@ def run(
             print_results(results)
             err.print(
                 f"error: run {rd.run_id} failed: {type(exc).__name__}: {exc}\n"
-                f"  traceback: {execute.cwd_relative(rd.path / 'status.json')}\n"
+                f"  traceback: {rundir.cwd_relative(rd.path / 'status.json')}\n"
                 f"  continue it with: ftlab run --resume {rd.run_id}",
                 markup=False,
                 highlight=False,
@@ -228,10 +228,10 @@ def _interrupted(rd: Any) -> str:
 
 
 def _resumed(resume: str, runs_dir: Path, resources: list[str]) -> list[tuple[Any, Any, bool]]:
-    from ftlab.runner import execute
+    from ftlab.runner import rundir
     from ftlab.runner.spec.load import Loc, apply_override, parse_override, read_yaml, validate
 
-    rd = execute.find_run(resume, runs_dir)
+    rd = rundir.find_run(resume, runs_dir)
     status = rd.status()
     if status.get("state") == "completed":
         console.print(
@@ -273,30 +273,6 @@ def _new_runs(
     return [(creator(n, s), s, False) for n, s in runs]
 
 
-@app.command()
-def plan(
-    spec: Annotated[Path, typer.Argument(help="Experiment spec (YAML).")],
-    overrides: Overrides = None,
-    gpu_memory: Annotated[
-        float | None,
-        typer.Option(help="GiB per GPU to check against (default: this machine's GPU, if any)."),
-    ] = None,
-) -> None:
-    """Per run and stage: parameters, tokens per epoch, estimated peak memory, and the
-    per-GPU share under resources.strategy (warns when a stage will not fit)."""
-    from ftlab.runner.plan import plan_runs, render
-
-    try:
-        plans = plan_runs(spec, overrides or [])
-    except Exception as exc:  # noqa: BLE001
-        fail(exc)
-    if gpu_memory is None and cuda():
-        import torch
-
-        gpu_memory = torch.cuda.get_device_properties(0).total_memory / 2**30
-    render(plans, console, gpu_memory)
-
-
 @app.command("export")
 def export_cmd(
     run_ref: Annotated[str, typer.Argument(metavar="RUN", help="Run id or directory.")],
@@ -306,11 +282,11 @@ def export_cmd(
     runs_dir: RunsDir = Path("runs"),
 ) -> None:
     """Write a stage's model as a standalone folder transformers (or peft) loads."""
-    from ftlab.runner import execute
+    from ftlab.runner import rundir
     from ftlab.runner.export import ExportError, export
 
     try:
-        path = export(execute.find_run(run_ref, runs_dir), out, stage=stage, merge=merge)
+        path = export(rundir.find_run(run_ref, runs_dir), out, stage=stage, merge=merge)
     except (ExportError, FileNotFoundError) as exc:
         err.print(f"error: {exc}", markup=False, highlight=False)
         raise typer.Exit(2) from None
@@ -334,7 +310,7 @@ def merge_adapters_cmd(
     runs_dir: RunsDir = Path("runs"),
 ) -> None:
     """Combine several LoRA adapters (peft add_weighted_adapter) into one."""
-    from ftlab.runner import execute
+    from ftlab.runner import rundir
     from ftlab.runner.export import ExportError, merge_adapters, stage_artifact
 
     try:
@@ -344,7 +320,7 @@ def merge_adapters_cmd(
             if not sep:
                 raise ExportError(f"--adapter {item}: expected RUN[:STAGE]=WEIGHT")
             run_ref, _, stage = ref.partition(":")
-            _, art = stage_artifact(execute.find_run(run_ref, runs_dir), stage or None)
+            _, art = stage_artifact(rundir.find_run(run_ref, runs_dir), stage or None)
             adapters.append((Path(art["path"]), float(weight)))
         path = merge_adapters(adapters, out, combination=combination, density=density, merge=merge)
     except (ExportError, FileNotFoundError, ValueError) as exc:

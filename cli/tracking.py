@@ -42,10 +42,10 @@ def wandb_sync(runs_dir: RunsDir = Path("runs")) -> None:
 
 def _find_run(ref: str, runs_dir: Path) -> Any:
     """A run by id, unambiguous id prefix or directory; anything else exits 2 with why."""
-    from ftlab.runner import execute
+    from ftlab.runner import rundir
 
     try:
-        return execute.find_run(ref, runs_dir)
+        return rundir.find_run(ref, runs_dir)
     except FileNotFoundError as exc:
         err.print(f"error: {exc}", markup=False, highlight=False)
         raise typer.Exit(2) from None

@@ -50,6 +50,7 @@ class EvalInput:
     train_rows: list[dict[str, Any]] | None = None  # what the run trained on (contamination)
     resolve_model: Callable[[str], str] | None = None  # a model name (e.g. tiny) → folder
     quiet: bool = False  # no progress bars (measured during training, for a pruner)
+    reuse: bool = True  # the spec's output.reuse: False = a kind reads none of its caches
 
 
 @dataclass

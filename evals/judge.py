@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from ftlab.evals.backends import Backend, BackendError, Conversation, LocalBackend, OpenAIBackend
+from ftlab.evals.backends import Backend, Conversation, LocalBackend, OpenAIBackend
 from ftlab.evals.base import (
     EVALS,
     EvalError,
@@ -35,7 +35,18 @@ from ftlab.evals.base import (
     item_id,
 )
 from ftlab.evals.generate import PROMPT_FORMATS, GenerationParams, reference, user_prompt
+from ftlab.evals.judge_prompts import (
+    PAIRWISE,
+    REMINDER,
+    SCORE,
+    SINGLE,
+    TEMPLATE_VERSION,
+    VERDICT,
+    _parse,
+    rubric_text,
+)
 from ftlab.reports.stats import (
+    bootstrap_lc,
     bootstrap_mean,
     length_controlled_win_rate,
     length_feature,
@@ -43,45 +54,6 @@ from ftlab.reports.stats import (
 )
 from ftlab.runner.registry import did_you_mean
 
-TEMPLATE_VERSION = 1  # part of the cache key: bump when a template below changes
-
-PAIRWISE = """You are an impartial judge comparing two replies to the same customer message.
-{rubric}
-
-Customer message:
-{prompt}
-
-Reply A:
-{a}
-
-Reply B:
-{b}
-
-Which reply meets the criteria better? Answer with exactly one line and nothing else:
-Verdict: A
-Verdict: B
-Verdict: tie"""
-
-SINGLE = """You are an impartial judge scoring a reply to a customer message.
-{rubric}
-
-Customer message:
-{prompt}
-
-Reply:
-{a}
-{reference}
-Score the reply from 1 to 10. Answer with exactly one line and nothing else:
-Score: <1-10>"""
-
-REMINDER = {
-    "pairwise": "Your answer did not follow the format. Reply with exactly one line: "
-    "Verdict: A, Verdict: B or Verdict: tie.",
-    "single": "Your answer did not follow the format. Reply with exactly one line: "
-    "Score: followed by a whole number from 1 to 10.",
-}
-VERDICT = re.compile(r"^\s*verdict:\s*(a|b|tie)\s*\.?\s*$", re.IGNORECASE | re.MULTILINE)
-SCORE = re.compile(r"^\s*score:\s*(10|[1-9])\s*(/\s*10)?\s*\.?\s*$", re.IGNORECASE | re.MULTILINE)
 STAND_IN = (
     "judge: the embedded `tiny` model stands in for a real judge (it is randomly "
     "initialised): these verdicts show the machinery, not the replies' quality"
@@ -229,7 +201,9 @@ class JudgeEval(EvalKind):
 
     def run(self, inp: EvalInput) -> EvalOutput:
         p: JudgeParams = inp.params
-        judge = Judge(p, backend_for(p, inp), rubric_text(p.rubric, inp.base_dir), inp.cache_dir)
+        judge = Judge(
+            p, backend_for(p, inp), rubric_text(p.rubric, inp.base_dir), inp.cache_dir, inp.reuse
+        )
         prompts = [user_prompt(r) for r in inp.rows]
         replies = inp.responses or []
         notes = [STAND_IN] if p.judge_model == "tiny" else []
@@ -256,28 +230,6 @@ class JudgeEval(EvalKind):
 JUDGE = JudgeEval()
 
 
-def rubric_text(name: str, base_dir: Path) -> str:
-    """The rubric as text for the judge prompt, from `rubrics/<name>.yaml` or a path."""
-    from ruamel.yaml import YAML
-
-    path = Path(name)
-    candidates = [base_dir / path, base_dir / "rubrics" / f"{name}.yaml", path]
-    found = next((c for c in candidates if c.is_file()), None)
-    if found is None:
-        raise EvalError(
-            f"no rubric '{name}': looked for {', '.join(str(c) for c in candidates[:2])}; "
-            "write one (see experiments/rubrics/support_reply.yaml)"
-        )
-    data = YAML(typ="safe", pure=True).load(found.read_text())
-    if not isinstance(data, dict) or not isinstance(data.get("criteria"), list):
-        raise EvalError(f"{found}: a rubric needs a criteria: list (and description, scale)")
-    lines = [f"Context: {data.get('description', '')}", "Criteria:"]
-    lines += [f"- {c}" if isinstance(c, str) else f"- {json.dumps(c)}" for c in data["criteria"]]
-    if data.get("scale"):
-        lines.append(f"Scale: {data['scale']}")
-    return "\n".join(lines)
-
-
 def backend_for(p: JudgeParams, inp: EvalInput) -> Backend:
     if p.backend == "openai":
         return OpenAIBackend(
@@ -297,10 +249,13 @@ def backend_for(p: JudgeParams, inp: EvalInput) -> Backend:
 class Judge:
     """Verdicts with caching, strict parsing and one reminder retry."""
 
-    def __init__(self, p: JudgeParams, backend: Backend, rubric: str, cache_dir: Path) -> None:
+    def __init__(
+        self, p: JudgeParams, backend: Backend, rubric: str, cache_dir: Path, reuse: bool = True
+    ) -> None:
+        self.reuse = reuse
         self.p, self.backend, self.rubric = p, backend, rubric
-        cache_dir.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(cache_dir / "judge.sqlite", timeout=60)
+        (cache_dir / "judge").mkdir(parents=True, exist_ok=True)  # the `judge` namespace
+        self.db = sqlite3.connect(cache_dir / "judge" / "calls.sqlite", timeout=60)
         self.db.execute("CREATE TABLE IF NOT EXISTS calls (key TEXT PRIMARY KEY, value TEXT)")
 
     # -- cache
@@ -318,8 +273,8 @@ class Judge:
         return hashlib.sha256(blob.encode()).hexdigest()
 
     def _cached(self, keys: list[str]) -> dict[str, Any]:
-        out = {}
-        for key in keys:
+        out: dict[str, Any] = {}
+        for key in keys if self.reuse else []:
             row = self.db.execute("SELECT value FROM calls WHERE key = ?", [key]).fetchone()
             if row:
                 out[key] = json.loads(row[0])
@@ -478,7 +433,7 @@ class Judge:
                 [len(s["response"]) for s, _ in valid], [len(s["other"]) for s, _ in valid]
             )
             lc = length_controlled_win_rate(outcomes, x)
-            lo, hi = _bootstrap_lc(outcomes, x, seed)
+            lo, hi = bootstrap_lc(outcomes, x, seed)
             metrics["lc_win_rate"] = Metric(lc, lo, hi, n=n)
             swapped = [r["consistent"] for _, r in valid if r["consistent"] is not None]
             if swapped:
@@ -535,31 +490,3 @@ class Judge:
         n = len(outcomes)
         agree = sum(outcomes)
         return Metric(agree / n if n else float("nan"), *wilson(agree, n), n=n)
-
-
-def _parse(answer: str | BackendError, pattern: re.Pattern[str]) -> str:
-    if isinstance(answer, BackendError):
-        return "error"
-    found = pattern.findall(answer)
-    values = {(f[0] if isinstance(f, tuple) else f).lower() for f in found}
-    if len(values) != 1:  # none, or contradictory lines: never guess
-        return "unparsable"
-    value = values.pop()
-    return {"a": "A", "b": "B"}.get(value, value)
-
-
-def _bootstrap_lc(
-    outcomes: list[float], x: list[float], seed: int, resamples: int = 200
-) -> tuple[float, float]:
-    import numpy as np
-
-    if len(outcomes) < 2:
-        return (float("nan"), float("nan"))
-    y, xs = np.asarray(outcomes), np.asarray(x)
-    rng = np.random.default_rng(seed)
-    values = []
-    for _ in range(resamples):
-        idx = rng.integers(0, len(y), len(y))
-        values.append(length_controlled_win_rate(y[idx].tolist(), xs[idx].tolist()))
-    lo, hi = np.quantile(values, [0.025, 0.975])
-    return float(lo), float(hi)

@@ -183,7 +183,21 @@ def compare(
     if ci not in ("stored", "percentile", "bca"):
         raise CompareError(f"ci {ci!r}: expected stored, percentile or bca")
     runs, results, stages, items = load(root, refs or [], metrics)
-    ids = [r["run_id"] for r in runs]
+    higher, chosen = _metrics(results, metrics)
+    rows = _rows(runs, _cells(runs, results, stages), items, chosen)
+    notes = _recompute_intervals(rows, ci, resamples) if ci != "stored" else []
+    base = _pick_baseline(rows, baseline)
+    if base is not None:
+        base.baseline = True
+        for metric in chosen:
+            notes += _test_against(base, rows, metric, items, resamples)
+    return Comparison(rows, chosen, {m: higher[m] for m in chosen}, base, notes)
+
+
+def _metrics(
+    results: list[dict[str, Any]], metrics: list[str] | None
+) -> tuple[dict[str, bool], list[str]]:
+    """(higher-is-better of every metric the runs have, the metrics to show)."""
     higher: dict[str, bool] = {m: False for m in STAGE_METRICS}
     headline: list[str] = []
     for r in results:
@@ -196,8 +210,14 @@ def compare(
     if unknown:
         known = ", ".join(sorted(higher))
         raise CompareError(f"no metric {', '.join(unknown)} in these runs; they have: {known}")
+    return higher, chosen
 
-    per_run: dict[str, dict[str, Any]] = {i: {"cells": {}, "stages": []} for i in ids}
+
+def _cells(
+    runs: list[dict[str, Any]], results: list[dict[str, Any]], stages: list[dict[str, Any]]
+) -> dict[str, dict[str, Any]]:
+    """Per run: its metrics' (value, low, high) and its stages."""
+    per_run: dict[str, dict[str, Any]] = {r["run_id"]: {"cells": {}, "stages": []} for r in runs}
     for r in results:
         name = f"{r['eval']}.{r['metric']}"
         per_run[r["run_id"]]["cells"][name] = (r["value"], r["ci_low"], r["ci_high"])
@@ -209,7 +229,14 @@ def compare(
             for m in STAGE_METRICS:
                 if last[m] is not None:
                     info["cells"][m] = (last[m], None, None)
+    return per_run
 
+
+def _rows(
+    runs: list[dict[str, Any]], per_run: dict[str, Any], items: Items, chosen: list[str]
+) -> list[Row]:
+    """One row per recipe (runs that differ only by seed), in the order they were made."""
+    ids = [r["run_id"] for r in runs]
     recipes = _fill_new_keys({r["run_id"]: _recipe(r["spec_json"]) for r in runs})
     varying = sorted(
         k
@@ -217,7 +244,7 @@ def compare(
         if len({json.dumps(recipes[i].get(k), sort_keys=True) for i in ids}) > 1
     )
     groups: dict[str, list[dict[str, Any]]] = {}
-    for r in runs:  # runs that differ only by seed share a recipe
+    for r in runs:
         groups.setdefault(json.dumps(recipes[r["run_id"]], sort_keys=True), []).append(r)
     rows = []
     for group in groups.values():
@@ -227,75 +254,70 @@ def compare(
             rows += [_row([r], per_run, items, chosen, varying, recipes) for r in group]
     created = {r["run_id"]: r["created"] or 0.0 for r in runs}
     rows.sort(key=lambda row: min(created[i] for i in row.run_ids))
+    return rows
 
-    notes: list[str] = []
-    if ci != "stored":
-        kept = set()
-        for row in rows:
-            for metric, vector in row.items.items():
-                cell = row.cells.get(metric)
-                values = vector[~np.isnan(vector)]
-                if cell is None or cell.sd is not None or not values.size:
-                    continue
-                if abs(float(values.mean()) - cell.value) > 1e-9:  # not a mean of items
-                    kept.add(metric)
-                    continue
-                cell.low, cell.high = stats.bootstrap_ci(
-                    values, method=ci, resamples=max(resamples, 2000)
-                )
-        for metric in sorted(kept):
-            notes.append(f"{metric}: not a plain mean of its items; its own interval is shown")
-    base = _pick_baseline(rows, baseline)
-    if base is not None:
-        base.baseline = True
-        for metric in chosen:
-            others = [row for row in rows if row is not base and metric in row.cells]
-            ref = base.cells.get(metric)
-            if ref is None:
+
+def _recompute_intervals(rows: list[Row], ci: str, resamples: int) -> list[str]:
+    """Intervals from the per-item scores, for metrics that are the mean of their items."""
+    kept = set()
+    for row in rows:
+        for metric, vector in row.items.items():
+            cell = row.cells.get(metric)
+            values = vector[~np.isnan(vector)]
+            if cell is None or cell.sd is not None or not values.size:
                 continue
-            b = base.items.get(metric)
-            scored = ~np.isnan(b) if b is not None else np.zeros(0, dtype=bool)
-            # rows scored on every baseline item: one batched bootstrap for all of them
-            full = [
-                r
-                for r in others
-                if scored.any()
-                and r.items.get(metric) is not None
-                and not np.isnan(r.items[metric][scored]).any()
-            ]
-            batched = stats.compare_paired_many(
-                [r.items[metric][scored] for r in full],
-                b[scored] if b is not None else [],
-                resamples=resamples,
+            if abs(float(values.mean()) - cell.value) > 1e-9:  # not a mean of items
+                kept.add(metric)
+                continue
+            cell.low, cell.high = stats.bootstrap_ci(
+                values, method=ci, resamples=max(resamples, 2000)
             )
-            for row, diff in zip(full, batched, strict=True):
-                row.cells[metric].diff = diff
-            in_batch = {id(r) for r in full}
-            for row in others:
-                cell = row.cells[metric]
-                if id(row) not in in_batch:
-                    mine = items.as_dict(metric, row.items.get(metric))
-                    theirs = items.as_dict(metric, b)
-                    cell.diff = (
-                        stats.compare_paired(mine, theirs, resamples=resamples)
-                        if mine and theirs
-                        else stats.Difference(
-                            cell.value - ref.value, math.nan, math.nan, math.nan, "", 0
-                        )
-                    )
-                assert cell.diff is not None
-                if cell.diff.test and not cell.diff.paired:
-                    notes.append(
-                        f"{row.label} vs {base.label} on {metric}: different items, unpaired"
-                    )
-                cell.seed_noise = stats.within_seed_noise(
-                    cell.diff.delta, cell.sd or 0.0, ref.sd or 0.0
-                )
-            tested = [(r.cells[metric], d) for r in others if (d := r.cells[metric].diff)]
-            adjusted = stats.holm([d.p for _, d in tested])
-            for (cell, _), p in zip(tested, adjusted, strict=True):
-                cell.p_adjusted = None if math.isnan(p) else p
-    return Comparison(rows, chosen, {m: higher[m] for m in chosen}, base, notes)
+    return [f"{m}: not a plain mean of its items; its own interval is shown" for m in sorted(kept)]
+
+
+def _test_against(
+    base: Row, rows: list[Row], metric: str, items: Items, resamples: int
+) -> list[str]:
+    """Each row against the baseline on `metric`: a paired test on the items both have
+    (one batched bootstrap for the rows scored on every baseline item), Holm-corrected."""
+    others = [row for row in rows if row is not base and metric in row.cells]
+    ref = base.cells.get(metric)
+    if ref is None:
+        return []
+    b = base.items.get(metric)
+    scored = ~np.isnan(b) if b is not None else np.zeros(0, dtype=bool)
+    full = [
+        r
+        for r in others
+        if scored.any()
+        and r.items.get(metric) is not None
+        and not np.isnan(r.items[metric][scored]).any()
+    ]
+    batched = stats.compare_paired_many(
+        [r.items[metric][scored] for r in full],
+        b[scored] if b is not None else [],
+        resamples=resamples,
+    )
+    for row, diff in zip(full, batched, strict=True):
+        row.cells[metric].diff = diff
+    notes = []
+    for row in others:
+        cell = row.cells[metric]
+        if all(row is not r for r in full):
+            mine, theirs = items.as_dict(metric, row.items.get(metric)), items.as_dict(metric, b)
+            cell.diff = (
+                stats.compare_paired(mine, theirs, resamples=resamples)
+                if mine and theirs
+                else stats.Difference(cell.value - ref.value, math.nan, math.nan, math.nan, "", 0)
+            )
+        assert cell.diff is not None
+        if cell.diff.test and not cell.diff.paired:
+            notes.append(f"{row.label} vs {base.label} on {metric}: different items, unpaired")
+        cell.seed_noise = stats.within_seed_noise(cell.diff.delta, cell.sd or 0.0, ref.sd or 0.0)
+    tested = [(r.cells[metric], d) for r in others if (d := r.cells[metric].diff)]
+    for (cell, _), p in zip(tested, stats.holm([d.p for _, d in tested]), strict=True):
+        cell.p_adjusted = None if math.isnan(p) else p
+    return notes
 
 
 @dataclass
@@ -447,36 +469,3 @@ def _pick_baseline(rows: list[Row], baseline: str | None) -> Row | None:
             return row
     labels = ", ".join(r.label for r in rows)
     raise CompareError(f"baseline {baseline!r} is not among the compared runs ({labels})")
-
-
-def records(cmp: Comparison) -> list[dict[str, Any]]:
-    """One flat dict per row, for csv / json / markdown."""
-    out = []
-    for row in cmp.rows:
-        rec: dict[str, Any] = {
-            "run": row.label,
-            "run_ids": " ".join(row.run_ids),
-            "methods": row.methods,
-            **{f"param:{k}": v for k, v in row.params.items()},
-        }
-        for metric in cmp.metrics:
-            cell = row.cells.get(metric)
-            rec[metric] = cell.value if cell else None
-            rec[f"{metric}:low"] = cell.low if cell else None
-            rec[f"{metric}:high"] = cell.high if cell else None
-            if cell and cell.sd is not None:
-                rec[f"{metric}:seed_sd"] = cell.sd
-            if cmp.baseline is not None and row is not cmp.baseline:
-                d = cell.diff if cell else None
-                rec[f"{metric}:delta"] = d.delta if d else None
-                rec[f"{metric}:p"] = cell.p_adjusted if cell else None
-                rec[f"{metric}:test"] = d.test if d else ""
-                rec[f"{metric}:significant"] = bool(cell and cell.significant)
-        rec |= {
-            "wall_time_s": row.wall_time_s,
-            "peak_memory_mb": row.peak_memory_mb,
-            "trainable_params": row.trainable_params,
-            "baseline": row.baseline,
-        }
-        out.append(rec)
-    return out

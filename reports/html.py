@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from ftlab.reports import store
-from ftlab.reports.compare import Comparison, compare
+from ftlab.reports.compare import Comparison, Row, compare
+from ftlab.reports.page import CSS, EXPLORER, PAGE, SCRIPT
 from ftlab.reports.units import fmt_mb, fmt_num, fmt_s
 
 PALETTE = (
@@ -296,21 +297,7 @@ def _sweep_section(root: Path, cmp: Comparison) -> str:
         xlabel="trial",
         ylabel=objective,
     )
-    # importance: share of the objective's variance explained by each parameter's values
-    params = sorted({k for _, row in values.values() for k in row.params})
-    ys = [v for v, _ in values.values()]
-    mean = sum(ys) / len(ys)
-    total = sum((y - mean) ** 2 for y in ys) or 1.0
-    bars = []
-    for p in params:
-        groups: dict[str, list[float]] = {}
-        for v, row in values.values():
-            groups.setdefault(
-                _bucket(row.params.get(p), [r.params.get(p) for _, r in values.values()]), []
-            ).append(v)
-        between = sum(len(g) * (sum(g) / len(g) - mean) ** 2 for g in groups.values())
-        bars.append((p.split(".", 1)[-1], between / total))
-    bars.sort(key=lambda b: -b[1])
+    bars = _importance(list(values.values()))
     note = (
         "Importance: the share of the objective's variance across completed trials "
         "explained by each parameter (η², one-way; numeric values in quartile bins) — "
@@ -322,6 +309,24 @@ def _sweep_section(root: Path, cmp: Comparison) -> str:
         f"<div class='charts'>{chart}{bar_chart(bars, 'Parameter importance (η²)')}</div>"
         f"<p class='note'>{esc(note)}</p></section>"
     )
+
+
+def _importance(values: list[tuple[float, Row]]) -> list[tuple[str, float]]:
+    """Share of the objective's variance explained by each parameter's values (η²)."""
+    params = sorted({k for _, row in values for k in row.params})
+    ys = [v for v, _ in values]
+    mean = sum(ys) / len(ys)
+    total = sum((y - mean) ** 2 for y in ys) or 1.0
+    bars = []
+    for p in params:
+        groups: dict[str, list[float]] = {}
+        for v, row in values:
+            groups.setdefault(
+                _bucket(row.params.get(p), [r.params.get(p) for _, r in values]), []
+            ).append(v)
+        between = sum(len(g) * (sum(g) / len(g) - mean) ** 2 for g in groups.values())
+        bars.append((p.split(".", 1)[-1], between / total))
+    return sorted(bars, key=lambda b: -b[1])
 
 
 def _bucket(v: Any, all_values: list[Any]) -> str:
@@ -404,13 +409,47 @@ def script_json(value: Any) -> str:
 
 def build(root: Path, refs: list[str] | None = None, *, baseline: str | None = None) -> str:
     cmp = compare(root, refs, baseline=baseline)
-    label = {i: row.label for row in cmp.rows for i in row.run_ids}
-    colors = {row.label: PALETTE[k % len(PALETTE)] for k, row in enumerate(cmp.rows)}
-    first = {row.run_ids[0] for row in cmp.rows}
+    explorer = _explorer_data(root, cmp)
+    notes = "".join(f"<li>{esc(n)}</li>" for n in cmp.notes)
+    legend = (
+        "Δ = run − baseline on the same items; p: McNemar (0/1 scores), sign test (judge "
+        "outcomes) or paired bootstrap of the mean difference, Holm-corrected over the runs "
+        "compared with the baseline; coloured = p &lt; 0.05 (green better, red worse); "
+        "~seed = within the spread across seeds. Intervals are 95%."
+    )
+    loss_charts, align_charts = _curve_charts(root, cmp)
+    sections = [
+        f"<section id='board'><h2>Leaderboard</h2>{_leaderboard(cmp)}"
+        f"<p class='note'>{legend}</p><ul class='note'>{notes}</ul></section>",
+        _charts("cost", "Metric vs cost", _scatters(cmp)),
+        _charts("curves", "Training and eval loss", loss_charts),
+        _charts("alignment", "Alignment curves", align_charts),
+        _sweep_section(root, cmp),
+        EXPLORER if explorer else "",
+    ]
     experiments = sorted({row.experiment for row in cmp.rows})
+    return PAGE.format(
+        title=esc(f"ftlab report — {', '.join(experiments)}"),
+        created=time.strftime("%Y-%m-%d %H:%M"),
+        n=len(cmp.rows),
+        root=esc(root),
+        body="".join(sections),
+        css=CSS,
+        data=script_json(explorer),
+        script=SCRIPT,
+    )
 
-    # metric vs cost, for each headline metric
-    scatters = []
+
+def _charts(anchor: str, title: str, charts: list[str]) -> str:
+    if not charts:
+        return ""
+    body = "".join(charts)
+    return f"<section id='{anchor}'><h2>{title}</h2><div class='charts'>{body}</div></section>"
+
+
+def _scatters(cmp: Comparison) -> list[str]:
+    """Metric vs cost, for each headline metric."""
+    out = []
     for m in cmp.metrics:
         pts = [
             (r.label, r.wall_time_s, r.cells[m].value, r.cells[m].low, r.cells[m].high)
@@ -418,13 +457,18 @@ def build(root: Path, refs: list[str] | None = None, *, baseline: str | None = N
             if m in r.cells
         ]
         if len(pts) > 1:
-            scatters.append(
-                scatter_chart(pts, f"{m} vs wall time", "wall time (s)", m, cmp.higher_is_better[m])
-            )  # type: ignore[arg-type]
+            out.append(
+                scatter_chart(pts, f"{m} vs wall time", "wall time (s)", m, cmp.higher_is_better[m])  # type: ignore[arg-type]
+            )
+    return out
 
-    curves = _curves(root, sorted(first))
+
+def _curve_charts(root: Path, cmp: Comparison) -> tuple[list[str], list[str]]:
+    """(loss curves, alignment curves) of the first run of each row."""
+    label = {i: row.label for row in cmp.rows for i in row.run_ids}
+    colors = {row.label: PALETTE[k % len(PALETTE)] for k, row in enumerate(cmp.rows)}
     by_stage: dict[tuple[str, str], dict[str, list[tuple[float, float]]]] = {}
-    for c in curves:
+    for c in _curves(root, sorted({row.run_ids[0] for row in cmp.rows})):
         by_stage.setdefault((c["stage"], c["name"]), {}).setdefault(label[c["run_id"]], []).append(
             (float(c["step"]), float(c["value"]))
         )
@@ -435,49 +479,7 @@ def build(root: Path, refs: list[str] | None = None, *, baseline: str | None = N
             loss_charts.append(chart)
         elif any(k in name for k in ALIGNMENT):
             align_charts.append(chart)
-
-    explorer = _explorer_data(root, cmp)
-    notes = "".join(f"<li>{esc(n)}</li>" for n in cmp.notes)
-    legend = (
-        "Δ = run − baseline on the same items; p: McNemar (0/1 scores), sign test (judge "
-        "outcomes) or paired bootstrap of the mean difference, Holm-corrected over the runs "
-        "compared with the baseline; coloured = p &lt; 0.05 (green better, red worse); "
-        "~seed = within the spread across seeds. Intervals are 95%."
-    )
-    sections = [
-        f"<section id='board'><h2>Leaderboard</h2>{_leaderboard(cmp)}"
-        f"<p class='note'>{legend}</p><ul class='note'>{notes}</ul></section>",
-    ]
-    if scatters:
-        sections.append(
-            f"<section id='cost'><h2>Metric vs cost</h2>"
-            f"<div class='charts'>{''.join(scatters)}</div></section>"
-        )
-    if loss_charts:
-        sections.append(
-            f"<section id='curves'><h2>Training and eval loss</h2>"
-            f"<div class='charts'>{''.join(loss_charts)}</div></section>"
-        )
-    if align_charts:
-        sections.append(
-            f"<section id='alignment'><h2>Alignment curves</h2>"
-            f"<div class='charts'>{''.join(align_charts)}</div></section>"
-        )
-    sections.append(_sweep_section(root, cmp))
-    if explorer:
-        sections.append(EXPLORER)
-    title = f"ftlab report — {', '.join(experiments)}"
-    data = script_json(explorer)
-    return PAGE.format(
-        title=esc(title),
-        created=time.strftime("%Y-%m-%d %H:%M"),
-        n=len(cmp.rows),
-        root=esc(root),
-        body="".join(sections),
-        css=CSS,
-        data=data,
-        script=SCRIPT,
-    )
+    return loss_charts, align_charts
 
 
 def write(
@@ -492,110 +494,3 @@ def write(
     tmp.write_text(page, encoding="utf-8")
     tmp.replace(out)
     return out
-
-
-CSS = """
-body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px auto;
-max-width:1240px;color:#222;padding:0 16px}
-h1{font-size:22px;margin:0 0 4px}h2{font-size:18px;border-bottom:1px solid #ddd;
-padding-bottom:4px;margin-top:28px}
-table{border-collapse:collapse;width:100%;font-size:13px}
-th,td{border-bottom:1px solid #eee;padding:5px;text-align:left;vertical-align:top}
-th{background:#f6f6f6;position:sticky;top:0}tr.baseline{background:#fafaf0}
-.scroll{overflow-x:auto;background:linear-gradient(to right,#fff,#fff0) left/24px 100% local,
-linear-gradient(to left,#fff,#fff0) right/24px 100% local,
-linear-gradient(to right,#0002,#0000) left/10px 100% scroll,
-linear-gradient(to left,#0002,#0000) right/10px 100% scroll;background-repeat:no-repeat}
-td.sig.better{background:#e3f4e3}td.sig.worse{background:#f8e1e1}small{color:#666}
-.note{color:#555;font-size:12px}.charts{display:flex;flex-wrap:wrap;gap:12px}
-figure{margin:0;border:1px solid #eee;padding:6px;border-radius:4px}
-figcaption{font-size:12px;color:#444}figcaption span{margin-right:10px;white-space:nowrap}
-figcaption i{display:inline-block;width:10px;height:10px;margin-right:4px}
-svg.chart text{font-size:11px;fill:#333}svg.chart text.title{font-size:13px;font-weight:600}
-svg.chart text.pt{font-size:10px}.axis{stroke:#888}.grid{stroke:#eee}
-.front{fill:none;stroke:#000;stroke-dasharray:4 3;stroke-width:1}
-#explorer select{margin-right:12px}.item{border:1px solid #e4e4e4;border-radius:4px;
-margin:10px 0;padding:8px;overflow-wrap:anywhere}.item pre{white-space:pre-wrap;margin:4px 0;
-font-size:12px;background:#fafafa;padding:6px}
-.pair{display:grid;grid-template-columns:minmax(0,1fr) minmax(0,1fr);gap:10px}
-"""
-
-EXPLORER = """
-<section id="explorer"><h2>Per-sample explorer</h2>
-<p>Items where two runs' scores differ (for the eval's per-item scores), with both outputs
-and the judge's verdicts.</p>
-<label>eval <select id="ex-eval"></select></label>
-<label>run A <select id="ex-a"></select></label>
-<label>run B <select id="ex-b"></select></label>
-<span id="ex-count"></span>
-<div id="ex-items"></div></section>
-"""
-
-SCRIPT = """
-(function () {
-  const data = JSON.parse(document.getElementById('explorer-data').textContent);
-  const evalSel = document.getElementById('ex-eval');
-  if (!evalSel) return;
-  const aSel = document.getElementById('ex-a'), bSel = document.getElementById('ex-b');
-  const out = document.getElementById('ex-items'), count = document.getElementById('ex-count');
-  const opt = (sel, values) => {
-    sel.innerHTML = '';
-    values.forEach(v => { const o = document.createElement('option'); o.value = v;
-      o.textContent = v; sel.appendChild(o); });
-  };
-  const el = (tag, text, cls) => { const e = document.createElement(tag);
-    if (cls) e.className = cls; e.textContent = text; return e; };
-  function runs() {
-    const names = Object.keys(data[evalSel.value] || {});
-    opt(aSel, names); opt(bSel, names);
-    if (names.length > 1) bSel.value = names[1];
-    render();
-  }
-  function side(label, entry) {
-    const box = el('div', '');
-    box.appendChild(el('strong', label));
-    const rec = entry.record || {};
-    ['response', 'completion', 'generated', 'other', 'chosen', 'rejected'].forEach(k => {
-      if (rec[k]) { box.appendChild(el('div', k, 'note')); box.appendChild(el('pre', rec[k])); }
-    });
-    Object.keys(rec).filter(k => k.startsWith('verdict')).forEach(k => {
-      const raw = rec[k].raw ? ' — ' + rec[k].raw : '';
-      box.appendChild(el('div', k + ': ' + rec[k].verdict + raw, 'note'));
-    });
-    box.appendChild(el('div', 'scores: ' + JSON.stringify(entry.scores), 'note'));
-    return box;
-  }
-  function render() {
-    out.innerHTML = '';
-    const ev = data[evalSel.value] || {}, A = ev[aSel.value] || {}, B = ev[bSel.value] || {};
-    const shared = Object.keys(A).filter(k => k in B);
-    const differ = shared.filter(k => JSON.stringify(A[k].scores) !== JSON.stringify(B[k].scores));
-    count.textContent = differ.length + ' of ' + shared.length + ' shared items differ';
-    differ.slice(0, 100).forEach(k => {
-      const item = el('div', '', 'item');
-      const rec = A[k].record || {};
-      item.appendChild(el('div', 'item ' + k, 'note'));
-      if (rec.prompt) item.appendChild(el('pre', rec.prompt));
-      const pair = el('div', '', 'pair');
-      pair.appendChild(side(aSel.value, A[k])); pair.appendChild(side(bSel.value, B[k]));
-      item.appendChild(pair); out.appendChild(item);
-    });
-  }
-  opt(evalSel, Object.keys(data));
-  evalSel.addEventListener('change', runs);
-  aSel.addEventListener('change', render); bSel.addEventListener('change', render);
-  runs();
-})();
-"""
-
-PAGE = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>{title}</title><style>{css}</style></head>
-<body><header><h1>{title}</h1>
-<p class="note">{n} row(s) from {root}/ftlab.duckdb, written {created} by ftlab.</p></header>
-{body}
-<script type="application/json" id="explorer-data">{data}</script>
-<script>{script}</script>
-</body></html>
-"""

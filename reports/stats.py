@@ -346,3 +346,21 @@ def length_feature(run_lengths: Sequence[int], other_lengths: Sequence[int]) -> 
     d = np.asarray(run_lengths, dtype=float) - np.asarray(other_lengths, dtype=float)
     sd = float(d.std()) or 1.0
     return [float(v) for v in np.tanh(d / sd)]
+
+
+def bootstrap_lc(
+    outcomes: list[float], x: list[float], seed: int, resamples: int = 200
+) -> tuple[float, float]:
+    """Percentile bootstrap interval of the length-controlled win rate."""
+    import numpy as np
+
+    if len(outcomes) < 2:
+        return (float("nan"), float("nan"))
+    y, xs = np.asarray(outcomes), np.asarray(x)
+    rng = np.random.default_rng(seed)
+    values = []
+    for _ in range(resamples):
+        idx = rng.integers(0, len(y), len(y))
+        values.append(length_controlled_win_rate(y[idx].tolist(), xs[idx].tolist()))
+    lo, hi = np.quantile(values, [0.025, 0.975])
+    return float(lo), float(hi)

@@ -268,9 +268,13 @@ def _run_rows(run_dir: Path) -> tuple[dict[str, Any], list[dict[str, Any]], list
         "study": info.get("study"),
         "trial": info.get("trial"),
     }
+    return run_row, _stage_rows(run, spec), _metric_rows(run)
+
+
+def _stage_rows(run: Any, spec: dict[str, Any]) -> list[dict[str, Any]]:
     stage_rows = []
     order = [s.get("name") for s in spec.get("stages", [])]
-    for d in sorted((run_dir / "stages").glob("*")):
+    for d in sorted((run.path / "stages").glob("*")):
         st = run.stage(d.name)
         s = st.get("summary", {})
         stage_rows.append(
@@ -296,6 +300,10 @@ def _run_rows(run_dir: Path) -> tuple[dict[str, Any], list[dict[str, Any]], list
                 "summary_json": json.dumps(s, sort_keys=True, default=str),
             }
         )
+    return stage_rows
+
+
+def _metric_rows(run: Any) -> list[dict[str, Any]]:
     metric_rows = []
     for rec in run.metrics():
         for name, value in rec.items():
@@ -312,7 +320,7 @@ def _run_rows(run_dir: Path) -> tuple[dict[str, Any], list[dict[str, Any]], list
                     "time": rec.get("time"),
                 }
             )
-    return run_row, stage_rows, metric_rows
+    return metric_rows
 
 
 def _yaml(text: str) -> dict[str, Any]:

@@ -11,7 +11,6 @@ baseline shared by every variant (the SFT model) is evaluated once.
 from __future__ import annotations
 
 import gc
-import hashlib
 import json
 import time
 from dataclasses import dataclass, field
@@ -20,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from ftlab.evals import EVALS
 from ftlab.evals.base import EvalInput
+from ftlab.runner.cache import Cache
 from ftlab.runner.rundir import RunDir, read_json, write_json, write_text
 
 if TYPE_CHECKING:
@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from ftlab.runner.spec.schema import EvalSpec, Spec
 
 EVAL_CACHE_VERSION = 3  # bump when an eval kind's scoring or records change
+GENERATION_CACHE_VERSION = 1  # bump when how replies are generated changes
 
 
 def targets(spec: Spec, ev: EvalSpec) -> list[str]:
@@ -98,7 +99,7 @@ def run_evals(
                 against[ev.key],
             ):
                 job.replies[(target, ev.key)] = _replies(
-                    ev, model, eval_rows(ev, datasets), identity[target], job.cache
+                    ev, model, eval_rows(ev, datasets), identity[target], spec
                 )
         for ev in evals:
             if target not in targets(spec, ev) or target == against[ev.key]:
@@ -162,12 +163,14 @@ def _evaluate(
     data_hash += "".join(f"{role}:{d.content_hash}" for role, d in sorted(extra.items()))
     if against:
         data_hash += job.identity[against]
-    cache_file = (
-        job.cache
-        / "evals"
-        / f"{_cache_key(ev, job.identity[target], data_hash, job.spec.seed)}.json"
+    cache = Cache.of(job.spec, "evals", EVAL_CACHE_VERSION)
+    key = cache.key(
+        job.identity[target],
+        data_hash,
+        job.spec.seed,
+        ev.model_dump(mode="json", exclude={"name", "on"}),
     )
-    hit = read_json(cache_file)
+    hit = cache.get(key)
     if hit is not None:
         cached = str(hit.get("run_id", ""))
         print(
@@ -188,6 +191,7 @@ def _evaluate(
         responses=job.replies.get((target, ev.key)),
         other_responses=job.replies.get((str(against), ev.key)),
         datasets={role: d.val for role, d in extra.items()},
+        reuse=job.spec.output.reuse,
         resolve_model=_resolve_model,
         train_rows=[row for s in job.spec.needed_stages() for row in job.datasets[s.data].train],
     )
@@ -201,7 +205,7 @@ def _evaluate(
         "notes": out.notes,
         "run_id": job.run.run_id,
     }
-    write_json(cache_file, hit)
+    cache.put(key, hit)
     return hit, ""
 
 
@@ -242,33 +246,22 @@ def _resolve_model(name: str) -> str:
 
 
 def _replies(
-    ev: EvalSpec, model: _Lazy, rows: list[dict[str, Any]], identity: str, cache: Path
+    ev: EvalSpec, model: _Lazy, rows: list[dict[str, Any]], identity: str, spec: Spec
 ) -> list[str]:
     """The model's replies to the eval's prompts, from the generation cache if known."""
     from ftlab.evals.generate import GenerationParams, generate
 
     kind = EVALS.get(ev.kind)
     gen = getattr(kind.params_model.model_validate(ev.params), "generation", GenerationParams())
-    blob = json.dumps([identity, rows, gen.model_dump()], sort_keys=True, default=str)
-    path = cache / "generations" / f"{hashlib.sha256(blob.encode()).hexdigest()[:20]}.json"
-    known = read_json(path)
+    cache = Cache.of(spec, "generations", GENERATION_CACHE_VERSION)
+    key = cache.key(identity, rows, gen.model_dump())
+    known = cache.get(key)
     if known is not None:
         return list(known)
     model_obj, tokenizer = model.get()
     out = generate(model_obj, tokenizer, rows, gen, desc=f"generating ({model.target})")
-    write_json(path, out)
+    cache.put(key, out)
     return out
-
-
-def _cache_key(ev: EvalSpec, model_identity: str, data_hash: str, seed: int) -> str:
-    payload = {
-        "version": EVAL_CACHE_VERSION,
-        "model": model_identity,
-        "data": data_hash,
-        "seed": seed,
-        "eval": ev.model_dump(mode="json", exclude={"name", "on"}),
-    }
-    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:20]
 
 
 def _write(run: RunDir, name: str, summary: dict[str, Any], samples: list[dict[str, Any]]) -> None:

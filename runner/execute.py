@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import secrets
 import shutil
 import time
@@ -20,11 +19,12 @@ from typing import Any
 
 from ftlab.runner import data as data_mod
 from ftlab.runner import evaluate, launch, models, tracking
+from ftlab.runner.cache import Cache
 from ftlab.runner.envinfo import snapshot
 from ftlab.runner.methods import METHODS
 from ftlab.runner.methods.base import Artifact, StageContext, StageResult
 from ftlab.runner.methods.common import base_weights, reset_peak_memory
-from ftlab.runner.rundir import RunDir, latest_checkpoint, read_json, write_json, write_text
+from ftlab.runner.rundir import RunDir, latest_checkpoint, write_json, write_text
 from ftlab.runner.spec.schema import Spec, StageSpec
 
 CACHE_VERSION = 1  # bump to invalidate every cached stage (e.g. a training-loop fix)
@@ -45,28 +45,6 @@ class RunResult:
     stages: dict[str, dict[str, Any]]
 
 
-def resolve_precision(requested: str) -> str:
-    """`auto` → bf16 on CUDA with bf16, or a CPU with native bf16 matrix units; else fp32."""
-    if requested != "auto":
-        return requested
-    import torch
-
-    if torch.cuda.is_available():
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    flags = _cpu_flags()
-    return "bf16" if {"amx_bf16", "avx512_bf16"} & flags else "fp32"
-
-
-def _cpu_flags() -> set[str]:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
-
-
 def model_identity(spec: Spec, identity: str) -> str:
     """The base model's identity with the model settings that change what it computes
     (chat template text, attention kernel, weight dtype); defaults add nothing, so runs
@@ -81,6 +59,10 @@ def model_identity(spec: Spec, identity: str) -> str:
         settings["attn_implementation"] = m.attn_implementation
     if m.dtype != "auto":
         settings["dtype"] = m.dtype
+    if spec.plugins:  # a user's method or eval kind: its code is part of what it computes
+        from ftlab.runner import plugins
+
+        settings["plugins"] = plugins.fingerprint(spec.plugins)
     if not settings:
         return identity
     blob = json.dumps(settings, sort_keys=True).encode()
@@ -241,20 +223,18 @@ def _execute(
         hashes = stage_hashes(spec, spec_dir=spec_dir, model=ref.identity, datasets=datasets)
         artifacts: dict[str, Artifact] = {}
         needed = spec.needed_stages()
-        skipped = [s.name for s in spec.stages if s not in needed]
-        if skipped:
+        if skipped := [s.name for s in spec.stages if s not in needed]:
             why = "no later stage or eval of this run uses them"
             print(f"skipping stage(s) {', '.join(skipped)}: {why}")
         for stage in needed:
             run.set_status(stage=stage.name)
-            upstream = artifacts.get(stage.from_) if stage.from_ else None
             results[stage.name] = _run_stage(
                 run,
                 spec,
                 stage,
                 ref=ref,
                 data=datasets[stage.data],
-                upstream=upstream,
+                upstream=artifacts.get(stage.from_) if stage.from_ else None,
                 stage_hash=hashes[stage.name],
                 artifacts=dict(artifacts),
                 resume=resume,
@@ -278,22 +258,28 @@ def _execute(
             state=state, stage="", finished=time.time(), wall_time_s=time.time() - started
         )
     except BaseException as exc:
-        state = _ended_state(exc)
-        interrupted = state == "interrupted"
-        run.set_status(
-            state=state,
-            error="interrupted (Ctrl-C)" if interrupted else f"{type(exc).__name__}: {exc}",
-            traceback="" if interrupted else traceback.format_exc(),
-            finished=time.time(),
-        )
-        current = run.status().get("stage") or ""
-        record = run.stage(current) if current else {}
-        if record.get("state") == "running":  # the stage ends in the run's state
-            run.write_stage(current, {**record, "state": state})
+        state = _record_end(run, exc)
         raise
     finally:
         _publish(run, spec)
     return RunResult(run.path, info.get("variant", ""), state, results)
+
+
+def _record_end(run: RunDir, exc: BaseException) -> str:
+    """A run that stopped early: its state, error and traceback, also on its stage."""
+    state = _ended_state(exc)
+    interrupted = state == "interrupted"
+    run.set_status(
+        state=state,
+        error="interrupted (Ctrl-C)" if interrupted else f"{type(exc).__name__}: {exc}",
+        traceback="" if interrupted else traceback.format_exc(),
+        finished=time.time(),
+    )
+    current = run.status().get("stage") or ""
+    record = run.stage(current) if current else {}
+    if record.get("state") == "running":  # the stage ends in the run's state
+        run.write_stage(current, {**record, "state": state})
+    return state
 
 
 def _ended_state(exc: BaseException) -> str:
@@ -359,14 +345,12 @@ def _artifact_from(stage: dict[str, Any]) -> Artifact:
     return Artifact(path=Path(a["path"]), kind=a["kind"], base=a["base"])
 
 
-def _cache_file(spec: Spec, stage_hash: str) -> Path:
-    return Path(spec.output.dir) / "cache" / "stages" / f"{stage_hash}.json"
+def _stage_cache(spec: Spec) -> Cache:
+    return Cache.of(spec, "stages", CACHE_VERSION)  # keyed by stage hash (which has the version)
 
 
 def _cached(spec: Spec, stage_hash: str) -> dict[str, Any] | None:
-    if not spec.output.reuse:
-        return None
-    entry = read_json(_cache_file(spec, stage_hash))
+    entry = _stage_cache(spec).get(stage_hash)
     if entry and Path(entry["artifact"]["path"], "ftlab_artifact.json").is_file():
         return entry  # type: ignore[no-any-return]
     return None
@@ -385,40 +369,23 @@ def _run_stage(
     resume: bool,
     extra_callbacks: list[Any],
 ) -> dict[str, Any]:
-    existing = run.stage(stage.name)
-    if existing.get("state") == "completed" and existing.get("hash") == stage_hash:
-        return existing
-    cached = _cached(spec, stage_hash)
-    if cached is not None:
-        record = {
-            **cached,
-            "state": "completed",
-            "reused_from": cached["run_id"],
-            "stage": stage.name,
-        }
-        print(
-            f"stage {stage.name}: reusing cached {stage.method} artifact from run "
-            f"{cached['run_id']} (same inputs, hash {stage_hash})"
-        )
-        run.write_stage(stage.name, record)
-        return record
+    """Reuse the stage (this run's or the cache's, same hash), else train it."""
+    reused = _reused(run, spec, stage, stage_hash)
+    if reused is not None:
+        return reused
     work = run.stage_dir(stage.name)
     resume_from = latest_checkpoint(work) if resume else None
     if resume_from is None and (work / "checkpoints").exists():
         shutil.rmtree(work / "checkpoints")
-    started = time.time()
-    run.write_stage(
-        stage.name,
-        {
-            "stage": stage.name,
-            "method": stage.method,
-            "hash": stage_hash,
-            "state": "running",
-            "started": started,
-            "resumed_from": str(resume_from or ""),
-        },
-    )
-    precision = resolve_precision(stage.train.precision)
+    record = {
+        "stage": stage.name,
+        "method": stage.method,
+        "hash": stage_hash,
+        "state": "running",
+        "started": time.time(),
+        "resumed_from": str(resume_from or ""),
+    }
+    run.write_stage(stage.name, record)
     ctx = StageContext(
         spec=spec,
         stage=stage,
@@ -426,7 +393,7 @@ def _run_stage(
         upstream=upstream,
         data=data,
         work_dir=work,
-        precision=precision,
+        precision=models.resolve_precision(stage.train.precision),
         artifacts=artifacts,
         resume_from=resume_from,
         extra_callbacks=extra_callbacks,
@@ -439,28 +406,14 @@ def _run_stage(
             f"stage {stage.name}: resuming from {resume_from.name}"
             + (f" ({dropped} metric records after step {step} replaced)" if dropped else "")
         )
-    reset_peak_memory()
-    if launch.distributed(spec):
-        if upstream is not None and upstream.kind != "full":
-            base_weights(ctx)  # merge the upstream adapter once, before the ranks start
-        launched = launch.launch_stage(
-            spec, run.path, stage.name, work, resume_from, callbacks=extra_callbacks
-        )
-        result = StageResult(artifact=_artifact_from(launched), summary=launched["summary"])
-    else:
-        result = METHODS.get(stage.method).train(ctx)
+    result = _train(run, spec, ctx)
     if not spec.output.keep_checkpoints:
         shutil.rmtree(work / "checkpoints", ignore_errors=True)
-    record = {
-        "stage": stage.name,
-        "method": stage.method,
-        "hash": stage_hash,
+    record |= {
         "state": "completed",
-        "started": started,
         "finished": time.time(),
         "run_id": run.run_id,
         "reused_from": "",
-        "resumed_from": str(resume_from or ""),
         "summary": result.summary,
         "artifact": {
             "path": str(result.artifact.path.resolve()),
@@ -469,8 +422,39 @@ def _run_stage(
         },
     }
     run.write_stage(stage.name, record)
-    write_json(_cache_file(spec, stage_hash), record)
+    _stage_cache(spec).put(stage_hash, record)
     return record
+
+
+def _reused(run: RunDir, spec: Spec, stage: StageSpec, stage_hash: str) -> dict[str, Any] | None:
+    """The stage's record when this run already completed it with these inputs, or when
+    the stage cache holds it (then recorded as reused)."""
+    existing = run.stage(stage.name)
+    if existing.get("state") == "completed" and existing.get("hash") == stage_hash:
+        return existing
+    cached = _cached(spec, stage_hash)
+    if cached is None:
+        return None
+    record = {**cached, "state": "completed", "reused_from": cached["run_id"], "stage": stage.name}
+    print(
+        f"stage {stage.name}: reusing cached {stage.method} artifact from run "
+        f"{cached['run_id']} (same inputs, hash {stage_hash})"
+    )
+    run.write_stage(stage.name, record)
+    return record
+
+
+def _train(run: RunDir, spec: Spec, ctx: StageContext) -> StageResult:
+    """Train the stage here, or across the spec's processes (`resources:`)."""
+    reset_peak_memory()
+    if not launch.distributed(spec):
+        return METHODS.get(ctx.stage.method).train(ctx)
+    if ctx.upstream is not None and ctx.upstream.kind != "full":
+        base_weights(ctx)  # merge the upstream adapter once, before the ranks start
+    launched = launch.launch_stage(
+        spec, run.path, ctx.stage.name, ctx.work_dir, ctx.resume_from, callbacks=ctx.extra_callbacks
+    )
+    return StageResult(artifact=_artifact_from(launched), summary=launched["summary"])
 
 
 def summarise(run: RunDir) -> dict[str, Any]:
@@ -501,37 +485,3 @@ def summarise(run: RunDir) -> dict[str, Any]:
         "stages": stages,
         "evals": evals,
     }
-
-
-def find_run(ref: str, root: Path) -> RunDir:
-    """A run by directory path, run id, or unique run-id prefix under `root`; anything
-    else is an error (nothing is created)."""
-    path = Path(ref)
-    if (path / "run.json").is_file():
-        return RunDir(path)
-    if "/" in ref or ref in ("", ".", ".."):
-        raise FileNotFoundError(
-            f"{ref} is not a run directory (it has no run.json). `ftlab runs` lists the runs"
-        )
-    names = [p.name for p in root.iterdir()] if root.is_dir() else []
-    candidates = [
-        root / n for n in names if n.startswith(ref) and (root / n / "run.json").is_file()
-    ]
-    if root / ref in candidates:  # an exact id wins over longer ids it prefixes
-        return RunDir(root / ref)
-    if len(candidates) == 1:
-        return RunDir(candidates[0])
-    if not candidates:
-        raise FileNotFoundError(
-            f"no run '{ref}' (looked for a run directory, and under {root}/)."
-            " `ftlab runs` lists the runs"
-        )
-    several = ", ".join(sorted(p.name for p in candidates)[:5])
-    raise FileNotFoundError(f"'{ref}' matches several runs ({several}); give more of the id")
-
-
-def cwd_relative(path: Path) -> str:
-    try:
-        return os.path.relpath(path)
-    except ValueError:
-        return str(path)

@@ -435,3 +435,25 @@ def meta_param_count(config: Any) -> int:
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(config)
     return sum(p.numel() for p in model.parameters())
+
+
+def resolve_precision(requested: str) -> str:
+    """`auto` → bf16 on CUDA with bf16, or a CPU with native bf16 matrix units; else fp32."""
+    if requested != "auto":
+        return requested
+    import torch
+
+    if torch.cuda.is_available():
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    flags = _cpu_flags()
+    return "bf16" if {"amx_bf16", "avx512_bf16"} & flags else "fp32"
+
+
+def _cpu_flags() -> set[str]:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()

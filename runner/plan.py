@@ -23,7 +23,7 @@ Peak memory (bytes), the sum of:
 where b = batch size (×2 for preference methods: chosen and rejected), s = longest
 tokenised example (≤ max_length), h = hidden size,
 L = layers, a = attention heads, V = vocabulary. CUDA context and allocator slack are
-not included.
+not included. `ftlab plan` prints it (cli/plan.py).
 """
 
 from __future__ import annotations
@@ -32,24 +32,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from rich.console import Console
-from rich.table import Table
-from rich.text import Text
-
 from ftlab.runner import optimizers
 from ftlab.runner.methods.base import Footprint
-
-STEPS = (
-    "optim steps = optimizer steps of the whole stage: max_steps, else ⌈epochs × per epoch⌉;  "
-    "per epoch = ⌈batches / grad_accum⌉ with batches = ⌈⌈examples / batch_size⌉ / processes⌉ "
-    "(as transformers counts; examples = packed sequences with packing, completions for "
-    "grpo/rloo)"
-)
-FORMULA = (
-    "peak ≈ weights + gradients + optimizer + activations + logits + extra models;  "
-    "activations = b·s·h·L·(34 + 5·a·s/h)·act_bytes/2 (checkpointing: b·s·h·L·2·act_bytes "
-    "+ one layer);  logits = b·s·V·8;  AdamW = 8 B per trainable param, 8-bit AdamW ≈ 2 B"
-)
 
 
 @dataclass(kw_only=True)
@@ -404,9 +388,8 @@ def plan_runs(path: Path, overrides: list[str]) -> list[RunPlan]:
 
 def _plan_stage(*, spec: Any, stage: Any, config: Any, tokens: Tokens, spec_dir: Path) -> StagePlan:
     from ftlab.runner import data as data_mod
-    from ftlab.runner.execute import resolve_precision
     from ftlab.runner.methods import METHODS
-    from ftlab.runner.models import length_warning
+    from ftlab.runner.models import length_warning, resolve_precision
 
     t = stage.train
     method = METHODS.get(stage.method)
@@ -459,91 +442,5 @@ def _plan_stage(*, spec: Any, stage: Any, config: Any, tokens: Tokens, spec_dir:
     )
 
 
-def _count(n: int) -> str:
-    return f"{n / 1e9:.2f}B" if n >= 1e9 else f"{n / 1e6:.2f}M" if n >= 1e6 else f"{n:,}"
-
-
 def _mb(n: float) -> str:
     return f"{n / 2**20:,.0f}M" if n < 2**30 else f"{n / 2**30:,.1f}G"
-
-
-def render(plans: list[RunPlan], console: Console, gpu_memory_gb: float | None = None) -> None:
-    table = Table(title="Plan (memory in bytes: M = MiB, G = GiB)")
-    cols = (
-        "run",
-        "stage",
-        "method",
-        "trainable",
-        "total",
-        "tok/epoch",
-        "optim steps",
-        "per epoch",
-        "prec",
-        "weights",
-        "grads",
-        "optim",
-        "activ",
-        "logits",
-        "extra",
-        "peak",
-        "per GPU",
-    )
-    for col in cols:
-        table.add_column(col, justify="left" if col in cols[:3] else "right", no_wrap=True)
-    for p in plans:
-        for s in p.stages:
-            m = s.memory
-            table.add_row(
-                p.variant,
-                s.stage,
-                s.method,
-                _count(s.trainable),
-                _count(s.total),
-                f"{'≈' * s.tokens_estimated}{s.tokens_per_epoch:,}",
-                f"{s.steps:,}",
-                f"{s.steps_per_epoch:,}",
-                s.precision,
-                *(
-                    _mb(m[k])
-                    for k in (
-                        "weights",
-                        "gradients",
-                        "optimizer",
-                        "activations",
-                        "logits",
-                        "extra models",
-                    )
-                ),
-                _mb(s.peak_bytes),
-                _mb(sum(per_gpu(s.memory, p.resources).values())),
-            )
-    console.print(table)
-    console.print(FORMULA, style="dim", markup=False)
-    console.print(STEPS, style="dim", markup=False)
-    _print_notes(plans, console)
-    res = plans[0].resources if plans else None
-    if res is not None:
-        console.print(
-            f"per GPU: {res.strategy} on {res.world_size} process(es); sharding divides "
-            "weights/gradients/optimizer state, offload moves them to CPU RAM",
-            style="dim",
-            markup=False,
-        )
-    if gpu_memory_gb:
-        budget = gpu_memory_gb * 2**30
-        for p in plans:
-            for s in p.stages:
-                if text := advice(s, p.resources, budget):
-                    console.print(Text.assemble(("warning", "yellow"), f" ({p.variant}): {text}"))
-
-
-def _print_notes(plans: list[RunPlan], console: Console) -> None:
-    """Each distinct note once, with the run/stage rows it applies to."""
-    where: dict[str, list[str]] = {}
-    for p in plans:
-        for s in p.stages:
-            for note in s.notes:
-                where.setdefault(note, []).append(f"{p.variant}/{s.stage}")
-    for note, rows in where.items():
-        text = f"note ({', '.join(rows)}): {note}"  # printed without markup: paths hold [x]
-        console.print(text, style="dim", highlight=False, markup=False)

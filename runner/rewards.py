@@ -15,11 +15,8 @@ users register their own in a Python file named by the stage's `params.reward_mo
 
 from __future__ import annotations
 
-import hashlib
-import importlib.util
 import json
 import re
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -178,29 +175,18 @@ def resolve_stage_refs(specs: list[RewardSpec], artifacts: dict[str, Any]) -> li
     return out
 
 
-_LOADED: dict[Path, str] = {}  # reward file → content hash of the version executed
-
-
 def load_module(path: str, base_dir: Path) -> None:
-    """Import a user's reward file so its @reward registrations take effect. A file is
-    executed once per content: the second run, variant or sweep trial that names it finds
-    its rewards registered (an edited file is executed again and replaces them)."""
+    """Import a user's reward file so its @reward registrations take effect (once per
+    content: see `plugins.load_file`)."""
+    from ftlab.runner import plugins
+
     file = Path(path).expanduser()
-    file = (file if file.is_absolute() else base_dir / file).resolve()
+    file = file if file.is_absolute() else base_dir / file
     if not file.is_file():
         raise FileNotFoundError(
             f"reward_module {file} does not exist (paths are relative to the spec file)"
         )
-    digest = hashlib.sha256(file.read_bytes()).hexdigest()
-    if _LOADED.get(file) == digest:
-        return
-    name = f"ftlab_user_rewards_{hashlib.sha256(str(file).encode()).hexdigest()[:12]}"
-    spec = importlib.util.spec_from_file_location(name, file)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    _LOADED[file] = digest
+    plugins.load_file(file, prefix="ftlab_user_rewards")
 
 
 def build(specs: list[RewardSpec]) -> tuple[list[RewardFn], list[float]]:

@@ -207,3 +207,37 @@ def latest_checkpoint(stage_dir: Path) -> Path | None:
         if suffix.isdigit() and (p / "trainer_state.json").is_file():
             ckpts.append((int(suffix), p))
     return max(ckpts)[1] if ckpts else None
+
+
+def find_run(ref: str, root: Path) -> RunDir:
+    """A run by directory path, run id, or unique run-id prefix under `root`; anything
+    else is an error (nothing is created)."""
+    path = Path(ref)
+    if (path / "run.json").is_file():
+        return RunDir(path)
+    if "/" in ref or ref in ("", ".", ".."):
+        raise FileNotFoundError(
+            f"{ref} is not a run directory (it has no run.json). `ftlab runs` lists the runs"
+        )
+    names = [p.name for p in root.iterdir()] if root.is_dir() else []
+    candidates = [
+        root / n for n in names if n.startswith(ref) and (root / n / "run.json").is_file()
+    ]
+    if root / ref in candidates:  # an exact id wins over longer ids it prefixes
+        return RunDir(root / ref)
+    if len(candidates) == 1:
+        return RunDir(candidates[0])
+    if not candidates:
+        raise FileNotFoundError(
+            f"no run '{ref}' (looked for a run directory, and under {root}/)."
+            " `ftlab runs` lists the runs"
+        )
+    several = ", ".join(sorted(p.name for p in candidates)[:5])
+    raise FileNotFoundError(f"'{ref}' matches several runs ({several}); give more of the id")
+
+
+def cwd_relative(path: Path) -> str:
+    try:
+        return os.path.relpath(path)
+    except ValueError:
+        return str(path)

@@ -108,6 +108,27 @@ def flat_config(spec: Any, prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def _curves(run: RunDir) -> list[dict[str, Any]]:
+    """Step metrics on one global step: each stage continues where the last ended."""
+    curves: list[dict[str, Any]] = []
+    offsets: dict[str, int] = {}
+    base = 0
+    for rec in run.metrics():
+        stage = rec.get("stage", "")
+        if stage not in offsets:
+            offsets[stage] = base
+        step = offsets[stage] + int(rec.get("step") or 0)
+        base = max(base, step)
+        values = {
+            f"{stage}/{k}": v
+            for k, v in rec.items()
+            if k not in ("stage", "step", "epoch", "time") and isinstance(v, int | float)
+        }
+        if values:
+            curves.append({"step": step, "values": values})
+    return curves
+
+
 def run_payload(run: RunDir) -> dict[str, Any]:
     """Everything logged for one run, read from its directory."""
     from ftlab.runner.evaluate import read_results
@@ -121,22 +142,7 @@ def run_payload(run: RunDir) -> dict[str, Any]:
     ]
     group = info.get("study") or info.get("experiment") or "ftlab"
     tags = sorted({m for m in methods if m} | ({info["variant"]} if info.get("variant") else set()))
-    curves: list[dict[str, Any]] = []
-    offsets: dict[str, int] = {}
-    base = 0
-    for rec in run.metrics():  # one global step: each stage continues where the last ended
-        stage = rec.get("stage", "")
-        if stage not in offsets:
-            offsets[stage] = base
-        step = offsets[stage] + int(rec.get("step") or 0)
-        base = max(base, step)
-        values = {
-            f"{stage}/{k}": v
-            for k, v in rec.items()
-            if k not in ("stage", "step", "epoch", "time") and isinstance(v, int | float)
-        }
-        if values:
-            curves.append({"step": step, "values": values})
+    curves = _curves(run)
     summary: dict[str, Any] = {
         "state": status.get("state"),
         "wall_time_s": status.get("wall_time_s"),

@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _train(run_dir: Path, name: str, resume_from: Path | None, rank: int, launch_dir: Path) -> None:
-    from ftlab.runner import execute
+    from ftlab.runner import execute, models
     from ftlab.runner.methods import METHODS
     from ftlab.runner.methods.base import StageContext
     from ftlab.runner.rundir import RunDir, read_json, write_json
@@ -78,7 +78,7 @@ def _train(run_dir: Path, name: str, resume_from: Path | None, rank: int, launch
         upstream=artifacts.get(stage.from_) if stage.from_ else None,
         data=datasets[stage.data],
         work_dir=run.stage_dir(name),
-        precision=execute.resolve_precision(stage.train.precision),
+        precision=models.resolve_precision(stage.train.precision),
         artifacts=artifacts,
         resume_from=resume_from,
         log=log,

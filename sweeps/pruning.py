@@ -45,8 +45,9 @@ class PruningCallback(TrainerCallback):  # type: ignore[misc]
         record: Path | None = None,
         probe: Callable[[Any, Any], float] | None = None,
         portable: dict[str, Any] | None = None,
+        replay: bool = True,
     ) -> None:
-        self.trial, self.sign, self.record = trial, sign, record
+        self.trial, self.sign, self.record, self.replay = trial, sign, record, replay
         self.probe, self.portable = probe, portable
         self.reported: dict[int, float] = {}  # local step → value
 
@@ -61,7 +62,7 @@ class PruningCallback(TrainerCallback):  # type: ignore[misc]
         import json
 
         known = None
-        if self.trial is not None and self.record is not None and self.record.is_file():
+        if self.replay and self.trial and self.record is not None and self.record.is_file():
             known = json.loads(self.record.read_text())
         for step, value in _from_rank0(known) or []:
             self._report(int(step), float(value), replay=True)
@@ -137,5 +138,9 @@ def worker_pruning(
     spec.search = sweep.spec.search
     measure = objective_probe(spec, datasets) if probe else None
     return PruningCallback(
-        optuna.trial.Trial(study, trial_id), sign, Path(record) if record else None, measure
+        optuna.trial.Trial(study, trial_id),
+        sign,
+        Path(record) if record else None,
+        measure,
+        replay=spec.output.reuse,
     )

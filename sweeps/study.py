@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ftlab.runner.cache import Cache
 from ftlab.runner.spec.errors import Problem, SpecError
 from ftlab.runner.spec.load import Raw, load_raw, validate
 from ftlab.runner.spec.schema import Spec
@@ -306,7 +307,6 @@ def make_objective(sweep: Sweep) -> Any:
 
     from ftlab.runner import execute
     from ftlab.runner.execute import RunStopped
-    from ftlab.sweeps.pruning import PruningCallback
 
     origin = {p.path: sweep.raw.loc(("search", "space", p.path)) for p in sweep.params}
 
@@ -328,37 +328,7 @@ def make_objective(sweep: Sweep) -> Any:
         hashes = execute.stage_hashes(
             spec, spec_dir=sweep.file.parent, model=ref.identity, datasets=datasets
         )
-        objective = sweep.spec.search.objectives[0]
-        # measuring the objective during training costs time: only for a pruner that acts
-        # (without one, the free eval loss is reported, for the dashboard's curves)
-        probe = objective_probe(spec, datasets) if prunes(sweep) else None
-        # pruned-stage records hold values of one signal: key them by it too
-        signal = hashlib.sha256(f"{objective.metric}|{probe is not None}".encode()).hexdigest()
-        pruned_dir = Path(spec.output.dir) / "cache" / "pruned"
-        sign = -1.0 if objective.direction == "maximize" else 1.0
-        judged = judged_stage(spec).name
-
-        def callbacks(stage: Any) -> list[Any]:
-            if sweep.multi or stage.name != judged:
-                return []
-            record = pruned_dir / f"{hashes[stage.name]}-{signal[:8]}.json"
-            # a torchrun stage gets it on its ranks; the probe needs whole weights on rank 0
-            # (DDP), so under FSDP/DeepSpeed a probed trial is not pruned (it trains on)
-            ddp = spec.resources.strategy == "ddp"
-            portable = (
-                {
-                    "spec_file": str(sweep.file.resolve()),
-                    "overrides": sweep.overrides,
-                    "trial_id": trial._trial_id,
-                    "sign": sign,
-                    "record": str(record),
-                    "probe": probe is not None,
-                }
-                if ddp or probe is None
-                else None
-            )
-            return [PruningCallback(trial, sign, record, probe, portable)]
-
+        callbacks = _pruning(sweep, spec, trial, hashes, datasets)
         try:
             result = execute.execute(rd, spec, stage_callbacks=callbacks)
         except RunStopped as exc:  # Pruned here, or a pruned torchrun stage
@@ -376,6 +346,46 @@ def make_objective(sweep: Sweep) -> Any:
         return vals[0] if len(vals) == 1 else vals
 
     return objective
+
+
+def _pruning(
+    sweep: Sweep, spec: Spec, trial: Any, hashes: dict[str, str], datasets: dict[str, Any]
+) -> Callable[[Any], list[Any]]:
+    """The trial's callbacks per stage: a pruner on the stage its objective judges."""
+    from ftlab.sweeps.pruning import PruningCallback
+
+    objective = sweep.spec.search.objectives[0]
+    # measuring the objective during training costs time: only for a pruner that acts
+    # (without one, the free eval loss is reported, for the dashboard's curves)
+    probe = objective_probe(spec, datasets) if prunes(sweep) else None
+    # pruned-stage records hold values of one signal: key them by it too
+    signal = hashlib.sha256(f"{objective.metric}|{probe is not None}".encode()).hexdigest()
+    pruned = Cache.of(spec, "pruned", 1)
+    sign = -1.0 if objective.direction == "maximize" else 1.0
+    judged = judged_stage(spec).name
+
+    def callbacks(stage: Any) -> list[Any]:
+        if sweep.multi or stage.name != judged:
+            return []
+        record = pruned.path(f"{hashes[stage.name]}-{signal[:8]}")
+        # a torchrun stage gets it on its ranks; the probe needs whole weights on rank 0
+        # (DDP), so under FSDP/DeepSpeed a probed trial is not pruned (it trains on)
+        ddp = spec.resources.strategy == "ddp"
+        portable = (
+            {
+                "spec_file": str(sweep.file.resolve()),
+                "overrides": sweep.overrides,
+                "trial_id": trial._trial_id,
+                "sign": sign,
+                "record": str(record),
+                "probe": probe is not None,
+            }
+            if ddp or probe is None
+            else None
+        )
+        return [PruningCallback(trial, sign, record, probe, portable, replay=pruned.enabled)]
+
+    return callbacks
 
 
 def finished(study: Any) -> int:

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 from transformers import TrainerCallback
 
-from ftlab.runner.execute import resolve_precision
 from ftlab.runner.methods import METHODS
+from ftlab.runner.models import resolve_precision
 
 from .helpers import context, tiny_spec
 from .test_runner import SPEC, _run, _spec

@@ -248,3 +248,113 @@ def test_a_dataset_an_eval_reads_besides_data_is_part_of_its_cache_key(
     lines = reference.read_text().splitlines()
     reference.write_text("\n".join(lines[:16]) + "\n")  # half the rows
     assert count() == (4.0, "")  # a new reference dataset: computed anew
+
+
+@pytest.mark.integration
+def test_reuse_false_turns_every_cache_off(
+    gardening: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`output.reuse: false` promised to train and compute everything afresh, but only the
+    stage and reference-log-prob caches obeyed it: evals and generated replies came from
+    the cache. Now every cache helper reads nothing when it is off."""
+    from ftlab.evals import generate
+
+    spec, _ = gardening
+    fresh = tmp_path / "fresh.yaml"
+    fresh.write_text(
+        spec.read_text().replace(
+            f"dir: {spec.parent / 'runs'}", f"dir: {tmp_path / 'runs'}, reuse: false"
+        )
+    )
+    calls: list[int] = []
+    real = generate.generate
+    monkeypatch.setattr(generate, "generate", lambda *a, **k: calls.append(1) or real(*a, **k))
+    for _ in range(2):
+        out = _cli("run", str(fresh), "-v", "base")
+        assert out.exit_code == 0, out.output
+        assert "reusing" not in out.output
+    assert len(calls) == 4  # base and last, generated anew in each run
+    monkeypatch.undo()
+    out = _cli("cache", "ls", "--dir", str(tmp_path / "runs"))
+    assert out.exit_code == 0 and "evals" in out.output and "generations" in out.output
+    cleared = _cli("cache", "clear", "--dir", str(tmp_path / "runs"))
+    assert cleared.exit_code == 0 and "removed" in cleared.output
+    assert not any((tmp_path / "runs" / "cache").glob("*/*"))
+
+
+WORD_COUNT = """
+from pydantic import BaseModel, ConfigDict
+
+from ftlab.evals import EVALS
+from ftlab.evals.base import EvalInput, EvalKind, EvalOutput, Metric, item_id
+
+
+class Params(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    longer_than: int = 3
+
+
+@EVALS.register("long_prompts")
+class LongPrompts(EvalKind):
+    data_formats = ("messages",)
+    params_model = Params
+    headline = "long_rate"
+    needs_model = False
+    item_scores = {"long_rate": "long"}
+
+    def run(self, inp: EvalInput) -> EvalOutput:
+        words = [len(r["messages"][0]["content"].split()) for r in inp.rows]
+        samples = [
+            {"item": item_id(r), "scores": {"long": float(w > inp.params.longer_than)}}
+            for r, w in zip(inp.rows, words)
+        ]
+        rate = sum(s["scores"]["long"] for s in samples) / len(samples)
+        return EvalOutput({"long_rate": Metric(rate, n=len(samples))}, samples)
+"""
+
+
+@pytest.mark.integration
+def test_a_spec_names_its_own_plugin_file_and_every_process_loads_it(tmp_path: Path) -> None:
+    """A user's eval kind in their own file, named by `plugins:` (as Axolotl's), works from
+    the command line in a fresh process; an edited plugin is never answered from the
+    cache; a broken one is a spec error naming `plugins.0`."""
+    import subprocess
+    import sys
+
+    (tmp_path / "plugins").mkdir()
+    plugin = tmp_path / "plugins" / "long_prompts.py"
+    plugin.write_text(WORD_COUNT)
+    _gardening(tmp_path / "tips.jsonl")
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(
+        SPEC.format(data=tmp_path / "tips.jsonl", runs=tmp_path / "runs")
+        .replace("method: tagged_lora", "method: lora")
+        .replace("variants:\n  calm: {stages.tune.train.learning_rate: 1.0e-6}\n", "")
+        .replace(
+            "    kind: reply_length\n    data: tips\n    on: [base, last]\n"
+            "    params: {max_chars: 30, generation: {max_new_tokens: 12}}",
+            "    kind: long_prompts\n    data: tips",
+        )
+        + "plugins: [plugins/long_prompts.py]\n"
+    )
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "ftlab.cli", *args], capture_output=True, text=True
+        )
+
+    first = cli("run", str(spec))
+    assert first.returncode == 0, first.stderr
+    assert "long_rate" in first.stdout
+    plugin.write_text(WORD_COUNT.replace("longer_than: int = 3", "longer_than: int = 9"))
+    second = cli("run", str(spec))
+    assert second.returncode == 0, second.stderr
+    assert "reusing" not in second.stdout  # new plugin code: computed anew
+    plugin.write_text("def broken(:\n")
+    broken = cli("validate", str(spec))
+    assert broken.returncode == 2
+    assert "plugins.0" in broken.stderr and "SyntaxError" in broken.stderr
+    assert "Traceback" not in broken.stderr
+    spec.write_text(spec.read_text().replace("plugins/long_prompts.py", "plugins/nope.py"))
+    missing = cli("validate", str(spec))
+    assert missing.returncode == 2 and "plugins.0" in missing.stderr

@@ -262,7 +262,7 @@ def _run_with_judged_item(runs: Path, variant: str, *, lr: str, win: int) -> Non
     verdict hold markup that ends or opens a <script> element."""
     fixture = ROOT / "tests" / "fixtures" / "run_v1" / "quickstart-base-20261123-104159-e458"
     run = runs / fixture.name.replace("-base-", f"-{variant}-")
-    shutil.copytree(fixture, run)
+    shutil.copytree(fixture, run, ignore=shutil.ignore_patterns("evals"))  # only this eval
     info = json.loads((run / "run.json").read_text())
     (run / "run.json").write_text(json.dumps({**info, "variant": variant, "run_id": run.name}))
     spec = run / "spec.yaml"

@@ -319,3 +319,53 @@ def test_a_key_older_runs_lack_is_not_a_difference(runs: Path) -> None:
     store.sync(runs)
     cmp = compare(runs, [RUN_ID, newer.name])
     assert not any("chat_template" in k or "attn" in k for r in cmp.rows for k in r.params)
+
+
+def test_golden_eval_records_of_format_1_index_with_their_item_scores(runs: Path) -> None:
+    """Eval records written before they carried `item_scores` (and a judge's verdicts as
+    verdict_ab / verdict_ba) still index: each aggregate metric with the per-item score it
+    averages, each verdict with its position — so comparisons of old runs stay paired."""
+    store.sync(runs)
+    scores = {
+        (r["eval"], r["metric"]): r["score"]
+        for r in store.query(runs, "SELECT DISTINCT eval, metric, score FROM eval_results")
+    }
+    assert scores[("prefs", "accuracy")] == "correct"
+    assert scores[("prefs", "accuracy_per_token")] == "correct_per_token"
+    assert scores[("judge", "win_rate")] == "win"
+    verdicts = store.query(
+        runs, "SELECT position, verdict, retried FROM judge_verdicts ORDER BY item, position"
+    )
+    assert [(v["position"], v["verdict"], v["retried"]) for v in verdicts] == [
+        ("ab", "A", False),
+        ("ba", "B", True),
+        ("ab", "B", False),
+        ("ba", "A", True),
+    ]
+    from ftlab.reports.compare import Items
+
+    items = Items.load(runs, [RUN_ID], ["prefs.accuracy"])
+    by_item = items.as_dict("prefs.accuracy", items.of("prefs.accuracy", [RUN_ID]))
+    assert by_item == {"item0": 1.0, "item1": 1.0, "item2": 1.0, "item3": 0.0}  # sft's
+
+
+def test_an_index_of_schema_3_migrates_in_place(tmp_path: Path) -> None:
+    """A DuckDB file written by schema 3 (no eval_results.score) gains the column on the
+    next writing connection, filled with what its rows' metrics meant."""
+    import duckdb
+
+    root = tmp_path / "runs"
+    root.mkdir()
+    old = store.SCHEMA.replace(", score VARCHAR", "")
+    with duckdb.connect(str(root / store.DB_NAME)) as con:
+        con.execute(old)
+        con.execute("INSERT INTO meta VALUES ('schema_version', '3')")
+        con.execute(
+            "INSERT INTO eval_results (run_id, eval, metric, value) VALUES "
+            "('r', 'prefs', 'accuracy', 0.5), ('r', 'ppl', 'loss', 2.0)"
+        )
+    with store.connect(root, write=True) as con:
+        rows = con.execute("SELECT metric, score FROM eval_results ORDER BY metric").fetchall()
+        version = con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+    assert rows == [("accuracy", "correct"), ("loss", "loss")]
+    assert version == (str(store.SCHEMA_VERSION),)

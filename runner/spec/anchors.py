@@ -38,7 +38,12 @@ def anchor_data_paths(raw: Raw, prefix: str) -> list[Problem]:
             problems.append(
                 Problem(where.file, where.line, f"data.{name}.path", expected, *found_hint, prefix)
             )
-    return problems + anchor_reward_modules(raw, prefix) + anchor_template(raw, prefix)
+    return (
+        problems
+        + anchor_reward_modules(raw, prefix)
+        + anchor_template(raw, prefix)
+        + anchor_plugins(raw, prefix)
+    )
 
 
 def anchor_template(raw: Raw, prefix: str) -> list[Problem]:
@@ -82,6 +87,36 @@ def _data_file_problem(candidate: Path, *, written: str) -> tuple[str, str] | No
             "fix the path, or run `python experiments/data/generate.py` for shipped data",
         )
     return None
+
+
+def anchor_plugins(raw: Raw, prefix: str) -> list[Problem]:
+    """`plugins:` files: absolute, relative to the declaring file; they must exist."""
+    from ftlab.runner.plugins import is_file
+
+    problems: list[Problem] = []
+    entries = raw.data.get("plugins")
+    for i, entry in enumerate(entries if isinstance(entries, list) else []):
+        if not isinstance(entry, str) or not is_file(entry):
+            continue
+        where = raw.loc(("plugins", i))
+        base = Path(where.file).parent if Path(where.file).is_file() else Path.cwd()
+        candidate = Path(entry).expanduser()
+        candidate = candidate if candidate.is_absolute() else base / candidate
+        if candidate.is_file():
+            entries[i] = str(candidate.resolve())
+        else:
+            problems.append(
+                Problem(
+                    where.file,
+                    where.line,
+                    f"plugins.{i}",
+                    f"a Python file of plugins (relative to {base})",
+                    entry,
+                    "fix the path, or give an importable module name",
+                    prefix,
+                )
+            )
+    return problems
 
 
 def anchor_reward_modules(raw: Raw, prefix: str) -> list[Problem]:

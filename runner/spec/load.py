@@ -50,6 +50,8 @@ def validate(raw: Raw, prefix: str = "") -> Spec:
     if secrets_found:  # nothing else is checked (or echoed) until they are gone
         raise SpecError(secrets_found)
     path_problems = anchor_data_paths(raw, prefix) + stage_refs(raw, prefix)
+    if not any(p.path.startswith("plugins") for p in path_problems):
+        path_problems += _load_plugins(raw, prefix)
     try:
         spec = Spec.model_validate(raw.data)
     except ValidationError as exc:
@@ -58,6 +60,31 @@ def validate(raw: Raw, prefix: str = "") -> Spec:
     if problems:
         raise SpecError(problems)
     return spec
+
+
+def _load_plugins(raw: Raw, prefix: str) -> list[Problem]:
+    """Import the spec's `plugins:` (their registrations must exist before the checks)."""
+    from ftlab.runner import plugins
+
+    problems = []
+    entries = raw.data.get("plugins")
+    for i, entry in enumerate(entries if isinstance(entries, list) else []):
+        try:
+            plugins.load([str(entry)])
+        except Exception as exc:  # noqa: BLE001 - any failure of a user's file is reported
+            where = raw.loc(("plugins", i))
+            problems.append(
+                Problem(
+                    where.file,
+                    where.line,
+                    f"plugins.{i}",
+                    "a plugin file or module that imports",
+                    f"{type(exc).__name__}: {exc}",
+                    "fix the plugin (run `python FILE` to see the full error)",
+                    prefix,
+                )
+            )
+    return problems
 
 
 # ---------------------------------------------------------------- entry points

@@ -9,26 +9,18 @@ from __future__ import annotations
 import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from ftlab.runner.optimizers import names as optim_names
 from ftlab.runner.registry import did_you_mean
+from ftlab.runner.spec.resources import ResourcesSpec
+from ftlab.runner.spec.strict import Strict
 
 DataFormat = Literal[
     "messages", "sharegpt", "alpaca", "prompt_completion", "preference", "unpaired", "prompts"
 ]
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
 NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")  # experiment, stage, eval, variant names
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(
-        extra="forbid",
-        use_attribute_docstrings=True,
-        validate_default=True,
-        frozen=False,
-        allow_inf_nan=False,  # `.inf` / `.nan` are never a setting
-    )
 
 
 class ModelSpec(Strict):
@@ -377,59 +369,6 @@ class TrackingSpec(Strict):
     """Weights & Biases settings."""
 
 
-class FsdpSpec(Strict):
-    """FSDP options (strategy: fsdp)."""
-
-    sharding: Literal["full_shard", "shard_grad_op"] = "full_shard"
-    """FSDP2: `full_shard` re-shards parameters after the forward pass (ZeRO-3-like, least
-    memory); `shard_grad_op` keeps them gathered until the backward pass (ZeRO-2-like)."""
-    auto_wrap: Literal["transformer", "size", "none"] = "transformer"
-    """Wrap each transformer block (the model's `_no_split_modules`), by parameter count,
-    or not at all."""
-    min_params: int = Field(100_000_000, ge=1)
-    """Smallest wrapped module for `auto_wrap: size`."""
-    activation_checkpointing: bool = False
-    """Recompute activations in the backward pass (FSDP's own checkpointing)."""
-    cpu_offload: bool = False
-    """Keep sharded parameters on the CPU between uses."""
-
-
-class DeepSpeedSpec(Strict):
-    """DeepSpeed ZeRO options (strategy: deepspeed)."""
-
-    stage: Literal[1, 2, 3] = 2
-    """ZeRO stage: 1 shards optimizer state, 2 adds gradients, 3 adds parameters."""
-    offload_optimizer: bool = False
-    """Optimizer state in CPU memory."""
-    offload_params: bool = False
-    """Parameters in CPU memory (stage 3 only)."""
-
-
-class ResourcesSpec(Strict):
-    """Where a stage trains: processes (GPUs) per node, nodes, and the parallel strategy.
-    More than one process launches each stage through torchrun; the strategy's settings
-    go to the trainer (FSDP) or to a DeepSpeed config written into the run directory."""
-
-    processes: int = Field(1, ge=1)
-    """Processes per node (one per GPU; on a CPU-only machine, CPU processes with gloo)."""
-    nodes: int = Field(1, ge=1)
-    """Machines taking part; start `ftlab run` on each with its `--node-rank`."""
-    node_rank: int = Field(0, ge=0)
-    """This machine's rank among `nodes` (0 = the main node, which writes the run files)."""
-    main_address: str = ""
-    """`host:port` of node 0 for multi-node runs (torchrun's rendezvous)."""
-    strategy: Literal["ddp", "fsdp", "deepspeed"] = "ddp"
-    """Data parallel (a full replica per process), FSDP, or DeepSpeed ZeRO."""
-    fsdp: FsdpSpec = FsdpSpec()
-    """FSDP settings."""
-    deepspeed: DeepSpeedSpec = DeepSpeedSpec()
-    """DeepSpeed settings."""
-
-    @property
-    def world_size(self) -> int:
-        return self.processes * self.nodes
-
-
 class OutputSpec(Strict):
     """Where results go."""
 
@@ -439,8 +378,9 @@ class OutputSpec(Strict):
     keep_checkpoints: bool = False
     """Keep intermediate trainer checkpoints after a stage finishes."""
     reuse: bool = True
-    """Reuse finished stages with the same inputs and DPO reference log-probs from the
-    cache (`false`: train and compute everything afresh)."""
+    """Read ftlab's cache (`<dir>/cache/`): finished stages with the same inputs, eval
+    results, generated replies, judge calls, DPO reference log-probs, pruned-stage
+    records (`false`: train and compute everything afresh). `ftlab cache ls | clear`."""
 
 
 class Spec(Strict):
@@ -457,6 +397,11 @@ class Spec(Strict):
     """Seed for data splits, initialisation and training."""
     model: ModelSpec = ModelSpec()
     """Base model."""
+    plugins: list[str] = []
+    """Your own methods, eval kinds and reward functions: Python files (relative to this
+    spec) or importable module names, imported before the spec is checked; each registers
+    with `METHODS.register` / `EVALS.register` / `@reward` (see README, Plugins). Their
+    code is part of every stage hash and eval identity."""
     data: dict[str, DataSource] = {}
     """Named datasets; stages refer to them by name (`data: sft`)."""
     stages: list[StageSpec] = Field(min_length=1)

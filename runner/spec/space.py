@@ -57,62 +57,11 @@ def parse(spec: Spec | None, raw: Raw) -> list[Param]:
     search = raw.data.get("search")
     space = search.get("space") if isinstance(search, dict) else None
     for key, entry in (space if isinstance(space, dict) else {}).items():
-        when: tuple[tuple[str, tuple[Any, ...]], ...] = ()
-        if isinstance(entry, dict) and "when" in entry:
-            cond = entry["when"]
-            if not isinstance(cond, dict) or not cond:
-                bad(key, "when: {other.path: value or [values]}", cond)
-                continue
-            when = tuple(
-                (str(k), tuple(v) if isinstance(v, list) else (v,)) for k, v in cond.items()
-            )
-            entry = {k: v for k, v in entry.items() if k != "when"}
-        if isinstance(entry, dict) and set(entry) == {"value"}:  # a fixed value, even a list
-            params.append(Param(key, "fixed", value=entry["value"], when=when))
-        elif isinstance(entry, list) or (isinstance(entry, dict) and set(entry) == {"choices"}):
-            choices = entry if isinstance(entry, list) else entry["choices"]
-            if not choices:
-                bad(key, "a non-empty list of choices", choices)
-                continue
-            params.append(Param(key, "categorical", choices=tuple(choices), when=when))
-        elif isinstance(entry, dict):
-            extra = set(entry) - {"low", "high", "log", "step"}
-            if extra or "low" not in entry or "high" not in entry:
-                bad(key, "{low, high} with optional log, step (or a list of choices)", entry)
-                continue
-            low, high = entry["low"], entry["high"]
-            if not all(isinstance(v, int | float) for v in (low, high)) or low >= high:
-                bad(key, "numbers with low < high", f"low={low}, high={high}")
-                continue
-            is_int = all(isinstance(v, int) and not isinstance(v, bool) for v in (low, high))
-            if entry.get("log") and low <= 0:
-                bad(key, "low > 0 for a log scale", low)
-                continue
-            step = entry.get("step")
-            if step is not None and (
-                not isinstance(step, int | float)
-                or isinstance(step, bool)
-                or not 0 < step <= high - low
-                or (is_int and not isinstance(step, int))
-            ):
-                bad(key, f"a step > 0 and at most high - low ({high - low})", step)
-                continue
-            if step is not None and entry.get("log"):
-                bad(key, "either log or step (Optuna takes one or the other)", entry)
-                continue
-            params.append(
-                Param(
-                    key,
-                    "int" if is_int else "float",
-                    low=low,
-                    high=high,
-                    log=bool(entry.get("log", False)),
-                    step=entry.get("step"),
-                    when=when,
-                )
-            )
+        param = _param(key, entry)
+        if isinstance(param, Param):
+            params.append(param)
         else:
-            params.append(Param(key, "fixed", value=entry, when=when))
+            bad(key, *param)
     if problems:
         raise SpecError(problems)
     paths = [p.path for p in params]
@@ -124,6 +73,59 @@ def parse(spec: Spec | None, raw: Raw) -> list[Param]:
         raise SpecError(problems)
     _check_paths(raw, params)
     return params
+
+
+def _param(key: str, entry: Any) -> Param | tuple[str, Any]:
+    """One entry of the space, or (what was expected, what was found)."""
+    when: tuple[tuple[str, tuple[Any, ...]], ...] = ()
+    if isinstance(entry, dict) and "when" in entry:
+        cond = entry["when"]
+        if not isinstance(cond, dict) or not cond:
+            return "when: {other.path: value or [values]}", cond
+        when = tuple((str(k), tuple(v) if isinstance(v, list) else (v,)) for k, v in cond.items())
+        entry = {k: v for k, v in entry.items() if k != "when"}
+    if isinstance(entry, dict) and set(entry) == {"value"}:  # a fixed value, even a list
+        return Param(key, "fixed", value=entry["value"], when=when)
+    if isinstance(entry, list) or (isinstance(entry, dict) and set(entry) == {"choices"}):
+        choices = entry if isinstance(entry, list) else entry["choices"]
+        if not choices:
+            return "a non-empty list of choices", choices
+        return Param(key, "categorical", choices=tuple(choices), when=when)
+    if isinstance(entry, dict):
+        return _range(key, entry, when)
+    return Param(key, "fixed", value=entry, when=when)
+
+
+def _range(key: str, entry: dict[str, Any], when: Any) -> Param | tuple[str, Any]:
+    """`{low, high}` with an optional `log` or `step`, as Optuna takes them."""
+    extra = set(entry) - {"low", "high", "log", "step"}
+    if extra or "low" not in entry or "high" not in entry:
+        return "{low, high} with optional log, step (or a list of choices)", entry
+    low, high = entry["low"], entry["high"]
+    if not all(isinstance(v, int | float) for v in (low, high)) or low >= high:
+        return "numbers with low < high", f"low={low}, high={high}"
+    is_int = all(isinstance(v, int) and not isinstance(v, bool) for v in (low, high))
+    if entry.get("log") and low <= 0:
+        return "low > 0 for a log scale", low
+    step = entry.get("step")
+    if step is not None and (
+        not isinstance(step, int | float)
+        or isinstance(step, bool)
+        or not 0 < step <= high - low
+        or (is_int and not isinstance(step, int))
+    ):
+        return f"a step > 0 and at most high - low ({high - low})", step
+    if step is not None and entry.get("log"):
+        return "either log or step (Optuna takes one or the other)", entry
+    return Param(
+        key,
+        "int" if is_int else "float",
+        low=low,
+        high=high,
+        log=bool(entry.get("log", False)),
+        step=step,
+        when=when,
+    )
 
 
 _MISSING = object()

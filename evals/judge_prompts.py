@@ -1,0 +1,84 @@
+"""What the judge is asked and how its answers are read: the prompt templates, the rubric
+file, and the strict verdict parser (one line, no guessing)."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+from ftlab.evals.backends import BackendError
+from ftlab.evals.base import EvalError
+
+TEMPLATE_VERSION = 1  # part of the cache key: bump when a template below changes
+
+PAIRWISE = """You are an impartial judge comparing two replies to the same customer message.
+{rubric}
+
+Customer message:
+{prompt}
+
+Reply A:
+{a}
+
+Reply B:
+{b}
+
+Which reply meets the criteria better? Answer with exactly one line and nothing else:
+Verdict: A
+Verdict: B
+Verdict: tie"""
+
+SINGLE = """You are an impartial judge scoring a reply to a customer message.
+{rubric}
+
+Customer message:
+{prompt}
+
+Reply:
+{a}
+{reference}
+Score the reply from 1 to 10. Answer with exactly one line and nothing else:
+Score: <1-10>"""
+
+REMINDER = {
+    "pairwise": "Your answer did not follow the format. Reply with exactly one line: "
+    "Verdict: A, Verdict: B or Verdict: tie.",
+    "single": "Your answer did not follow the format. Reply with exactly one line: "
+    "Score: followed by a whole number from 1 to 10.",
+}
+VERDICT = re.compile(r"^\s*verdict:\s*(a|b|tie)\s*\.?\s*$", re.IGNORECASE | re.MULTILINE)
+SCORE = re.compile(r"^\s*score:\s*(10|[1-9])\s*(/\s*10)?\s*\.?\s*$", re.IGNORECASE | re.MULTILINE)
+
+
+def rubric_text(name: str, base_dir: Path) -> str:
+    """The rubric as text for the judge prompt, from `rubrics/<name>.yaml` or a path."""
+    from ruamel.yaml import YAML
+
+    path = Path(name)
+    candidates = [base_dir / path, base_dir / "rubrics" / f"{name}.yaml", path]
+    found = next((c for c in candidates if c.is_file()), None)
+    if found is None:
+        raise EvalError(
+            f"no rubric '{name}': looked for {', '.join(str(c) for c in candidates[:2])}; "
+            "write one (see experiments/rubrics/support_reply.yaml)"
+        )
+    data = YAML(typ="safe", pure=True).load(found.read_text())
+    if not isinstance(data, dict) or not isinstance(data.get("criteria"), list):
+        raise EvalError(f"{found}: a rubric needs a criteria: list (and description, scale)")
+    lines = [f"Context: {data.get('description', '')}", "Criteria:"]
+    lines += [f"- {c}" if isinstance(c, str) else f"- {json.dumps(c)}" for c in data["criteria"]]
+    if data.get("scale"):
+        lines.append(f"Scale: {data['scale']}")
+    return "\n".join(lines)
+
+
+def _parse(answer: str | BackendError, pattern: re.Pattern[str]) -> str:
+    if isinstance(answer, BackendError):
+        return "error"
+    found = pattern.findall(answer)
+    values = {(f[0] if isinstance(f, tuple) else f).lower() for f in found}
+    if len(values) != 1:  # none, or contradictory lines: never guess
+        return "unparsable"
+    value = values.pop()
+    return {"a": "A", "b": "B"}.get(value, value)
