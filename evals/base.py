@@ -75,7 +75,8 @@ class NoParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-# (path under the eval's entry, what was expected, what was found, the fix)
+# (path under the eval's entry, e.g. ("params", "against"); what was expected; what was
+# found; the fix)
 Problem = tuple[tuple[Any, ...], str, str, str]
 
 

@@ -175,7 +175,7 @@ class JudgeEval(EvalKind):
         if isinstance(against, str) and against not in options:
             problems.append(
                 (
-                    ("against",),
+                    ("params", "against"),
                     f"base, reference, or a policy stage ({', '.join(policy)})",
                     against,
                     did_you_mean(against, options).strip(),
@@ -187,7 +187,7 @@ class JudgeEval(EvalKind):
             if source is None or source.format != "preference" or not source.val_fraction:
                 problems.append(
                     (
-                        ("calibration",),
+                        ("params", "calibration"),
                         "a preference dataset under data: with val_fraction > 0 (its "
                         "held-out pairs are the human judgements)",
                         calibration

@@ -143,14 +143,7 @@ def cross_check(raw: Raw, spec: Spec, prefix: str) -> list[Problem]:
                 f"{', '.join(method.data_formats)} for method {stage.method}",
                 f"'{stage.data}' ({fmt})",
             )
-        try:
-            method.params_model.model_validate(stage.params)
-        except ValidationError as exc:
-            for p in _params_problems(exc, method.params_model, ("stages", i, "params")):
-                add(*p)
-        else:
-            for where, *rest in method.check(stage, spec):
-                add(("stages", i, *where), *rest)
+        _plugin_problems(method, stage.params, ("stages", i), add, stage, spec)
         parallel = spec.resources.world_size > 1 or spec.resources.strategy != "ddp"
         if not method.distributed and parallel:
             add(
@@ -302,14 +295,22 @@ def _check_evals(spec: Spec, add: Any) -> None:
         _eval_targets(spec, i, ev, add)
         kind = EVALS.get(ev.kind)
         _eval_data(spec, i, ev, kind, add)
-        try:
-            kind.params_model.model_validate(ev.params)
-        except ValidationError as exc:
-            for p in _params_problems(exc, kind.params_model, ("evals", i, "params")):
-                add(*p)
-        else:
-            for where, *rest in kind.check(ev.params, spec):
-                add(("evals", i, "params", *where), *rest)
+        _plugin_problems(kind, ev.params, ("evals", i), add, ev.params, spec)
+
+
+def _plugin_problems(
+    plugin: Any, params: dict[str, Any], at: PathT, add: Any, *check_args: Any
+) -> None:
+    """A method's or eval kind's `params:` against its params model, then (when they are
+    valid) its own cross-checks, whose paths are under the plugin's entry (`at`)."""
+    try:
+        plugin.params_model.model_validate(params)
+    except ValidationError as exc:
+        for p in _params_problems(exc, plugin.params_model, (*at, "params")):
+            add(*p)
+    else:
+        for where, *rest in plugin.check(*check_args):
+            add((*at, *where), *rest)
 
 
 def _eval_targets(spec: Spec, i: int, ev: Any, add: Any) -> None:
