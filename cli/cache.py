@@ -61,4 +61,7 @@ def clear(
         )
         raise typer.Exit(2)
     files, freed = clear_cache(runs_dir / "cache", namespace=namespace, older_than_days=older_than)
-    console.print(f"removed {files:,} cache file(s), {fmt_mb(freed / 2**20)}")
+    if not files:
+        console.print("nothing to remove")
+        return
+    console.print(f"removed {files:,} cache file(s), {fmt_mb(max(freed / 2**20, 1))}")

@@ -37,21 +37,30 @@ def validate(files: Annotated[list[Path], typer.Argument(help="Spec files.")]) -
 
 
 @app.command()
-def schema() -> None:
+def schema(
+    spec: Annotated[
+        Path | None, typer.Option("--spec", help="Include the plugins this spec names.")
+    ] = None,
+) -> None:
     """Print the spec's JSON Schema, every method's and eval kind's params included (for
     editor completion and documentation)."""
     from ftlab.runner.spec.jsonschema import json_schema
 
+    _load_plugins(spec)
     print(json.dumps(json_schema(), indent=2))
 
 
 @app.command()
 def methods(
     name: Annotated[str, typer.Argument(help="A method: print its params.")] = "",
+    spec: Annotated[
+        Path | None, typer.Option("--spec", help="Include the plugins this spec names.")
+    ] = None,
 ) -> None:
     """List the registered training methods, or one method's params."""
     from ftlab.runner.methods import METHODS
 
+    _load_plugins(spec)
     if name:
         _describe(METHODS, name, lambda m: f"data: {', '.join(m.data_formats)}")
         return
@@ -62,9 +71,14 @@ def methods(
 @app.command("evals")
 def evals_cmd(
     name: Annotated[str, typer.Argument(help="An eval kind: print its params.")] = "",
+    spec: Annotated[
+        Path | None, typer.Option("--spec", help="Include the plugins this spec names.")
+    ] = None,
 ) -> None:
     """List the registered eval kinds, or one kind's params."""
     from ftlab.evals import EVALS
+
+    _load_plugins(spec)
 
     def line(kind: Any) -> str:
         return f"data: {', '.join(kind.data_formats) or 'none'}   headline: {kind.headline}"
@@ -74,6 +88,27 @@ def evals_cmd(
         return
     for name, kind in EVALS.items():
         console.print(f"{name:15} {line(kind)}")
+
+
+def _type_name(annotation: Any) -> str:
+    """`int`, `Literal['a', 'b']`, `list[str]`: as a user writes it."""
+    import typing
+
+    if typing.get_args(annotation) or not hasattr(annotation, "__name__"):
+        return str(annotation).replace("typing.", "").replace("ftlab.", "")
+    return str(annotation.__name__)
+
+
+def _load_plugins(spec: Path | None) -> None:
+    """Import the plugins a spec names (checking the spec as `validate` does)."""
+    if spec is None:
+        return
+    from ftlab.runner.spec.load import load_spec
+
+    try:
+        load_spec(spec)
+    except Exception as exc:  # noqa: BLE001
+        fail(exc)
 
 
 def _describe(registry: Any, name: str, line: Any) -> None:
@@ -90,7 +125,7 @@ def _describe(registry: Any, name: str, line: Any) -> None:
         default = (
             "required" if f.is_required() else f"= {f.get_default(call_default_factory=True)!r}"
         )
-        kind = getattr(f.annotation, "__name__", None) or str(f.annotation).replace("typing.", "")
+        kind = _type_name(f.annotation)
         console.print(f"  params.{f.alias or key}: {kind} {default}", markup=False, highlight=False)
         if f.description:
             console.print(f"      {f.description}", markup=False, highlight=False)

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from ftlab.evals import EVALS
 from ftlab.evals.base import EvalInput
+from ftlab.runner import plugins
 from ftlab.runner.cache import Cache
 from ftlab.runner.rundir import RunDir, read_json, write_json, write_text
 
@@ -98,6 +99,7 @@ def run_evals(
                 *targets(spec, ev),
                 against[ev.key],
             ):
+                run.set_status(stage=f"eval {ev.key} ({target}): generating")
                 job.replies[(target, ev.key)] = _replies(
                     ev, model, eval_rows(ev, datasets), identity[target], spec
                 )
@@ -159,7 +161,7 @@ def _evaluate(
     params = kind.params_model.model_validate(ev.params)
     extra = {role: job.datasets[name] for role, name in kind.datasets(params).items()}
     data_hash = job.datasets[ev.data].content_hash if ev.data else ""
-    data_hash += kind.fingerprint(params, job.spec_dir)
+    data_hash += kind.fingerprint(params, job.spec_dir) + plugins.code_hash(kind)
     data_hash += "".join(f"{role}:{d.content_hash}" for role, d in sorted(extra.items()))
     if against:
         data_hash += job.identity[against]
@@ -252,7 +254,8 @@ def _replies(
     from ftlab.evals.generate import GenerationParams, generate
 
     kind = EVALS.get(ev.kind)
-    gen = getattr(kind.params_model.model_validate(ev.params), "generation", GenerationParams())
+    given = getattr(kind.params_model.model_validate(ev.params), "generation", None)
+    gen = GenerationParams.model_validate(given or {})
     cache = Cache.of(spec, "generations", GENERATION_CACHE_VERSION)
     key = cache.key(identity, rows, gen.model_dump())
     known = cache.get(key)

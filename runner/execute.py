@@ -59,10 +59,6 @@ def model_identity(spec: Spec, identity: str) -> str:
         settings["attn_implementation"] = m.attn_implementation
     if m.dtype != "auto":
         settings["dtype"] = m.dtype
-    if spec.plugins:  # a user's method or eval kind: its code is part of what it computes
-        from ftlab.runner import plugins
-
-        settings["plugins"] = plugins.fingerprint(spec.plugins)
     if not settings:
         return identity
     blob = json.dumps(settings, sort_keys=True).encode()
@@ -80,7 +76,7 @@ def stage_hashes(
             "model": model_identity(spec, model),
             "seed": spec.seed,
             "data": datasets[stage.data].content_hash,
-            "stage": METHODS.get(stage.method).hash_inputs(stage),
+            "stage": _stage_inputs(stage),
             "upstream": hashes[stage.from_] if stage.from_ else "",
             "depends": {d: hashes[d] for d in stage.depends_on() if d != stage.from_},
         }
@@ -94,6 +90,17 @@ def stage_hashes(
         blob = json.dumps(payload, sort_keys=True).encode()
         hashes[stage.name] = hashlib.sha256(blob).hexdigest()[:20]
     return hashes
+
+
+def _stage_inputs(stage: StageSpec) -> dict[str, Any]:
+    """What the stage's method reads, plus its code when it is a user's plugin."""
+    from ftlab.runner import plugins
+
+    method = METHODS.get(stage.method)
+    inputs = method.hash_inputs(stage)
+    if code := plugins.code_hash(method):
+        inputs["plugin_code"] = code
+    return inputs
 
 
 def new_run_id(experiment: str, variant: str) -> str:

@@ -5,8 +5,10 @@ as Axolotl's `plugins:` does; importing one runs its decorators (`METHODS.regist
 `EVALS.register`, `@reward`), so every process that loads the spec — `ftlab run`, each
 torchrun rank, each sweep worker, `ftlab eval` later — has them. A file is executed once
 per content: a second run, variant or trial that names it finds its plugins registered;
-an edited file is executed again and replaces them. The files' contents are part of every
-stage hash and eval identity (`fingerprint`), so an edited plugin never reuses a result.
+an edited file is executed again and replaces them. The file that defines a stage's
+method, an eval's kind or a reward function enters that stage's hash or that eval's
+cache key (`code_hash`), so an edited plugin never reuses a result, and an edit to an
+eval kind does not retrain the stages.
 """
 
 from __future__ import annotations
@@ -50,18 +52,17 @@ def load(entries: list[str]) -> None:
             importlib.import_module(entry)
 
 
-def fingerprint(entries: list[str]) -> str:
-    """A hash of the plugins' code ('' without plugins: older hashes stay as they were)."""
-    if not entries:
+def code_hash(obj: object) -> str:
+    """A hash of the file that defines a method, eval kind or reward function, when it is
+    not one of ftlab's own ('' for those: their hashes stay as they were)."""
+    cls = (
+        obj
+        if isinstance(obj, type) or callable(obj) and not hasattr(obj, "__dict__")
+        else type(obj)
+    )
+    module = sys.modules.get(getattr(obj, "__module__", None) or cls.__module__)
+    name = getattr(module, "__name__", "")
+    file = getattr(module, "__file__", None)
+    if name.startswith("ftlab.") or not file or not Path(file).is_file():
         return ""
-    h = hashlib.sha256()
-    for entry in entries:
-        path = Path(entry) if is_file(entry) else _module_file(entry)
-        h.update(entry.encode())
-        h.update(path.read_bytes() if path is not None and path.is_file() else b"")
-    return h.hexdigest()[:16]
-
-
-def _module_file(name: str) -> Path | None:
-    spec = importlib.util.find_spec(name)
-    return Path(spec.origin) if spec and spec.origin else None
+    return hashlib.sha256(Path(file).read_bytes()).hexdigest()[:16]

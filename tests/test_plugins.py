@@ -349,7 +349,10 @@ def test_a_spec_names_its_own_plugin_file_and_every_process_loads_it(tmp_path: P
     plugin.write_text(WORD_COUNT.replace("longer_than: int = 3", "longer_than: int = 9"))
     second = cli("run", str(spec))
     assert second.returncode == 0, second.stderr
-    assert "reusing" not in second.stdout  # new plugin code: computed anew
+    assert "reusing cached lora artifact" in second.stdout  # an eval's code: no retraining
+    assert "reusing the result" not in second.stdout  # new plugin code: computed anew
+    listed = cli("evals", "long_prompts", "--spec", str(spec))
+    assert listed.returncode == 0 and "params.longer_than: int = 9" in listed.stdout
     plugin.write_text("def broken(:\n")
     broken = cli("validate", str(spec))
     assert broken.returncode == 2

@@ -253,6 +253,12 @@ def test_schema_command_prints_json_schema() -> None:
     bad = [e.message for e in check.iter_errors(spec({"betta": 0.2}, {"rubrik": "x"}))]
     assert any("'betta'" in m for m in bad) and any("'rubrik'" in m for m in bad), bad
     assert "Completions sampled per prompt" in json.dumps(schema)  # grpo's docstrings
+    # a new user's editor flagged `model: tiny` in every shipped spec
+    from ftlab.runner.spec.load import load_raw
+
+    for path in sorted((EXPERIMENTS).glob("*.yaml")):
+        errors = [e.message for e in check.iter_errors(load_raw(path).data)]
+        assert not errors, (path.name, errors)
 
 
 _MUTATIONS = st.lists(

@@ -69,7 +69,16 @@ def rollout_inputs(stage: Any) -> dict[str, Any]:
     the content of its reward module (an edited reward function trains anew)."""
     import hashlib
 
+    from ftlab.runner import plugins, rewards
+
     inputs = stage_inputs(stage, adapter=LORA_KEYS)
+    code = {
+        r["name"]: plugins.code_hash(rewards.REWARDS.get(r["name"]))
+        for r in stage.params.get("rewards", [])
+        if isinstance(r, dict) and r.get("name") in rewards.REWARDS
+    }
+    if any(code.values()):  # reward functions from a user's plugin file
+        inputs["reward_code"] = code
     module = stage.params.get("reward_module")
     if isinstance(module, str) and module and Path(module).is_file():
         inputs["reward_module_sha256"] = hashlib.sha256(Path(module).read_bytes()).hexdigest()

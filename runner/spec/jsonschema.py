@@ -14,11 +14,18 @@ from ftlab.runner.spec.schema import Spec
 
 
 def json_schema() -> dict[str, Any]:
+    """Every registered plugin's params (load a spec's `plugins:` first to include them)."""
     from ftlab.evals import EVALS
     from ftlab.runner.methods import METHODS
 
     schema = Spec.model_json_schema(by_alias=True)
     defs = schema["$defs"]
+    props = schema["properties"]
+    # what the loader accepts besides the models' shapes: `model: tiny`, `extends: base.yaml`
+    props["model"] = {"anyOf": [{"type": "string"}, {"$ref": "#/$defs/ModelSpec"}]}
+    props["extends"] = {"anyOf": [{"type": "string"}, props["extends"]]}
+    for key in ("variants", "data", "evals", "extends"):  # left empty in YAML: none
+        props[key] = {"anyOf": [props[key], {"type": "null"}]}
     for entry, key, registry in (("StageSpec", "method", METHODS), ("EvalSpec", "kind", EVALS)):
         cases = []
         for name, plugin in registry.items():

@@ -80,7 +80,9 @@ def _load_plugins(raw: Raw, prefix: str) -> list[Problem]:
                     f"plugins.{i}",
                     "a plugin file or module that imports",
                     f"{type(exc).__name__}: {exc}",
-                    "fix the plugin (run `python FILE` to see the full error)",
+                    f"fix the plugin (`python {entry}` shows the full error)"
+                    if str(entry).endswith(".py")
+                    else f"fix the plugin (`python -c 'import {entry}'` shows the full error)",
                     prefix,
                 )
             )

@@ -400,8 +400,8 @@ class Spec(Strict):
     plugins: list[str] = []
     """Your own methods, eval kinds and reward functions: Python files (relative to this
     spec) or importable module names, imported before the spec is checked; each registers
-    with `METHODS.register` / `EVALS.register` / `@reward` (see README, Plugins). Their
-    code is part of every stage hash and eval identity."""
+    with `METHODS.register` / `EVALS.register` / `@reward` (see README, Plugins). The file
+    that defines a stage's method, an eval's kind or a reward is part of its hash."""
     data: dict[str, DataSource] = {}
     """Named datasets; stages refer to them by name (`data: sft`)."""
     stages: list[StageSpec] = Field(min_length=1)
