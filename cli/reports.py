@@ -15,6 +15,13 @@ from rich.table import Table
 from ftlab.cli.app import RunsDir, TableOutput, app, console, err
 from ftlab.reports.units import fmt_mb, fmt_num, fmt_s
 
+AllRuns = Annotated[
+    bool,
+    typer.Option(
+        "--all",
+        help="Every run of the experiments named, not only the latest per variant and seed.",
+    ),
+]
 Refs = Annotated[
     list[str] | None,
     typer.Argument(
@@ -52,6 +59,7 @@ def compare_cmd(
     ci: Annotated[
         str, typer.Option(help="stored (each eval's own) | percentile | bca (from the items)")
     ] = "stored",
+    all_runs: AllRuns = False,
     runs_dir: RunsDir = Path("runs"),
 ) -> None:
     """Compare runs: each metric with its 95% interval, the difference from a baseline with
@@ -59,7 +67,7 @@ def compare_cmd(
     from ftlab.reports.compare import CompareError, compare
 
     try:
-        cmp = compare(runs_dir, refs, metrics=metric, baseline=baseline, ci=ci)
+        cmp = compare(runs_dir, refs, metrics=metric, baseline=baseline, ci=ci, all_runs=all_runs)
     except CompareError as exc:
         err.print(f"error: {exc}", markup=False, highlight=False)
         raise typer.Exit(2) from None
@@ -198,6 +206,7 @@ def report_cmd(
     baseline: Annotated[
         str | None, typer.Option(help="Run id / row label to compare with (default: first).")
     ] = None,
+    all_runs: AllRuns = False,
     runs_dir: RunsDir = Path("runs"),
 ) -> None:
     """Write one self-contained HTML report: leaderboard with intervals and paired tests,
@@ -207,7 +216,7 @@ def report_cmd(
     from ftlab.reports.compare import CompareError
 
     try:
-        path = html.write(runs_dir, refs, out, baseline=baseline)
+        path = html.write(runs_dir, refs, out, baseline=baseline, all_runs=all_runs)
     except CompareError as exc:
         err.print(f"error: {exc}", markup=False, highlight=False)
         raise typer.Exit(2) from None

@@ -8,10 +8,8 @@ larger than the seed spread is flagged, whatever the per-item test says.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from ftlab.reports import stats, store
+from ftlab.reports.items import Items
 
 STAGE_METRICS = ("eval_loss", "train_loss")  # of the run's last stage; lower is better
 IGNORED_KEYS = ("name", "seed", "output", "tracking", "search", "description", "variants")
@@ -105,9 +104,13 @@ def _recipe(spec_json: str) -> dict[str, Any]:
     return {k: v for k, v in _flatten(spec).items() if k.split(".")[0] not in IGNORED_KEYS}
 
 
-def select_runs(root: Path, refs: list[str], con: Any = None) -> list[dict[str, Any]]:
+def select_runs(
+    root: Path, refs: list[str], con: Any = None, *, all_runs: bool = True
+) -> list[dict[str, Any]]:
     """Runs named by id (or a unique id prefix), experiment or sweep study; none → the
-    latest experiment's runs. Ordered by creation."""
+    latest experiment's runs. Ordered by creation. Without `all_runs`, an experiment or
+    study gives its latest run per variant and seed (a completed one when there is one);
+    runs named by id are always kept."""
     sql = (
         "SELECT run_id, experiment, variant, state, created, wall_time_s, spec_json, study,"
         " trial, seed FROM runs ORDER BY created"
@@ -118,10 +121,12 @@ def select_runs(root: Path, refs: list[str], con: Any = None) -> list[dict[str, 
     if not refs:
         latest = runs[-1]
         key = "study" if latest.get("study") else "experiment"
-        return [r for r in runs if r[key] == latest[key]]
+        group = [r for r in runs if r[key] == latest[key]]
+        return group if all_runs else _latest(group)
     picked: list[dict[str, Any]] = []
     for ref in refs:
         hit = [r for r in runs if ref in (r["experiment"], r["study"])]
+        hit = hit if all_runs else _latest(hit)
         if not hit:
             hit = [r for r in runs if r["run_id"].startswith(ref)]
             if len(hit) > 1:
@@ -136,13 +141,24 @@ def select_runs(root: Path, refs: list[str], con: Any = None) -> list[dict[str, 
     return picked
 
 
+def _latest(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The newest run per experiment, variant and seed — a completed one if any."""
+    best: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for r in runs:  # ordered by creation
+        key = (r["experiment"], r["variant"], r["seed"], r["trial"])
+        if key not in best or r["state"] == "completed" or best[key]["state"] != "completed":
+            best[key] = r
+    kept = {id(r) for r in best.values()}
+    return [r for r in runs if id(r) in kept]
+
+
 def load(
-    root: Path, refs: list[str], metrics: list[str] | None
+    root: Path, refs: list[str], metrics: list[str] | None, *, all_runs: bool = True
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]], Items]:
     """Everything a comparison reads from DuckDB: runs, last-model eval results, stages and
     per-item scores, on one connection."""
     with store.connect(root, write=False) as con:  # one connection for every query
-        runs = select_runs(root, refs, con)
+        runs = select_runs(root, refs, con, all_runs=all_runs)
         ids = [r["run_id"] for r in runs]
         results = store.rows(
             con,
@@ -176,16 +192,19 @@ def compare(
     baseline: str | None = None,
     resamples: int = 1000,
     ci: str = "stored",
+    all_runs: bool = False,
 ) -> Comparison:
     """`ci`: `stored` shows each eval's own interval (Wilson for rates, percentile
     bootstrap otherwise); `percentile` or `bca` recomputes it from the per-item scores
     (seeded), for metrics that are the plain mean of their items."""
     if ci not in ("stored", "percentile", "bca"):
         raise CompareError(f"ci {ci!r}: expected stored, percentile or bca")
-    runs, results, stages, items = load(root, refs or [], metrics)
+    runs, results, stages, items = load(root, refs or [], metrics, all_runs=all_runs)
     higher, chosen = _metrics(results, metrics)
     rows = _rows(runs, _cells(runs, results, stages), items, chosen)
     notes = _recompute_intervals(rows, ci, resamples) if ci != "stored" else []
+    if not all_runs and (hidden := _hidden(root, refs or [], runs)):
+        notes.append(f"{hidden} older runs of these variants not shown (--all shows every run)")
     base = _pick_baseline(rows, baseline)
     if base is not None:
         base.baseline = True
@@ -254,6 +273,10 @@ def _rows(
             rows += [_row([r], per_run, items, chosen, varying, recipes) for r in group]
     created = {r["run_id"]: r["created"] or 0.0 for r in runs}
     rows.sort(key=lambda row: min(created[i] for i in row.run_ids))
+    repeated = {r.label for r in rows if sum(o.label == r.label for o in rows) > 1}
+    for row in rows:  # one label per run: the same variant run again gets its id's end
+        if row.label in repeated:
+            row.label += f" ·{row.run_ids[0][-4:]}"
     return rows
 
 
@@ -320,96 +343,6 @@ def _test_against(
     return notes
 
 
-@dataclass
-class Items:
-    """Per-item scores of the last model of each run, as one dense matrix per metric
-    (runs × items, NaN where a run has no score). DuckDB returns numbers only (items are
-    numbered by the order of their ids' hashes); the ids themselves are read only when a
-    comparison needs them (runs scored on different items)."""
-
-    metrics: list[str]
-    scores: dict[str, Any]  # metric → float array, runs × items
-    row_of: dict[str, int]  # run id → matrix row
-    root: Path
-    query_args: list[Any]
-    _names: dict[str, list[str]] | None = None
-
-    SCORED = """FROM eval_samples s
-        JOIN (SELECT unnest(?, recursive := true)) w ON s.eval = w.eval
-        JOIN (SELECT unnest(?) AS run_id, unnest(range(len(?))) AS r) ids
-             ON ids.run_id = s.run_id
-        JOIN eval_results e ON e.run_id = s.run_id AND e.eval = s.eval
-             AND e.target = s.target AND e.metric = w.metric AND e.is_last
-             AND s.metric = e.score"""
-
-    @classmethod
-    def load(cls, root: Path, ids: list[str], metrics: list[str], con: Any = None) -> Items:
-        row_of = {run_id: k for k, run_id in enumerate(ids)}
-        wanted = []
-        for k, m in enumerate(metrics):
-            ev, _, metric = m.partition(".")
-            wanted.append({"m": k, "eval": ev, "metric": metric})
-        args = [wanted, ids, ids]
-        if not metrics:
-            return cls(metrics, {}, row_of, root, args)
-        with contextlib.ExitStack() as stack:
-            if con is None:
-                con = stack.enter_context(store.connect(root, write=False))
-            cols = con.execute(
-                f"""WITH picked AS MATERIALIZED (
-                        SELECT w.m, ids.r, hash(s.item) AS h, s.value {cls.SCORED}),
-                    keyed AS (
-                        SELECT m, h, row_number() OVER (PARTITION BY m ORDER BY h) - 1 AS i
-                        FROM (SELECT DISTINCT m, h FROM picked))
-                    SELECT p.m, p.r, k.i, p.value FROM picked p JOIN keyed k USING (m, h)""",
-                args,
-            ).fetchnumpy()
-        scores = {}
-        for k, metric in enumerate(metrics):
-            sel = cols["m"] == k
-            width = int(cols["i"][sel].max()) + 1 if sel.any() else 0
-            grid = np.full((len(ids), width), np.nan)
-            grid[cols["r"][sel], cols["i"][sel]] = cols["value"][sel]
-            scores[metric] = grid
-        return cls(metrics, scores, row_of, root, args)
-
-    def names(self, metric: str) -> list[str]:
-        """Item ids of a metric's columns (read on first use)."""
-        if self._names is None:
-            self._names = {m: [] for m in self.metrics}
-            with store.connect(self.root, write=False) as con:
-                rows = con.execute(
-                    f"SELECT DISTINCT w.m, hash(s.item), s.item {self.SCORED} ORDER BY 1, 2",
-                    self.query_args,
-                ).fetchall()
-            for m, _, item in rows:
-                self._names[self.metrics[m]].append(item)
-        return self._names.get(metric, [])
-
-    def of(self, metric: str, run_ids: list[str]) -> Any:
-        """A row's scores: the mean over its runs (seeds) per item; None if never scored."""
-        grid = self.scores.get(metric)
-        if grid is None or not grid.size:
-            return None
-        rows = grid[[self.row_of[i] for i in run_ids]]
-        if np.isnan(rows).all():
-            return None
-        if len(run_ids) == 1:
-            return rows[0]
-        with warnings.catch_warnings():  # an item no seed scored stays NaN
-            warnings.simplefilter("ignore", RuntimeWarning)
-            return np.nanmean(rows, axis=0)
-
-    def as_dict(self, metric: str, vector: Any) -> dict[str, float]:
-        if vector is None:
-            return {}
-        return {
-            name: float(v)
-            for name, v in zip(self.names(metric), vector, strict=True)
-            if not np.isnan(v)
-        }
-
-
 def _row(
     group: list[dict[str, Any]],
     per_run: dict[str, dict[str, Any]],
@@ -461,9 +394,15 @@ def _row(
     return row
 
 
+def _hidden(root: Path, refs: list[str], shown: list[dict[str, Any]]) -> int:
+    return len(select_runs(root, refs, all_runs=True)) - len(shown)
+
+
 def _pick_baseline(rows: list[Row], baseline: str | None) -> Row | None:
+    """The named row, else the first that completed (a failed run is no reference)."""
     if baseline is None:
-        return rows[0] if len(rows) > 1 else None
+        done = [r for r in rows if r.state == "completed"]
+        return (done or rows)[0] if len(rows) > 1 else None
     for row in rows:
         if baseline == row.label or any(i.startswith(baseline) for i in row.run_ids):
             return row

@@ -369,3 +369,38 @@ def test_an_index_of_schema_3_migrates_in_place(tmp_path: Path) -> None:
         version = con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
     assert rows == [("accuracy", "correct"), ("loss", "loss")]
     assert version == (str(store.SCHEMA_VERSION),)
+
+
+def _rerun(runs: Path, suffix: str, *, state: str = "completed", created: float = 0.0) -> str:
+    """Another run of the golden fixture's recipe (same experiment and variant)."""
+    import json
+
+    src = runs / RUN_ID
+    run_id = RUN_ID[:-4] + suffix
+    shutil.copytree(src, runs / run_id)
+    info = json.loads((runs / run_id / "run.json").read_text())
+    info.update(run_id=run_id, created=info["created"] + created)
+    (runs / run_id / "run.json").write_text(json.dumps(info))
+    status = json.loads((runs / run_id / "status.json").read_text())
+    (runs / run_id / "status.json").write_text(json.dumps({**status, "state": state}))
+    return run_id
+
+
+def test_a_rerun_experiment_compares_its_latest_run_per_variant(runs: Path) -> None:
+    """Issue 19 (found again by a new user): after re-runs every run of a variant was a row
+    labelled alike (`base`, `base`, `base`), the report's curves and explorer merged them
+    by label, and a failed run became the baseline. Now an experiment compares its latest
+    run per variant (saying how many it hid), `all_runs` shows each run under a unique
+    label, and a run that did not complete is never the default baseline."""
+    from ftlab.reports import compare as compare_mod
+
+    failed = _rerun(runs, "f001", state="failed", created=-100.0)  # older than the golden run
+    newer = _rerun(runs, "n002", created=100.0)
+    store.sync(runs)
+    cmp = compare_mod.compare(runs, ["quickstart"])
+    assert [r.run_ids for r in cmp.rows] == [[newer]]
+    assert any("2 older runs" in n for n in cmp.notes)
+    every = compare_mod.compare(runs, ["quickstart"], all_runs=True)
+    labels = [r.label for r in every.rows]
+    assert len(set(labels)) == 3 and all(label.startswith("base") for label in labels)
+    assert every.baseline is not None and failed not in every.baseline.run_ids
