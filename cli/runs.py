@@ -15,6 +15,10 @@ from ftlab.cli.app import Format, Output, Overrides, RunsDir, app, console, err,
 from ftlab.cli.results import print_results
 from ftlab.reports.units import fmt_num, fmt_s
 
+PluginsOf = Annotated[
+    Path | None, typer.Option("--spec", help="Include the plugins this spec names.")
+]
+
 
 @app.command()
 def validate(files: Annotated[list[Path], typer.Argument(help="Spec files.")]) -> None:
@@ -38,9 +42,7 @@ def validate(files: Annotated[list[Path], typer.Argument(help="Spec files.")]) -
 
 @app.command()
 def schema(
-    spec: Annotated[
-        Path | None, typer.Option("--spec", help="Include the plugins this spec names.")
-    ] = None,
+    spec: PluginsOf = None,
 ) -> None:
     """Print the spec's JSON Schema, every method's and eval kind's params included (for
     editor completion and documentation)."""
@@ -53,9 +55,7 @@ def schema(
 @app.command()
 def methods(
     name: Annotated[str, typer.Argument(help="A method: print its params.")] = "",
-    spec: Annotated[
-        Path | None, typer.Option("--spec", help="Include the plugins this spec names.")
-    ] = None,
+    spec: PluginsOf = None,
 ) -> None:
     """List the registered training methods, or one method's params."""
     from ftlab.runner.methods import METHODS
@@ -71,9 +71,7 @@ def methods(
 @app.command("evals")
 def evals_cmd(
     name: Annotated[str, typer.Argument(help="An eval kind: print its params.")] = "",
-    spec: Annotated[
-        Path | None, typer.Option("--spec", help="Include the plugins this spec names.")
-    ] = None,
+    spec: PluginsOf = None,
 ) -> None:
     """List the registered eval kinds, or one kind's params."""
     from ftlab.evals import EVALS
