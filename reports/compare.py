@@ -58,6 +58,8 @@ class Row:
     cells: dict[str, Cell] = field(default_factory=dict)
     items: dict[str, Any] = field(default_factory=dict)  # metric → scores over Items.names
     baseline: bool = False
+    # what the last stage's losses measure: (objective, held-out data); "" = not recorded
+    measures: tuple[str, str] = ("", "")
 
 
 @dataclass
@@ -170,7 +172,9 @@ def load(
         stages = store.rows(
             con,
             """SELECT run_id, method, position, trainable_params, peak_memory_mb,
-                      eval_loss, train_loss
+                      eval_loss, train_loss,
+                      json_extract_string(summary_json, '$.objective') AS objective,
+                      json_extract_string(summary_json, '$.eval_data') AS eval_data
                FROM stages WHERE run_id IN (SELECT unnest(?)) ORDER BY run_id, position""",
             [ids],
         )
@@ -307,6 +311,11 @@ def _test_against(
     ref = base.cells.get(metric)
     if ref is None:
         return []
+    notes = []
+    if metric in STAGE_METRICS:  # a loss means something only against the same loss
+        apart = [r for r in others if _not_comparable(r, base)]
+        notes += [f"{metric}: no Δ for {r.label}: {_not_comparable(r, base)}" for r in apart]
+        others = [r for r in others if r not in apart]
     b = base.items.get(metric)
     scored = ~np.isnan(b) if b is not None else np.zeros(0, dtype=bool)
     full = [
@@ -323,7 +332,6 @@ def _test_against(
     )
     for row, diff in zip(full, batched, strict=True):
         row.cells[metric].diff = diff
-    notes = []
     for row in others:
         cell = row.cells[metric]
         if all(row is not r for r in full):
@@ -373,6 +381,9 @@ def _row(
         trainable_params=stages[-1]["trainable_params"] if stages else None,
         study=first.get("study"),
         trial=first.get("trial"),
+        measures=(
+            (stages[-1]["objective"] or "", stages[-1]["eval_data"] or "") if stages else ("", "")
+        ),
     )
     for metric in metrics:
         values = [per_run[i]["cells"][metric] for i in ids if metric in per_run[i]["cells"]]
@@ -392,6 +403,19 @@ def _row(
         if vector is not None:
             row.items[metric] = vector
     return row
+
+
+def _not_comparable(row: Row, base: Row) -> str:
+    """Why the last stages' losses of two rows cannot be compared ('' when they can)."""
+    (mine, my_data), (theirs, their_data) = row.measures, base.measures
+    if mine and theirs and mine != theirs:  # runs from before stages recorded it: unknown
+        return (
+            f"its last stage optimises another objective ({mine}; baseline {theirs}), "
+            "so their losses are not on one scale"
+        )
+    if my_data and their_data and my_data != their_data:
+        return "its loss is measured on other held-out data than the baseline's"
+    return ""
 
 
 def _hidden(root: Path, refs: list[str], shown: list[dict[str, Any]]) -> int:

@@ -421,7 +421,11 @@ def _run_stage(
         "finished": time.time(),
         "run_id": run.run_id,
         "reused_from": "",
-        "summary": result.summary,
+        "summary": {
+            **result.summary,
+            "objective": METHODS.get(stage.method).objective(stage),
+            "eval_data": data.content_hash,
+        },
         "artifact": {
             "path": str(result.artifact.path.resolve()),
             "kind": result.artifact.kind,

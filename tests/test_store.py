@@ -404,3 +404,30 @@ def test_a_rerun_experiment_compares_its_latest_run_per_variant(runs: Path) -> N
     labels = [r.label for r in every.rows]
     assert len(set(labels)) == 3 and all(label.startswith("base") for label in labels)
     assert every.baseline is not None and failed not in every.baseline.run_ids
+
+
+def test_eval_loss_is_compared_only_between_runs_of_one_objective(runs: Path) -> None:
+    """Issue 19: ORPO vs DPO "+3.11" and DPO vs LoRA SFT "−4.55" were printed as if
+    eval losses of different objectives meant something side by side. A stage records its
+    objective and eval data; compare gives no Δ across objectives and says why."""
+    import json
+
+    from ftlab.reports import compare as compare_mod
+
+    sft = runs / RUN_ID / "stages" / "sft" / "stage.json"
+    record = json.loads(sft.read_text())
+    record["summary"]["objective"] = "nll:nll:assistant"
+    sft.write_text(json.dumps(record))
+    dpo = _rerun(runs, "d003", created=100.0)
+    record = runs / dpo / "stages" / "sft" / "stage.json"
+    stage = json.loads(record.read_text())
+    stage["method"] = "dpo"
+    stage["summary"].update(objective="dpo:beta=0.1", eval_loss=0.69)
+    record.write_text(json.dumps(stage))
+    spec = runs / dpo / "spec.yaml"
+    spec.write_text(spec.read_text().replace("method: lora", "method: dpo"))
+    store.sync(runs)
+    cmp = compare_mod.compare(runs, ["quickstart"], all_runs=True)
+    other = next(r for r in cmp.rows if not r.baseline)
+    assert other.cells["eval_loss"].value == 0.69 and other.cells["eval_loss"].diff is None
+    assert any("eval_loss" in n and "objective" in n for n in cmp.notes), cmp.notes

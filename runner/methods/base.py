@@ -112,6 +112,14 @@ class Method:
     def footprint(self, stage: StageSpec) -> Footprint:
         return Footprint(weights="lora" if self.weights == "adapter" else "full")
 
+    def objective(self, stage: StageSpec) -> str:
+        """What the stage's train/eval loss measures: two stages' losses are compared only
+        when these are equal (and their held-out data is). Default: the method and its
+        params (a DPO beta changes the loss's scale)."""
+        import json
+
+        return f"{stage.method}:{json.dumps(stage.params, sort_keys=True)}"
+
     def steps(self, stage: StageSpec, lengths: list[int], processes: int) -> Steps:
         """Optimizer steps of a stage whose examples have these token lengths."""
         t = stage.train

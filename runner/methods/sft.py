@@ -92,6 +92,13 @@ class Supervised(Method):
     def footprint(self, stage: StageSpec) -> Footprint:
         return Footprint(weights=self.name)
 
+    def objective(self, stage: StageSpec) -> str:
+        """Every supervised method minimises the same token NLL (LoRA, QLoRA and full
+        compare on it), over the tokens `train_on` selects."""
+        t = stage.train
+        tokens = "all" if not t.completion_only_loss else t.train_on
+        return f"nll:{t.loss_type}:{tokens}"
+
 
 for _name in ADAPTER_KEYS:
     METHODS.register(_name)(Supervised(_name))
