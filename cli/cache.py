@@ -33,11 +33,21 @@ def ls(runs_dir: RunsDir = Path("runs")) -> None:
     for col in ("namespace", "entries", "size", "oldest"):
         table.add_column(col, justify="left" if col == "namespace" else "right")
     for u in found:
-        age = "-" if u.oldest is None else f"{(time.time() - u.oldest) / 86400:.1f} days"
-        table.add_row(u.namespace, f"{u.entries:,}", fmt_mb(u.bytes / 2**20), age)
+        age = "-" if u.oldest is None else _age(time.time() - u.oldest)
+        table.add_row(u.namespace, f"{u.entries:,}", _size(u.bytes), age)
     console.print(table)
     total = sum(u.bytes for u in found)
-    console.print(f"total {fmt_mb(total / 2**20)}; `ftlab cache clear` removes it")
+    console.print(f"total {_size(total)}; `ftlab cache clear` removes it")
+
+
+def _size(n: int) -> str:
+    return f"{n / 1024:.0f} KiB" if n < 2**20 else fmt_mb(n / 2**20)
+
+
+def _age(seconds: float) -> str:
+    if seconds < 3600:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h" if seconds < 86400 else f"{seconds / 86400:.1f} days"
 
 
 @cache_app.command("clear")
@@ -64,4 +74,4 @@ def clear(
     if not files:
         console.print("nothing to remove")
         return
-    console.print(f"removed {files:,} cache file(s), {fmt_mb(max(freed / 2**20, 1))}")
+    console.print(f"removed {files:,} cache file(s), {_size(freed)}")

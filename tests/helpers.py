@@ -68,7 +68,11 @@ def stage_ctx(
     seed: int = 0,
     **kw: Any,
 ) -> StageContext:
-    """A StageContext on the tiny model, fp32, with dataset `data` loaded and split."""
+    """A StageContext on the tiny model, fp32, with dataset `data` loaded and split. The
+    spec's default output folder (`runs`, relative to the working directory: the
+    checkout) moves under `work`, so no test writes caches into the repository."""
+    if spec.output.dir == "runs":
+        spec.output.dir = str(work / "runs")
     return StageContext(
         spec=spec,
         stage=stage,
