@@ -208,6 +208,16 @@ def run(
         "strategy": strategy,
     }
     resources = [f"resources.{k}={v}" for k, v in flags.items() if v is not None]
+    if resume and (spec is not None or overrides or variant):
+        given = " ".join([*([str(spec)] if spec else []), *(overrides or [])])
+        err.print(
+            f"error: --resume continues run {resume} as it was recorded; "
+            f"{given or '--variant'} would be ignored. Resume without it, or start a new "
+            "run with the change: ftlab run SPEC KEY=VALUE",
+            markup=False,
+            highlight=False,
+        )
+        raise typer.Exit(2)
     try:
         planned = (
             _resumed(resume, runs_dir, resources)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -80,7 +81,7 @@ class NoParams(BaseModel):
 Problem = tuple[tuple[Any, ...], str, str, str]
 
 
-class EvalKind:
+class EvalKind(ABC):
     """An eval kind: subclass this, set what differs from the defaults, and register it in
     its own module with `@EVALS.register("name")`. Everything the runner, the sweeps and
     the reports need to know of a kind is declared here; none of them names a kind."""
@@ -106,8 +107,9 @@ class EvalKind:
     details: tuple[tuple[str, str], ...] = ()
     """(metric, label) shown under the run table: what makes its headline trustworthy."""
 
+    @abstractmethod
     def run(self, inp: EvalInput) -> EvalOutput:
-        raise NotImplementedError
+        """Score the rows (or the kind's own items): metrics and one sample per item."""
 
     def fingerprint(self, params: Any, base_dir: Path) -> str:
         """A hash of files it reads itself (task YAMLs, a rubric): part of its cache key."""

@@ -361,3 +361,23 @@ def test_a_spec_names_its_own_plugin_file_and_every_process_loads_it(tmp_path: P
     spec.write_text(spec.read_text().replace("plugins/long_prompts.py", "plugins/nope.py"))
     missing = cli("validate", str(spec))
     assert missing.returncode == 2 and "plugins.0" in missing.stderr
+
+
+def test_a_plugin_without_its_one_required_method_is_refused_when_it_registers() -> None:
+    """`run` (eval kind) and `train` (method) are abstract: a plugin that forgets them
+    fails at its decorator, naming itself, not later in a run."""
+    from ftlab.runner.registry import Registry
+
+    kinds: Registry[EvalKind] = Registry("eval kind", base=EvalKind)
+    with pytest.raises(TypeError, match="NoRun"):
+
+        @kinds.register("no_run")
+        class NoRun(EvalKind):
+            headline = "x"
+
+    methods: Registry[Method] = Registry("method", base=Method)
+    with pytest.raises(TypeError, match="NoTrain"):
+
+        @methods.register("no_train")
+        class NoTrain(Method):
+            data_formats = ("messages",)

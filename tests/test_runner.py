@@ -278,3 +278,20 @@ def test_model_settings_that_change_training_change_the_stage_hash(
     ((_, other),) = expand_runs(_spec(write, None, tmp_path), ["model.chat_template=llama2"])
     assert execute.model_identity(spec, "m") == "m"
     assert execute.model_identity(other, "m") != "m"
+
+
+def test_an_override_given_with_resume_is_refused_not_ignored(tmp_path) -> None:
+    """A user resumed with `ftlab run --resume RUN stages.sft.train.max_steps=600`: the
+    override was taken for the spec argument and silently dropped, and the run trained
+    to its recorded 3000 steps. It is now an error that says what to do instead."""
+    from typer.testing import CliRunner
+
+    from ftlab.cli.main import app
+
+    out = CliRunner().invoke(
+        app,
+        ["run", "--resume", "some-run", "stages.sft.train.max_steps=600", "--dir", str(tmp_path)],
+    )
+    assert out.exit_code == 2
+    assert "stages.sft.train.max_steps=600 would be ignored" in out.output
+    assert "ftlab run SPEC KEY=VALUE" in out.output

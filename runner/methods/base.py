@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -71,7 +72,7 @@ class Footprint:
     notes: tuple[str, ...] = ()
 
 
-class Method:
+class Method(ABC):
     """A training method: subclass this, set what differs from the defaults, and register
     an instance in its own module (`METHODS.register("name")`). Everything the loader,
     the planner, the run table and the stage hash need to know of a method is declared
@@ -93,8 +94,9 @@ class Method:
     figures: tuple[tuple[str, str], ...] = ()
     """(summary key, label): its headline figures in the run table."""
 
+    @abstractmethod
     def train(self, ctx: StageContext) -> StageResult:
-        raise NotImplementedError
+        """Train one stage: its artifact and summary."""
 
     def hash_inputs(self, stage: StageSpec) -> dict[str, Any]:
         """The stage settings this method reads (see `stage_inputs`): the stage hash
