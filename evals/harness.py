@@ -35,6 +35,9 @@ class HarnessParams(BaseModel):
     """Batch size, or `auto` (lm-eval finds the largest that fits)."""
     apply_chat_template: bool = False
     """Format prompts with the model's chat template (for chat-tuned models)."""
+    system_instruction: str | None = None
+    """A system message for every prompt (lm-eval's --system_instruction); use the one the
+    model was trained with."""
     gen_kwargs: dict[str, Any] = {}
     """Generation overrides for generate_until tasks, e.g. {temperature: 0, max_gen_toks: 32}."""
 
@@ -153,6 +156,7 @@ def _evaluate(inp: EvalInput, p: HarnessParams, *, include: Path, local: list[st
             limit=inp.limit,
             log_samples=True,
             apply_chat_template=p.apply_chat_template,
+            system_instruction=p.system_instruction,
             gen_kwargs=p.gen_kwargs or None,
             bootstrap_iters=0,  # ftlab computes intervals from the per-sample rows
             random_seed=inp.seed,

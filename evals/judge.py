@@ -55,8 +55,9 @@ from ftlab.reports.stats import (
 from ftlab.runner.registry import did_you_mean
 
 STAND_IN = (
-    "judge: the embedded `tiny` model stands in for a real judge (it is randomly "
-    "initialised): these verdicts show the machinery, not the replies' quality"
+    "judge: the embedded `tiny` model stands in for a real judge (pretrained on support "
+    "transcripts, never taught to judge): these verdicts show the machinery, not the "
+    "replies' quality"
 )
 
 

@@ -14,7 +14,7 @@ from ftlab.runner.spec.schema import Spec
 
 from .conftest import DATA
 
-# Learning rates that move each method visibly in a few steps on the random tiny model.
+# Learning rates that move each method visibly in a few steps on the tiny model.
 LR = {
     "full": 1e-3,
     "lora": 5e-3,

@@ -12,7 +12,7 @@ import pytest
 
 from ftlab.evals.base import EvalInput
 from ftlab.reports import store
-from ftlab.reports.stats import bootstrap_mean, wilson
+from ftlab.reports.stats import bootstrap_mean, mcnemar, wilson
 from ftlab.runner import execute, models
 from ftlab.runner.spec.errors import SpecError
 from ftlab.runner.spec.load import expand_runs, load_spec
@@ -328,6 +328,17 @@ def test_align_compare_end_to_end(tmp_path) -> None:
     acc = {(r["variant"], r["target"]): r["value"] for r in rows}
     assert len({v for (_, t), v in acc.items() if t == "sft"}) == 1  # one SFT model, scored once
     assert acc[("base", "align")] > acc[("base", "sft")]  # DPO prefers chosen more than SFT
+    # ... significantly, on the same held-out pairs (McNemar, paired by item)
+    correct = store.query(
+        runs,
+        """SELECT s.target, s.item, s.value FROM eval_samples s JOIN runs r USING (run_id)
+           WHERE r.variant = 'base' AND s.metric = 'correct' ORDER BY s.item""",
+    )
+    by_target: dict[str, list[float]] = {}
+    for row in correct:
+        by_target.setdefault(row["target"], []).append(row["value"])
+    only_dpo, only_sft, p = mcnemar(by_target["align"], by_target["sft"])
+    assert only_dpo > only_sft and p < 0.01, (only_dpo, only_sft, p)
     cached = store.query(
         runs, "SELECT count(*) AS n FROM eval_results WHERE target = 'sft' AND cached_from <> ''"
     )

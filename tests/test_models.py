@@ -12,15 +12,27 @@ from pathlib import Path
 
 import pytest
 
-from ftlab.runner import models
+from ftlab.runner import builds, models
 
 
 def _digest(folder: Path) -> str:
     return hashlib.sha256((folder / "model.safetensors").read_bytes()).hexdigest()
 
 
-def test_tiny_is_deterministic_and_cached(tmp_path: Path, monkeypatch) -> None:
-    first = models.resolve("tiny")  # the session cache
+@pytest.fixture
+def short_pretraining(monkeypatch) -> None:
+    """tiny's recipe with 2 pretraining steps: a different (cheap) build, same code path."""
+    monkeypatch.setitem(
+        models.TINY_RECIPE, "pretrain", dict(models.TINY_RECIPE["pretrain"], steps=2)
+    )
+
+
+SHORT = "from ftlab.runner import models; models.TINY_RECIPE['pretrain']['steps'] = 2; "
+
+
+def test_tiny_is_deterministic_and_cached(tmp_path: Path, monkeypatch, short_pretraining) -> None:
+    monkeypatch.setenv("FTLAB_CACHE", str(tmp_path / "one"))
+    first = models.resolve("tiny")
     monkeypatch.setenv("FTLAB_CACHE", str(tmp_path))
     second = models.resolve("tiny")
     assert Path(second.path).parent == tmp_path / "models"
@@ -34,7 +46,7 @@ def test_tiny_is_deterministic_and_cached(tmp_path: Path, monkeypatch) -> None:
     assert (Path(second.path) / "model.safetensors").stat().st_mtime == mtime
 
 
-def test_tiny_rebuilt_when_recipe_changes(tmp_path: Path, monkeypatch) -> None:
+def test_tiny_rebuilt_when_recipe_changes(tmp_path: Path, monkeypatch, short_pretraining) -> None:
     monkeypatch.setenv("FTLAB_CACHE", str(tmp_path))
     old = models.resolve("tiny")
     monkeypatch.setitem(models.TINY_RECIPE, "seed", 999)
@@ -87,7 +99,7 @@ def _start_build(cache: Path) -> tuple[subprocess.Popen[bytes], Path]:
     """A process building the tiny model into `cache`, and its temp folder once made."""
     before = set((cache / "models").glob("tiny-*.*"))
     proc = subprocess.Popen(
-        [sys.executable, "-c", "from ftlab.runner.models import ensure_tiny; ensure_tiny()"],
+        [sys.executable, "-c", SHORT + "models.ensure_tiny()"],
         env={**os.environ, "FTLAB_CACHE": str(cache)},
     )
     deadline = time.monotonic() + 120
@@ -100,10 +112,14 @@ def _start_build(cache: Path) -> tuple[subprocess.Popen[bytes], Path]:
     raise AssertionError("the build never made its temp folder")
 
 
-def test_a_killed_build_leaves_no_temp_folder_behind(tmp_path: Path, monkeypatch) -> None:
+def test_a_killed_build_leaves_no_temp_folder_behind(
+    tmp_path: Path, monkeypatch, capfd, short_pretraining
+) -> None:
     """Issue 15.11: a build killed half-way leaves `models/tiny-….xxxx/`; the next build
     removes it, and an old one without an owner, but never the folder of a build still
-    running in another process (here: paused)."""
+    running in another process (here: paused, so its build lock is waited for, then built
+    beside)."""
+    monkeypatch.setattr(builds, "BUILD_WAIT_S", 1.0)
     dead_proc, dead = _start_build(tmp_path)
     dead_proc.send_signal(signal.SIGKILL)
     dead_proc.wait()
@@ -119,9 +135,11 @@ def test_a_killed_build_leaves_no_temp_folder_behind(tmp_path: Path, monkeypatch
         assert (built / "READY").is_file()
         assert not dead.exists() and not orphan.exists()
         assert live.exists()  # its builder is alive
+        assert "waiting for another process building tiny-" in capfd.readouterr().err
     finally:
         paused.send_signal(signal.SIGKILL)
         paused.wait()
     models.ensure_tiny()  # already built: still tidies up after the builder that died
     assert not live.exists()
-    assert [p.name for p in (tmp_path / "models").iterdir()] == [built.name]
+    left = {p.name for p in (tmp_path / "models").iterdir()}
+    assert left == {built.name, ".locks", f"tiny-tokenizer-{models.tiny_recipe_hash()}"}

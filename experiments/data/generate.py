@@ -9,11 +9,15 @@ Writes, next to this file:
   support_eval.jsonl       held-out eval prompts with reference replies
   support_intent_mc.jsonl  multiple-choice intent task (query / choices / gold)
 
+`runner/assets/tiny_corpus.txt`, the text the embedded `tiny` model's tokenizer and
+pretraining read, is written too (see `pretraining_corpus`).
+
 Every customer message is built from an intent, a phrasing template and slot values
-(name, product, order number, amount, days). Replies combine a greeting, an
-acknowledgement, a concrete action and a timeline, each drawn from several phrasings,
-so no single template can be memorised. Train and eval files never share a prompt:
-the eval files draw from products and customer names the training files never use.
+(name, product, order number, amount, days). Replies combine a greeting with a
+sentence naming the message's topic, an acknowledgement, a concrete action and a
+timeline, each drawn from several phrasings, so no single template can be memorised.
+Train and eval files never share a prompt: the eval files draw from products and
+customer names the training files never use.
 """
 
 from __future__ import annotations
@@ -48,6 +52,23 @@ TRAIN_NAMES = [
     "Tara",
 ]
 EVAL_NAMES = ["Uma", "Victor", "Wen", "Ximena", "Yusuf", "Zoe"]
+
+
+def _made_up_names(n: int) -> list[str]:
+    """Names built from syllables, so a model learns to copy names rather than memorise
+    twenty of them (the held-out names are never among them)."""
+    rng = random.Random(SEED + 1)
+    onsets = [*"bdfghjklmnprstvz", "ch", "sh", "th"]
+    out: list[str] = []
+    while len(out) < n:
+        name = "".join(rng.choice(onsets) + rng.choice("aeiou") for _ in range(rng.randint(2, 3)))
+        name = name.capitalize()
+        if name not in out and name not in EVAL_NAMES and name not in TRAIN_NAMES:
+            out.append(name)
+    return out
+
+
+MANY_NAMES = TRAIN_NAMES + _made_up_names(400)
 TRAIN_PRODUCTS = [
     "wireless headphones",
     "coffee grinder",
@@ -65,6 +86,12 @@ TRAIN_PRODUCTS = [
     "bluetooth speaker",
     "winter jacket",
     "electric toothbrush",
+]
+# for the pretraining corpus: more products, none of the held-out ones
+MANY_PRODUCTS = TRAIN_PRODUCTS + [
+    f"{adj} {noun}"
+    for adj in ["red", "steel", "folding", "smart", "travel", "kids'", "cordless"]
+    for noun in ["lamp", "backpack", "scale", "fan", "drill", "watch", "mug", "heater"]
 ]
 EVAL_PRODUCTS = ["robot vacuum", "espresso machine", "e-reader", "camping tent", "rice cooker"]
 
@@ -183,6 +210,18 @@ INTENTS: dict[str, dict[str, list[str]]] = {
     },
 }
 
+# How a fine-tuned agent names the topic of a message in its reply's first sentence (the
+# pretraining corpus never does: SFT teaches it, and support_intent_mc measures it).
+TOPICS = {
+    "refund": "your refund",
+    "shipping_delay": "your late delivery",
+    "password_reset": "your password reset",
+    "billing_error": "a billing error",
+    "cancel_subscription": "cancelling your subscription",
+    "damaged_item": "a damaged item",
+    "wrong_item": "receiving the wrong item",
+    "account_locked": "your locked account",
+}
 GREETINGS = ["Hi {name},", "Hello {name},", "Dear {name},", "Hi there {name},"]
 ACKS = [
     "I am sorry for the trouble this has caused.",
@@ -211,9 +250,16 @@ def _slots(rng: random.Random, names: list[str], products: list[str]) -> dict[st
     }
 
 
-def _good_reply(rng: random.Random, intent: str, s: dict[str, object]) -> str:
+def topic_line(greeting: str, intent: str) -> str:
+    return f"{greeting} I see this is about {TOPICS[intent]}."
+
+
+def _good_reply(
+    rng: random.Random, intent: str, s: dict[str, object], *, topic: bool = True
+) -> str:
+    greeting = rng.choice(GREETINGS).format(**s)
     parts = [
-        rng.choice(GREETINGS).format(**s),
+        topic_line(greeting, intent) if topic else greeting,
         rng.choice(ACKS),
         rng.choice(INTENTS[intent]["action"]).format(**s) + ".",
         rng.choice(TIMELINES).format(**s),
@@ -244,6 +290,24 @@ def _unique_examples(
     return out
 
 
+def pretraining_corpus(rng: random.Random, seen: set[str]) -> str:
+    """The `tiny` model's tokenizer and pretraining text: support transcripts.
+
+    Plain text, not chat-formatted; training names and products only, prompts that no
+    shipped file uses; agents never name the topic; a quarter of the replies are curt — so
+    the pretrained model knows the domain's language, and SFT still has a format, a habit
+    (naming the topic) and a preference to teach. Documents are separated by blank lines.
+    """
+    docs = [SYSTEM]
+    for k, (intent, prompt, s) in enumerate(
+        _unique_examples(rng, 3000, MANY_NAMES, MANY_PRODUCTS, seen)
+    ):
+        curt = k % 4 == 3
+        reply = _bad_reply(rng, intent, s) if curt else _good_reply(rng, intent, s, topic=False)
+        docs.append(f"Customer: {prompt}\nAgent: {reply}")
+    return "\n\n".join(docs) + "\n"
+
+
 def _write(name: str, rows: list[dict[str, object]]) -> None:
     with open(HERE / name, "w", encoding="utf-8") as f:
         for row in rows:
@@ -253,7 +317,7 @@ def _write(name: str, rows: list[dict[str, object]]) -> None:
 def main() -> None:
     rng = random.Random(SEED)
     seen: set[str] = set()
-    train = _unique_examples(rng, 960, TRAIN_NAMES, TRAIN_PRODUCTS, seen)
+    train = _unique_examples(rng, 960, MANY_NAMES, TRAIN_PRODUCTS, seen)
     held_out = _unique_examples(rng, 240, EVAL_NAMES, EVAL_PRODUCTS, seen)
 
     sft = [
@@ -281,20 +345,18 @@ def main() -> None:
     ]
     labels = sorted(INTENTS)
     mc = []
-    for i, p, _s in held_out[120:240]:
-        mc.append({"query": p, "choices": labels, "gold": labels.index(i)})
+    for i, p, s in held_out[120:240]:
+        # scored under the model's chat template: which topic does the reply open with?
+        greeting = GREETINGS[0].format(**s)
+        choices = [topic_line(greeting, label) for label in labels]
+        mc.append({"query": p, "choices": choices, "gold": labels.index(i), "intent": i})
     _write("support_sft.jsonl", sft)
     _write("support_prefs.jsonl", prefs)
     _write("support_feedback.jsonl", feedback)
     _write("support_eval.jsonl", evals)
     _write("support_intent_mc.jsonl", mc)
-    # The tiny model's tokenizer is trained on the training texts only (never eval rows).
-    corpus = ["system", "user", "assistant", SYSTEM]
-    corpus += [m["content"] for row in sft for m in row["messages"]]  # type: ignore[index]
-    corpus += [str(row[k]) for row in prefs for k in ("prompt", "chosen", "rejected")]
-    corpus += [str(row[k]) for row in feedback for k in ("prompt", "completion")]
     assets = HERE.parent.parent / "runner" / "assets" / "tiny_corpus.txt"
-    assets.write_text("\n".join(corpus) + "\n", encoding="utf-8")
+    assets.write_text(pretraining_corpus(rng, seen), encoding="utf-8")
     print(
         f"wrote {len(sft)} sft, {len(prefs)} prefs, {len(feedback)} feedback, "
         f"{len(evals)} eval, {len(mc)} intent rows to {HERE}"

@@ -121,6 +121,14 @@ def load_model(
     if method == "qlora":
         from peft import prepare_model_for_kbit_training
 
+        # On AVX512-BF16 CPUs bitsandbytes repacks 4-bit weights for inference at the first
+        # eval-mode, no-grad forward (the trainer's evaluation) and keeps that layout; its
+        # kernel has no backward, so training after it silently lost the gradient through
+        # the frozen weights (tests/test_qlora_grads.py).
+        for module in model.modules():
+            if getattr(module, "support_avx512bf16_for_cpu", False):
+                module.support_avx512bf16_for_cpu = False
+
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
     return model
 

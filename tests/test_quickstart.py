@@ -1,0 +1,88 @@
+"""What the quickstart answers, asserted on the embedded `tiny` model's deterministic build.
+
+`tiny` is pretrained (runner/models.py) and the shipped data is learnable by it, so the
+quickstart's LoRA / QLoRA / full comparison measures something. The margins below are the
+ones measured on this build (README states them); a change that makes LoRA, QLoRA or the
+intent task stop learning fails here. The judge eval is left out: its stand-in judge is
+covered by test_judge.py.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from scipy.stats import binomtest
+
+from ftlab.reports import store
+
+from .conftest import EXPERIMENTS
+
+# Measured on this build (2 CPU cores; README), held-out loss in nats per reply token:
+# full 0.563, LoRA 0.919 (+0.356), QLoRA 0.953 (+0.034 over LoRA); untrained 3.379.
+LORA_VS_FULL = 0.45
+QLORA_VS_LORA = 0.10
+
+
+@pytest.fixture(scope="module")
+def quickstart(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from typer.testing import CliRunner
+
+    from ftlab.cli.main import app
+
+    root = tmp_path_factory.mktemp("quickstart")
+    for folder in ("data", "tasks", "rubrics"):
+        shutil.copytree(EXPERIMENTS / folder, root / folder)
+    text = (EXPERIMENTS / "quickstart.yaml").read_text()
+    judge = text.index("  - name: judge_vs_base")  # the last eval
+    assert "kind: judge" in text[judge:] and "\n  - " not in text[judge + 5 :]
+    (root / "quickstart.yaml").write_text(text[:judge])
+    runs = root / "runs"
+    result = CliRunner().invoke(app, ["run", str(root / "quickstart.yaml"), f"output.dir={runs}"])
+    assert result.exit_code == 0, result.output
+    return runs
+
+
+def _per_item(runs: Path, eval_name: str, metric: str) -> dict[tuple[str, str], list[float]]:
+    rows = store.query(
+        runs,
+        f"""SELECT r.variant, s.target, s.item, s.value FROM eval_samples s
+            JOIN runs r USING (run_id) WHERE s.eval = '{eval_name}' AND s.metric = '{metric}'
+            ORDER BY s.item""",
+    )
+    out: dict[tuple[str, str], list[float]] = {}
+    for row in rows:
+        out.setdefault((row["variant"], row["target"]), []).append(row["value"])
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_sft_teaches_the_intent_task(quickstart: Path) -> None:
+    """Every SFT method raises intent accuracy significantly above chance (1/8)."""
+    acc = _per_item(quickstart, "lm_eval", "support_intent_mc.acc")
+    for variant in ("base", "qlora", "full"):
+        hits = acc[(variant, "sft")]
+        assert len(hits) == 120
+        test = binomtest(int(sum(hits)), len(hits), 1 / 8, alternative="greater")
+        print("intent", variant, sum(hits), test.pvalue)
+        assert test.pvalue < 0.01, (variant, sum(hits))
+    base_model = acc[("base", "base")]
+    assert binomtest(int(sum(base_model)), 120, 1 / 8, alternative="greater").pvalue > 0.01
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_lora_qlora_and_full_learn_within_measured_margins(quickstart: Path) -> None:
+    loss = {
+        variant: sum(values) / len(values)
+        for (variant, target), values in _per_item(quickstart, "perplexity", "loss").items()
+        if target == "sft"
+    }
+    before = _per_item(quickstart, "perplexity", "loss")[("base", "base")]
+    print("held-out loss", loss, "untrained", sum(before) / len(before))
+    assert max(loss.values()) < sum(before) / len(before) / 2  # every method learns
+    assert loss["full"] < loss["base"]
+    assert loss["base"] - loss["full"] <= LORA_VS_FULL, loss  # LoRA (the spec as written)
+    assert loss["qlora"] - loss["base"] <= QLORA_VS_LORA, loss
