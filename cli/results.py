@@ -53,7 +53,7 @@ def print_results(results: list[Any]) -> None:
 
 def _row(res: Any, evals: dict[str, Any], eval_cols: list[tuple[str, str]]) -> list[str]:
     """One run: methods, trainable parameters, loss, figures, eval cells, times, memory."""
-    stages = list(res.stages.values())
+    stages = [st for st in res.stages.values() if not st.get("evaluator")]  # not a judge
     last = stages[-1].get("summary", {})
     before, after = last.get("initial_eval_loss"), last.get("eval_loss")
     recipe = sum((st.get("summary", {}).get("wall_time_s") or 0) for st in stages)

@@ -36,19 +36,33 @@ class Backend(Protocol):
 class LocalBackend:
     """A causal LM on this machine (hub id or local folder), batched greedy generation."""
 
-    def __init__(self, path: str, *, max_new_tokens: int = 32, batch_size: int = 8) -> None:
+    def __init__(
+        self,
+        path: str,
+        *,
+        max_new_tokens: int = 32,
+        batch_size: int = 8,
+        loaded: tuple[Any, Any, str] | None = None,
+    ) -> None:
+        """`path`: a model folder or hub id; `loaded`: (model, tokenizer, identity) instead
+        (a judge trained by a stage of the run)."""
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        self.identity = f"local:{path}"
-        self.tokenizer = AutoTokenizer.from_pretrained(path)
+        cuda = torch.cuda.is_available()
+        if loaded is not None:
+            self.model, self.tokenizer, identity = loaded
+            self.identity = f"stage:{identity}"
+        else:
+            self.identity = f"local:{path}"
+            self.tokenizer = AutoTokenizer.from_pretrained(path)
+            self.model = AutoModelForCausalLM.from_pretrained(
+                path, dtype=torch.bfloat16 if cuda else torch.float32
+            )
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.tokenizer.padding_side = "left"
-        cuda = torch.cuda.is_available()
-        self.model = AutoModelForCausalLM.from_pretrained(
-            path, dtype=torch.bfloat16 if cuda else torch.float32
-        ).eval()
+        self.model.eval()
         if cuda:
             self.model = self.model.to("cuda")
         self.max_new_tokens = max_new_tokens

@@ -50,6 +50,8 @@ class EvalInput:
     datasets: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     train_rows: list[dict[str, Any]] | None = None  # what the run trained on (contamination)
     resolve_model: Callable[[str], str] | None = None  # a model name (e.g. tiny) → folder
+    # a stage named by EvalKind.stages → (model, tokenizer, identity of its weights)
+    load_stage: Callable[[str], tuple[Any, Any, str]] | None = None
     quiet: bool = False  # no progress bars (measured during training, for a pruner)
     reuse: bool = True  # the spec's output.reuse: False = a kind reads none of its caches
 
@@ -123,6 +125,12 @@ class EvalKind(ABC):
         """Datasets it reads besides `data:`, by role ({"calibration": "prefs"}): their
         held-out rows reach `run` and their content hashes its cache key."""
         return {}
+
+    def stages(self, params: Any) -> list[str]:
+        """Stages whose trained models it uses besides the models it scores (a trained
+        judge): runs train them, their identities enter its cache key, `run` loads them
+        with `EvalInput.load_stage`, and they are not policies (`on: all` skips them)."""
+        return []
 
     def check(self, params: dict[str, Any], spec: Any) -> list[Problem]:
         """Cross-checks of its `params:` against the rest of the spec (stages, datasets),

@@ -16,12 +16,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 import sqlite3
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel
 
 from ftlab.evals.backends import Backend, Conversation, LocalBackend, OpenAIBackend
 from ftlab.evals.base import (
@@ -34,7 +33,8 @@ from ftlab.evals.base import (
     Problem,
     item_id,
 )
-from ftlab.evals.generate import PROMPT_FORMATS, GenerationParams, reference, user_prompt
+from ftlab.evals.generate import PROMPT_FORMATS, reference, user_prompt
+from ftlab.evals.judge_params import JudgeParams, JudgeStage
 from ftlab.evals.judge_prompts import (
     PAIRWISE,
     REMINDER,
@@ -59,85 +59,6 @@ STAND_IN = (
     "transcripts, never taught to judge): these verdicts show the machinery, not the "
     "replies' quality"
 )
-
-
-class JudgeParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    mode: Literal["pairwise", "single", "reference"] = "pairwise"
-    """pairwise: against another model or the references; single: 1–10 rubric score;
-    reference: 1–10 grade against the data's reference reply."""
-    against: str = "base"
-    """pairwise: `base`, a stage name, or `reference` (the data's reference replies)."""
-    backend: Literal["local", "openai"] = "local"
-    """local: a transformers model (hub id, local dir or `tiny`); openai: any
-    OpenAI-compatible endpoint (vLLM, TGI, a hosted API) at base_url."""
-    judge_model: str = "tiny"
-    """The judge: a model name or folder (local), or the endpoint's model name."""
-    base_url: str = ""
-    """openai backend: e.g. http://127.0.0.1:8000/v1."""
-    api_key_env: str = ""
-    """openai backend: name of the environment variable holding the API key (the key itself
-    is read at call time and never stored)."""
-    rubric: str = "support_reply"
-    """A rubric name (`rubrics/<name>.yaml` next to the spec) or a path to a rubric file."""
-    swap: bool = True
-    """pairwise: judge both orders (A/B and B/A); a flipped verdict counts as a tie."""
-    verdicts: Literal["text", "logprob"] = "text"
-    """text: parse the judge's answer; logprob: compare P(A) and P(B) (local judges)."""
-    calibration: str = ""
-    """A preference dataset: the judge's agreement with its held-out pairs is measured."""
-    calibration_limit: int = Field(50, ge=1)
-    """At most this many calibration pairs."""
-    concurrency: int = Field(4, ge=1)
-    """openai backend: requests in flight."""
-    timeout_s: float = Field(60.0, gt=0)
-    """openai backend: seconds per request."""
-    max_retries: int = Field(3, ge=0)
-    """openai backend: retries on 429/5xx/timeout/malformed replies (with backoff)."""
-    backoff_s: float = Field(1.0, ge=0)
-    """openai backend: first retry wait; doubles each retry (Retry-After wins)."""
-    max_judge_tokens: int = Field(32, ge=1)
-    """Longest judge answer."""
-    generation: GenerationParams = GenerationParams()
-    """How the judged model writes its replies."""
-
-    @field_validator("base_url")
-    @classmethod
-    def _no_credentials(cls, value: str) -> str:
-        from urllib.parse import urlsplit
-
-        try:
-            parts = urlsplit(value)
-            has_credentials = bool(parts.username or parts.password)
-        except ValueError:
-            has_credentials = "@" in value.split("//", 1)[-1].split("/", 1)[0]
-        if has_credentials:
-            raise ValueError(
-                "a URL without credentials (user:key@ would be written to the run's files): "
-                "put the key in an environment variable and name it in api_key_env"
-            )
-        return value
-
-    @field_validator("api_key_env")
-    @classmethod
-    def _a_variable_name(cls, value: str) -> str:
-        if value and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", value):
-            raise ValueError(
-                "the NAME of an environment variable (letters, digits, _), e.g. "
-                "OPENAI_API_KEY — not the key itself"
-            )
-        return value
-
-    @model_validator(mode="after")
-    def _consistent(self) -> JudgeParams:
-        if self.backend == "openai" and not self.base_url:
-            raise ValueError("the openai backend needs base_url (e.g. http://127.0.0.1:8000/v1)")
-        if self.verdicts == "logprob" and self.backend != "local":
-            raise ValueError("verdicts: logprob needs a local judge (backend: local)")
-        if self.verdicts == "logprob" and self.mode != "pairwise":
-            raise ValueError("verdicts: logprob compares A and B: use it with mode: pairwise")
-        return self
 
 
 @EVALS.register("judge")
@@ -167,6 +88,9 @@ class JudgeEval(EvalKind):
     def datasets(self, params: JudgeParams) -> dict[str, str]:
         return {"calibration": params.calibration} if params.calibration else {}
 
+    def stages(self, params: JudgeParams) -> list[str]:
+        return [params.judge_model.stage] if isinstance(params.judge_model, JudgeStage) else []
+
     def check(self, params: dict[str, Any], spec: Any) -> list[Problem]:
         """`against:` names a model of this spec; `calibration:` a preference dataset
         with held-out pairs."""
@@ -180,6 +104,19 @@ class JudgeEval(EvalKind):
                     f"base, reference, or a policy stage ({', '.join(policy)})",
                     against,
                     did_you_mean(against, options).strip(),
+                )
+            )
+        judge = params.get("judge_model")
+        stages = [st.name for st in spec.stages]
+        stage = judge.get("stage") if isinstance(judge, dict) else None
+        if isinstance(stage, str) and stage not in stages[:-1]:
+            problems.append(
+                (
+                    ("params", "judge_model", "stage"),
+                    "a stage of this spec before the last one (the last stage is the model "
+                    f"under test): {', '.join(stages[:-1]) or 'none'}",
+                    stage,
+                    did_you_mean(stage, stages[:-1]).strip(),
                 )
             )
         calibration = params.get("calibration")
@@ -235,7 +172,7 @@ def backend_for(p: JudgeParams, inp: EvalInput) -> Backend:
     if p.backend == "openai":
         return OpenAIBackend(
             base_url=p.base_url,
-            model=p.judge_model,
+            model=str(p.judge_model),
             api_key_env=p.api_key_env,
             concurrency=p.concurrency,
             timeout_s=p.timeout_s,
@@ -243,6 +180,11 @@ def backend_for(p: JudgeParams, inp: EvalInput) -> Backend:
             backoff_s=p.backoff_s,
             max_tokens=p.max_judge_tokens,
         )
+    if isinstance(p.judge_model, JudgeStage):
+        if inp.load_stage is None:
+            raise EvalError(f"judge stage {p.judge_model.stage}: no trained stages here")
+        loaded = inp.load_stage(p.judge_model.stage)
+        return LocalBackend("", max_new_tokens=p.max_judge_tokens, loaded=loaded)
     path = inp.resolve_model(p.judge_model) if inp.resolve_model else p.judge_model
     return LocalBackend(path, max_new_tokens=p.max_judge_tokens)
 

@@ -6,11 +6,12 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
+from typing import Any
 
 from ftlab.evals.backends import BackendError
 from ftlab.evals.base import EvalError
 
-TEMPLATE_VERSION = 1  # part of the cache key: bump when a template below changes
+TEMPLATE_VERSION = 2  # part of the cache key: bump when a template below changes
 
 PAIRWISE = """You are an impartial judge comparing two replies to the same customer message.
 {rubric}
@@ -67,10 +68,42 @@ def rubric_text(name: str, base_dir: Path) -> str:
     if not isinstance(data, dict) or not isinstance(data.get("criteria"), list):
         raise EvalError(f"{found}: a rubric needs a criteria: list (and description, scale)")
     lines = [f"Context: {data.get('description', '')}", "Criteria:"]
-    lines += [f"- {c}" if isinstance(c, str) else f"- {json.dumps(c)}" for c in data["criteria"]]
+    lines += [f"- {_criterion(c)}" for c in data["criteria"]]
     if data.get("scale"):
         lines.append(f"Scale: {data['scale']}")
     return "\n".join(lines)
+
+
+def _criterion(item: object) -> str:
+    """`- name: what it means` (YAML reads that line as a mapping) as the same line."""
+    if isinstance(item, dict) and len(item) == 1:
+        ((name, text),) = item.items()
+        return f"{name}: {text}"
+    return item if isinstance(item, str) else json.dumps(item)
+
+
+def judge_conversations(pairs: list[dict[str, Any]], rubric: str) -> list[dict[str, Any]]:
+    """Preference pairs as judge training conversations: the pairwise prompt (exactly as
+    the judge eval asks it) with the chosen reply as A, then as B; the verdict answers."""
+    out = []
+    for pair in pairs:
+        prompt = pair["prompt"]
+        if isinstance(prompt, list):  # chat turns: the last user message is the question
+            prompt = next(m["content"] for m in reversed(prompt) if m["role"] == "user")
+        for first, second, verdict in (
+            (pair["chosen"], pair["rejected"], "A"),
+            (pair["rejected"], pair["chosen"], "B"),
+        ):
+            text = PAIRWISE.format(rubric=rubric, prompt=prompt, a=first, b=second)
+            out.append(
+                {
+                    "messages": [
+                        {"role": "user", "content": text},
+                        {"role": "assistant", "content": f"Verdict: {verdict}"},
+                    ]
+                }
+            )
+    return out
 
 
 def _parse(answer: str | BackendError, pattern: re.Pattern[str]) -> str:

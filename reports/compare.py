@@ -175,7 +175,9 @@ def load(
                       eval_loss, train_loss,
                       json_extract_string(summary_json, '$.objective') AS objective,
                       json_extract_string(summary_json, '$.eval_data') AS eval_data
-               FROM stages WHERE run_id IN (SELECT unnest(?)) ORDER BY run_id, position""",
+               FROM stages WHERE run_id IN (SELECT unnest(?))
+                 AND NOT coalesce(json_extract(summary_json, '$.evaluator')::BOOLEAN, false)
+               ORDER BY run_id, position""",
             [ids],
         )
         per_item = sorted({f"{r['eval']}.{r['metric']}" for r in results})

@@ -297,7 +297,9 @@ def _stage_rows(run: Any, spec: dict[str, Any]) -> list[dict[str, Any]]:
                 "wall_time_s": s.get("wall_time_s"),
                 "peak_memory_mb": s.get("peak_memory_mb"),
                 "artifact": (st.get("artifact") or {}).get("path"),
-                "summary_json": json.dumps(s, sort_keys=True, default=str),
+                "summary_json": json.dumps(
+                    {**s, "evaluator": bool(st.get("evaluator"))}, sort_keys=True, default=str
+                ),
             }
         )
     return stage_rows
@@ -481,10 +483,14 @@ def list_runs(root: Path, *, experiment: str = "") -> list[dict[str, Any]]:
                max(s.trainable_params) FILTER (WHERE s.position = last_pos) AS trainable_params,
                max(s.train_loss) FILTER (WHERE s.position = last_pos) AS train_loss,
                max(s.eval_loss) FILTER (WHERE s.position = last_pos) AS eval_loss,
-               max(s.initial_eval_loss) FILTER (WHERE s.position = 0) AS initial_eval_loss
+               max(s.initial_eval_loss) FILTER (WHERE s.position = first_pos) AS initial_eval_loss
         FROM runs r
-        LEFT JOIN (SELECT *, max(position) OVER (PARTITION BY run_id) AS last_pos FROM stages) s
-          ON s.run_id = r.run_id
+        LEFT JOIN (
+            SELECT *, max(position) OVER (PARTITION BY run_id) AS last_pos,
+                   min(position) OVER (PARTITION BY run_id) AS first_pos
+            FROM stages  -- the chain to the model under test: not a judge stage
+            WHERE NOT coalesce(json_extract(summary_json, '$.evaluator')::BOOLEAN, false)
+        ) s ON s.run_id = r.run_id
         WHERE (? = '' OR r.experiment = ?)
         GROUP BY ALL ORDER BY r.created
     """

@@ -70,10 +70,12 @@ def load(source: DataSource, *, base_dir: Path, seed: int) -> Dataset:
             raw = prefdata.pairs_to_unpaired(prefdata.drop_identical(pairs, report), report)
     except prefdata.PrefDataError as exc:
         raise DataError(str(exc)) from None
-    rows = [(where, normalise(source.format, row, where)) for where, row in raw]
+    # pairs_to_judge reads and splits preference pairs; the judge rows are made per side
+    read_as = "preference" if source.convert == "pairs_to_judge" else source.format
+    rows = [(where, normalise(read_as, row, where)) for where, row in raw]
     if source.system_prompt:
         rows = [(where, with_system(row, source.system_prompt)) for where, row in rows]
-    if source.format == "preference":
+    if read_as == "preference":
         rows = prefdata.drop_identical(rows, report)
     rows = prefdata.dedupe(rows, report)
     if not rows:
@@ -98,6 +100,11 @@ def load(source: DataSource, *, base_dir: Path, seed: int) -> Dataset:
         cut += 1
     val = [rows[i][1] for i in order[:cut]]
     train = [rows[i][1] for i in order[cut:]]
+    if source.convert == "pairs_to_judge":
+        from ftlab.evals.judge_prompts import judge_conversations, rubric_text
+
+        rubric = rubric_text(source.rubric, base_dir)
+        val, train = judge_conversations(val, rubric), judge_conversations(train, rubric)
     digest = hashlib.sha256()
     digest.update(
         json.dumps(

@@ -13,6 +13,7 @@ from __future__ import annotations
 import gc
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -68,6 +69,7 @@ class _Job:
     spec_dir: Path
     cache: Path
     replies: dict[tuple[str, str], list[str]] = field(default_factory=dict)  # (model, eval)
+    load_stage: Callable[[str], tuple[Any, Any, str]] | None = None  # a trained judge
 
 
 def run_evals(
@@ -89,6 +91,15 @@ def run_evals(
 
     identity = {t: hashes[t] for t in hashes} | {"base": model_identity(spec, ref.identity)}
     job = _Job(run, spec, datasets, identity, spec_dir, Path(spec.output.dir) / "cache")
+
+    def load_stage(name: str) -> tuple[Any, Any, str]:
+        chat_template = spec.model.chat_template
+        model, tokenizer = load_target(
+            name, ref=ref, artifacts=artifacts, chat_template=chat_template
+        )
+        return model, tokenizer, identity[name]
+
+    job.load_stage = load_stage
     summaries = {ev.key: _summary(spec, ev) for ev in evals}
     samples: dict[str, list[dict[str, Any]]] = {ev.key: [] for ev in evals}
     against = {ev.key: _against(ev) for ev in evals}
@@ -165,6 +176,7 @@ def _evaluate(
     data_hash += "".join(f"{role}:{d.content_hash}" for role, d in sorted(extra.items()))
     if against:
         data_hash += job.identity[against]
+    data_hash += "".join(job.identity[name] for name in kind.stages(params))  # a judge
     cache = Cache.of(job.spec, "evals", EVAL_CACHE_VERSION)
     key = cache.key(
         job.identity[target],
@@ -195,6 +207,7 @@ def _evaluate(
         datasets={role: d.val for role, d in extra.items()},
         reuse=job.spec.output.reuse,
         resolve_model=_resolve_model,
+        load_stage=job.load_stage,
         train_rows=[row for s in job.spec.needed_stages() for row in job.datasets[s.data].train],
     )
     if kind.needs_model and not kind.needs_responses:

@@ -387,6 +387,7 @@ def _run_stage(
     record = {
         "stage": stage.name,
         "method": stage.method,
+        "evaluator": stage.name in spec.evaluator_stages(),  # a judge, not on the chain
         "hash": stage_hash,
         "state": "running",
         "started": time.time(),
@@ -447,6 +448,7 @@ def _reused(run: RunDir, spec: Spec, stage: StageSpec, stage_hash: str) -> dict[
     if cached is None:
         return None
     record = {**cached, "state": "completed", "reused_from": cached["run_id"], "stage": stage.name}
+    record["evaluator"] = stage.name in spec.evaluator_stages()
     print(
         f"stage {stage.name}: reusing cached {stage.method} artifact from run "
         f"{cached['run_id']} (same inputs, hash {stage_hash})"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 import traceback
 from pathlib import Path
@@ -14,7 +15,7 @@ import pytest
 from ftlab.runner.data import DataError, load
 from ftlab.runner.spec.schema import DataSource
 
-from .conftest import DATA
+from .conftest import DATA, EXPERIMENTS
 
 
 def _jsonl(path: Path, rows: list[dict]) -> Path:
@@ -51,11 +52,18 @@ def test_shipped_files_never_share_a_prompt() -> None:
     assert len(held_out) == 240 and not train & held_out
 
 
-def test_shipped_preferences_are_polite_vs_curt() -> None:
+def test_shipped_preferences_are_curt_or_off_topic() -> None:
+    """Half the rejected replies are curt, half polite but about another problem (their
+    topic sentence names another one): a preference has to read the message too."""
     rows = [json.loads(line) for line in (DATA / "support_prefs.jsonl").read_text().splitlines()]
     assert len(rows) == 300
-    assert all(len(r["chosen"]) > 2 * len(r["rejected"]) for r in rows)
-    assert len({r["chosen"].split(",")[1] for r in rows}) >= 4  # several acknowledgements
+    curt = [r for r in rows if len(r["chosen"]) > 2 * len(r["rejected"])]
+    off_topic = [r for r in rows if r not in curt]
+    assert len(curt) == len(off_topic) == 150
+    topic = re.compile(r"I see this is about ([^.]+)\.")
+    for r in off_topic:
+        assert topic.search(r["chosen"])[1] != topic.search(r["rejected"])[1], r  # type: ignore[index]
+    assert len({r["chosen"].split(".")[1] for r in rows}) >= 4  # several acknowledgements
 
 
 @pytest.mark.parametrize(
@@ -266,6 +274,49 @@ def test_pairs_to_unpaired_and_identical_pairs(tmp_path: Path) -> None:
     assert got == [("p", "bad", False), ("p", "good", True), ("p", "worse", False)]
     steps = {s["step"]: s["dropped"] for s in ds.report}
     assert steps == {"drop_chosen_equals_rejected": 1, "pairs_to_unpaired": 1, "dedupe": 0}
+
+
+def test_pairs_to_judge_splits_as_the_pairs_do_both_orders(tmp_path: Path) -> None:
+    """A judge trained on `convert: pairs_to_judge` rows never sees the held-out pairs its
+    calibration (the same file as `format: preference`) measures it on; each pair becomes
+    the judge eval's own prompt in both orders, the verdict as the reply."""
+    from ftlab.evals.judge_prompts import PAIRWISE, rubric_text
+
+    judged = load(
+        _src(
+            DATA / "support_prefs.jsonl",
+            "messages",
+            convert="pairs_to_judge",
+            rubric="support_reply",
+            val_fraction=0.1,
+        ),
+        base_dir=EXPERIMENTS,
+        seed=42,
+    )
+    prefs = load(
+        _src(DATA / "support_prefs.jsonl", "preference", val_fraction=0.1),
+        base_dir=EXPERIMENTS,
+        seed=42,
+    )
+    assert (len(judged.train), len(judged.val)) == (2 * len(prefs.train), 2 * len(prefs.val))
+    first = prefs.val[0]
+    rubric = rubric_text("support_reply", EXPERIMENTS)
+    ab = PAIRWISE.format(
+        rubric=rubric, prompt=first["prompt"], a=first["chosen"], b=first["rejected"]
+    )
+    ba = PAIRWISE.format(
+        rubric=rubric, prompt=first["prompt"], a=first["rejected"], b=first["chosen"]
+    )
+    assert judged.val[0]["messages"] == [
+        {"role": "user", "content": ab},
+        {"role": "assistant", "content": "Verdict: A"},
+    ]
+    assert judged.val[1]["messages"][1]["content"] == "Verdict: B"
+    assert judged.val[1]["messages"][0]["content"] == ba
+    held_out = {p["prompt"] for p in prefs.val}
+    assert not any(p in r["messages"][0]["content"] for r in judged.train for p in held_out)
+    with pytest.raises(ValueError, match="pairs_to_judge and rubric"):
+        DataSource(path="x.jsonl", format="messages", convert="pairs_to_judge")
 
 
 def test_split_never_puts_one_prompt_on_both_sides(tmp_path: Path) -> None:

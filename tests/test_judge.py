@@ -56,6 +56,15 @@ def test_verdicts_are_parsed_strictly() -> None:
     assert _parse("Score: 11", SCORE) == "unparsable"
 
 
+def test_rubric_criteria_read_as_written() -> None:
+    """`- relevance: addresses …` is a mapping to YAML: the judge saw it as JSON braces."""
+    from ftlab.evals.judge_prompts import rubric_text
+
+    text = rubric_text("support_reply", EXPERIMENTS)
+    assert "\n- relevance: addresses the customer's actual problem" in text
+    assert "{" not in text
+
+
 def test_position_swap_and_the_tie_rule(tmp_path) -> None:
     """Item 'good' wins in both orders; 'first' is a judge that always prefers position A
     (the verdict flips with the order → a tie, inconsistent); 'tie' is a real tie."""

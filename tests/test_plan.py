@@ -44,7 +44,7 @@ def test_meta_counts_match_a_real_model(method: str) -> None:
 
 
 def test_quickstart_plan() -> None:
-    plans = {p.variant: p.stages[0] for p in plan_runs(EXPERIMENTS / "quickstart.yaml", [])}
+    plans = {p.variant: p.stages[-1] for p in plan_runs(EXPERIMENTS / "quickstart.yaml", [])}
     assert set(plans) == {"base", "qlora", "full"}
     assert plans["full"].trainable == plans["full"].total
     assert plans["base"].trainable == plans["qlora"].trainable < plans["full"].trainable
@@ -55,7 +55,7 @@ def test_quickstart_plan() -> None:
 
 def test_seven_b_full_finetune_needs_far_more_than_qlora() -> None:
     over = ["model=random:llama-7b", "stages.sft.train.precision=bf16"]
-    plans = {p.variant: p.stages[0] for p in plan_runs(EXPERIMENTS / "quickstart.yaml", over)}
+    plans = {p.variant: p.stages[-1] for p in plan_runs(EXPERIMENTS / "quickstart.yaml", over)}
     full, lora, qlora = plans["full"], plans["base"], plans["qlora"]
     assert full.total > 6.5e9
     assert full.peak_bytes > 80 * 2**30  # weights + grads + AdamW alone exceed 24 GB

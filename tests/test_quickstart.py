@@ -3,13 +3,11 @@
 `tiny` is pretrained (runner/models.py) and the shipped data is learnable by it, so the
 quickstart's LoRA / QLoRA / full comparison measures something. The margins below are the
 ones measured on this build (README states them); a change that makes LoRA, QLoRA or the
-intent task stop learning fails here. The judge eval is left out: its stand-in judge is
-covered by test_judge.py.
+intent task stop learning fails here.
 """
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
@@ -20,7 +18,7 @@ from ftlab.reports import store
 from .conftest import EXPERIMENTS
 
 # Measured on this build (2 CPU cores; README), held-out loss in nats per reply token:
-# full 0.563, LoRA 0.919 (+0.356), QLoRA 0.953 (+0.034 over LoRA); untrained 3.379.
+# full 0.612, LoRA 0.980 (+0.367), QLoRA 0.983 (+0.003 over LoRA); untrained 3.523.
 LORA_VS_FULL = 0.45
 QLORA_VS_LORA = 0.10
 
@@ -31,16 +29,14 @@ def quickstart(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     from ftlab.cli.main import app
 
-    root = tmp_path_factory.mktemp("quickstart")
-    for folder in ("data", "tasks", "rubrics"):
-        shutil.copytree(EXPERIMENTS / folder, root / folder)
-    text = (EXPERIMENTS / "quickstart.yaml").read_text()
-    judge = text.index("  - name: judge_vs_base")  # the last eval
-    assert "kind: judge" in text[judge:] and "\n  - " not in text[judge + 5 :]
-    (root / "quickstart.yaml").write_text(text[:judge])
-    runs = root / "runs"
-    result = CliRunner().invoke(app, ["run", str(root / "quickstart.yaml"), f"output.dir={runs}"])
+    runs = tmp_path_factory.mktemp("quickstart") / "runs"
+    spec = EXPERIMENTS / "quickstart.yaml"
+    result = CliRunner().invoke(app, ["run", str(spec), f"output.dir={runs}"])
     assert result.exit_code == 0, result.output
+    # the judge stage trains once, every other variant reuses it, and no table lists it
+    assert result.output.count("stage judge: reusing cached full artifact") == 2
+    table = result.output[result.output.index("Runs") :]
+    assert "full → " not in table and "lora" in table
     return runs
 
 
@@ -86,3 +82,17 @@ def test_lora_qlora_and_full_learn_within_measured_margins(quickstart: Path) -> 
     assert loss["full"] < loss["base"]
     assert loss["base"] - loss["full"] <= LORA_VS_FULL, loss  # LoRA (the spec as written)
     assert loss["qlora"] - loss["base"] <= QLORA_VS_LORA, loss
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_the_trained_judge_agrees_with_held_out_human_pairs(quickstart: Path) -> None:
+    rows = store.query(
+        quickstart,
+        """SELECT r.variant, e.target, e.metric, e.value FROM eval_results e
+           JOIN runs r USING (run_id) WHERE e.eval = 'judge_vs_base'""",
+    )
+    got = {(r["variant"], r["target"], r["metric"]): r["value"] for r in rows}
+    print({k: round(v, 3) for k, v in got.items() if k[2] != "judge_calls"})
+    # measured 0.77 on 24 held-out pairs (README); the judge never trained on them
+    assert got[("base", "sft", "calibration_agreement")] >= 0.70

@@ -272,6 +272,12 @@ def _bad_reply(rng: random.Random, intent: str, s: dict[str, object]) -> str:
     return rng.choice(INTENTS[intent]["curt"])
 
 
+def _off_topic_reply(rng: random.Random, intent: str, s: dict[str, object]) -> str:
+    """Polite and complete, but about another problem than the customer's."""
+    other = rng.choice([i for i in sorted(INTENTS) if i != intent])
+    return _good_reply(rng, other, s)
+
+
 def _unique_examples(
     rng: random.Random, n: int, names: list[str], products: list[str], seen: set[str]
 ) -> list[tuple[str, str, dict[str, object]]]:
@@ -293,14 +299,15 @@ def _unique_examples(
 def pretraining_corpus(rng: random.Random, seen: set[str]) -> str:
     """The `tiny` model's tokenizer and pretraining text: support transcripts.
 
-    Plain text, not chat-formatted; training names and products only, prompts that no
-    shipped file uses; agents never name the topic; a quarter of the replies are curt — so
+    Plain text, not chat-formatted; prompts that no shipped file uses (the held-out names
+    and products do occur, as words a pretrained model knows); agents never name the
+    topic; a quarter of the replies are curt — so
     the pretrained model knows the domain's language, and SFT still has a format, a habit
     (naming the topic) and a preference to teach. Documents are separated by blank lines.
     """
     docs = [SYSTEM]
     for k, (intent, prompt, s) in enumerate(
-        _unique_examples(rng, 3000, MANY_NAMES, MANY_PRODUCTS, seen)
+        _unique_examples(rng, 3000, MANY_NAMES + EVAL_NAMES, MANY_PRODUCTS + EVAL_PRODUCTS, seen)
     ):
         curt = k % 4 == 3
         reply = _bad_reply(rng, intent, s) if curt else _good_reply(rng, intent, s, topic=False)
@@ -330,9 +337,15 @@ def main() -> None:
         }
         for i, p, s in train[:400]
     ]
+    # half the rejected replies are curt, half polite but off-topic: a preference (and a
+    # judge) has to read the customer's message, not only the reply's tone
     prefs = [
-        {"prompt": p, "chosen": _good_reply(rng, i, s), "rejected": _bad_reply(rng, i, s)}
-        for i, p, s in train[400:700]
+        {
+            "prompt": p,
+            "chosen": _good_reply(rng, i, s),
+            "rejected": (_bad_reply if k % 2 else _off_topic_reply)(rng, i, s),
+        }
+        for k, (i, p, s) in enumerate(train[400:700])
     ]
     feedback = []
     for k, (i, p, s) in enumerate(train[700:960]):

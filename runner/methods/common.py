@@ -127,7 +127,7 @@ def load_model(
         # the frozen weights (tests/test_qlora_grads.py).
         for module in model.modules():
             if getattr(module, "support_avx512bf16_for_cpu", False):
-                module.support_avx512bf16_for_cpu = False
+                setattr(module, "support_avx512bf16_for_cpu", False)  # noqa: B010
 
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
     return model

@@ -13,12 +13,10 @@ from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from ftlab.runner.optimizers import names as optim_names
 from ftlab.runner.registry import did_you_mean
+from ftlab.runner.spec.datasource import DataSource
 from ftlab.runner.spec.resources import ResourcesSpec
 from ftlab.runner.spec.strict import Strict
 
-DataFormat = Literal[
-    "messages", "sharegpt", "alpaca", "prompt_completion", "preference", "unpaired", "prompts"
-]
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
 NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")  # experiment, stage, eval, variant names
 
@@ -53,46 +51,6 @@ class ModelSpec(Strict):
     @classmethod
     def _from_string(cls, value: Any) -> Any:
         return {"name": value} if isinstance(value, str) else value
-
-
-class DataSource(Strict):
-    """One dataset: a local file or a hub dataset name."""
-
-    @model_validator(mode="after")
-    def _convert_matches_format(self) -> DataSource:
-        need = {"ratings_to_pairs": "preference", "pairs_to_unpaired": "unpaired"}
-        if self.convert in need and self.format != need[self.convert]:
-            raise ValueError(
-                f"convert: {self.convert} produces format "
-                f"{need[self.convert]}; set format: {need[self.convert]}"
-            )
-        if self.system_prompt and self.format == "prompt_completion":
-            raise ValueError(
-                "system_prompt needs chat turns, and prompt_completion rows train as plain "
-                "text; use format: messages (or alpaca), or drop system_prompt"
-            )
-        return self
-
-    path: str
-    """A .jsonl/.json/.csv/.parquet file (relative to the spec file) or a hub dataset id."""
-    format: DataFormat = "messages"
-    """Row layout: messages, sharegpt, alpaca, prompt_completion, preference, unpaired,
-    prompts (a `prompt` plus any columns, for online RL)."""
-    split: str = "train"
-    """Split to read when `path` is a hub dataset."""
-    system_prompt: str = ""
-    """A system message put first in every conversation (and prompt) that has none."""
-    val_fraction: float = Field(0.1, ge=0.0, lt=1.0)
-    """Fraction of rows held out for validation, drawn reproducibly from the seed."""
-    max_rows: int = Field(0, ge=0)
-    """Use at most this many rows (after shuffling with the seed); 0 = all rows."""
-    convert: Literal["none", "ratings_to_pairs", "pairs_to_unpaired"] = "none"
-    """Turn raw feedback into the declared format first: ratings/rankings of several
-    responses per prompt → preference pairs, or preference pairs → unpaired (KTO)."""
-    pairs: Literal["all", "best_vs_worst"] = "all"
-    """ratings_to_pairs: every pair of differently rated responses, or best vs worst only."""
-    min_margin: float = Field(0.0, ge=0)
-    """ratings_to_pairs: keep a pair only when the ratings differ by more than this."""
 
 
 class AdapterSpec(Strict):
@@ -461,6 +419,7 @@ class Spec(Strict):
             against = _against(EVALS, ev)
             if against in names:  # its replies are compared with that stage's
                 wanted.add(against)
+            wanted |= {n for n in _stages_used(EVALS, ev) if n in names}  # a trained judge
             if "all" in ev.on:
                 wanted |= set(self.policy_stages())
         for stage in reversed(self.stages):
@@ -469,16 +428,37 @@ class Spec(Strict):
         return [s for s in self.stages if s.name in wanted]
 
     def policy_stages(self) -> list[str]:
-        """The stages whose model writes text (evals run on these; not reward models)."""
+        """The stages whose model writes text (evals run on these; not reward models, nor
+        the judges evals use)."""
         from ftlab.runner.methods import METHODS
 
-        return [s.name for s in self.stages if METHODS.get(s.method).generates]
+        judges = self.evaluator_stages()
+        return [
+            s.name for s in self.stages if METHODS.get(s.method).generates and s.name not in judges
+        ]
+
+    def evaluator_stages(self) -> set[str]:
+        """Stages evals use as their instrument (a trained judge), not as a model to test."""
+        from ftlab.evals import EVALS
+
+        return {name for ev in self.evals for name in _stages_used(EVALS, ev)}
 
     def stage(self, name: str) -> StageSpec:
         for stage in self.stages:
             if stage.name == name:
                 return stage
         raise KeyError(name)
+
+
+def _stages_used(evals: Any, ev: EvalSpec) -> list[str]:
+    """Stages an eval uses besides its targets (EvalKind.stages; [] when invalid)."""
+    if ev.kind not in evals:
+        return []
+    kind = evals.get(ev.kind)
+    try:
+        return list(kind.stages(kind.params_model.model_validate(ev.params)))
+    except ValueError:
+        return []
 
 
 def _against(evals: Any, ev: EvalSpec) -> str | None:
