@@ -137,6 +137,7 @@ def _evaluate(inp: EvalInput, p: HarnessParams, *, include: Path, local: list[st
     from lm_eval.tasks import TaskManager
 
     logging.getLogger("lm_eval").setLevel(logging.ERROR)
+    _quiet_git_hash()
     need_builtin = any(t not in local for t in p.tasks)
     manager = TaskManager(include_path=str(include), include_defaults=need_builtin)
     unknown = [t for t in p.tasks if t not in manager.all_tasks]
@@ -174,6 +175,23 @@ def _evaluate(inp: EvalInput, p: HarnessParams, *, include: Path, local: list[st
                 f"{OFFLINE_HINT} ({text[:200]})"
             ) from exc
         raise
+
+
+def _quiet_git_hash() -> None:
+    """lm-eval records `git describe` of the working directory with git's stderr open:
+    outside a checkout the user's run printed "fatal: not a git repository". Same
+    lookup, stderr silenced (the hash is unused: ftlab records its own in env.json)."""
+    import subprocess
+
+    import lm_eval.evaluator
+
+    def git_hash() -> str | None:
+        done = subprocess.run(
+            ["git", "describe", "--always"], capture_output=True, text=True, check=False
+        )
+        return done.stdout.strip() or None
+
+    lm_eval.evaluator.get_git_commit_hash = git_hash  # type: ignore[assignment]
 
 
 def _metric_names(task_results: dict[str, Any]) -> dict[str, str]:

@@ -415,6 +415,20 @@ def test_shipped_tasks_run_in_the_lm_eval_cli_from_any_folder(tmp_path) -> None:
         assert cli[sample["doc_id"]] == pytest.approx(sample["choice_logliks"], abs=1e-3)
 
 
+def test_lm_eval_outside_a_git_checkout_prints_no_git_error(tmp_path, monkeypatch, capfd) -> None:
+    """lm-eval records `git describe` of the working directory and let git print
+    "fatal: not a git repository" into the user's run output outside a checkout."""
+    from ftlab.evals.harness import LM_EVAL, HarnessParams
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path.parent))
+    model, tok = _tiny()
+    params = HarnessParams(tasks=["support_intent_mc"], batch_size=4)
+    out = LM_EVAL.run(EvalInput(model, tok, [], params, base_dir=DATA.parent, limit=2))
+    assert len(out.samples) == 2
+    assert "not a git repository" not in capfd.readouterr().err
+
+
 def test_lm_eval_fingerprint_ignores_bytecode_of_the_task_loader(tmp_path) -> None:
     """Running the `lm_eval` CLI on a task folder leaves `__pycache__/local_files.*.pyc`
     there; that must not change the eval cache key."""

@@ -58,6 +58,25 @@ def test_defaults_fill_in(write) -> None:
     assert spec.output.dir == "runs"
 
 
+def test_a_missing_rubric_is_found_at_validate(write) -> None:
+    """A rubric that does not exist used to surface only when the run reached it (after
+    training, for a judge eval's)."""
+    text = MINIMAL.replace(
+        "data:\n",
+        "data:\n  pairs: {path: data/support_sft.jsonl, format: messages, "
+        "convert: pairs_to_judge, rubric: polite}\n",
+    )
+    text += "evals:\n  - {kind: judge, data: sft, params: {rubric: rubrics/kind.yaml}}\n"
+    with pytest.raises(SpecError) as err:
+        load_spec(write("a.yaml", text))
+    message = str(err.value)
+    assert "a.yaml:3: data.pairs.rubric" in message and "rubrics/polite.yaml" in message
+    assert "evals.0.params.rubric" in message and "found:    rubrics/kind.yaml" in message
+    write("rubrics/polite.yaml", "criteria: [polite]\n")
+    write("rubrics/kind.yaml", "criteria: [kind]\n")
+    assert load_spec(write("a.yaml", text)).data["pairs"].rubric == "polite"
+
+
 def test_extends_chain_merges_and_child_wins(write) -> None:
     write("c.yaml", MINIMAL + "seed: 7\ndescription: from c\n")
     write("sub/b.yaml", "extends: ../c.yaml\nseed: 8\nmodel: {name: tiny}\n")

@@ -40,10 +40,37 @@ def anchor_data_paths(raw: Raw, prefix: str) -> list[Problem]:
             )
     return (
         problems
+        + rubric_files(raw, prefix)
         + anchor_reward_modules(raw, prefix)
         + anchor_template(raw, prefix)
         + anchor_plugins(raw, prefix)
     )
+
+
+def rubric_files(raw: Raw, prefix: str) -> list[Problem]:
+    """`data.<name>.rubric` and a judge eval's `params.rubric` name a rubric file that
+    exists (a name under `rubrics/` next to the spec, or a path), found before training."""
+    named: list[tuple[PathT, Any]] = []
+    for name, source in (raw.data.get("data") or {}).items():
+        if isinstance(source, dict) and "rubric" in source:
+            named.append((("data", name, "rubric"), source["rubric"]))
+    for i, ev in enumerate(raw.data.get("evals") or []):
+        params = ev.get("params") if isinstance(ev, dict) else None
+        if isinstance(params, dict) and "rubric" in params:
+            named.append((("evals", i, "params", "rubric"), params["rubric"]))
+    problems = []
+    for path, value in named:
+        if not isinstance(value, str) or not value:
+            continue  # the schema reports it
+        where = raw.loc(path)
+        base = Path(where.file).parent if Path(where.file).is_file() else Path.cwd()
+        candidates = [base / value, base / "rubrics" / f"{value}.yaml", Path(value)]
+        if not any(c.is_file() for c in candidates):
+            expected = f"a rubric file: {candidates[1]} or a path to one"
+            fix = "write one (see experiments/rubrics/support_reply.yaml)"
+            dotted = ".".join(str(p) for p in path)
+            problems.append(Problem(where.file, where.line, dotted, expected, value, fix, prefix))
+    return problems
 
 
 def anchor_template(raw: Raw, prefix: str) -> list[Problem]:
