@@ -110,13 +110,32 @@ class JudgeEval(EvalKind):
         stages = [st.name for st in spec.stages]
         stage = judge.get("stage") if isinstance(judge, dict) else None
         if isinstance(stage, str) and stage not in stages[:-1]:
+            if stage == stages[-1]:
+                hint = (
+                    f"move stage {stage} above stage {stages[-2] if len(stages) > 1 else ''} "
+                    "in stages: (the last stage is the model under test, never its judge)"
+                )
+            else:
+                hint = did_you_mean(stage, stages[:-1]).strip() or (
+                    "add a stage that trains the judge (e.g. method: full on data with "
+                    "convert: pairs_to_judge) before the last stage"
+                )
             problems.append(
                 (
                     ("params", "judge_model", "stage"),
                     "a stage of this spec before the last one (the last stage is the model "
                     f"under test): {', '.join(stages[:-1]) or 'none'}",
                     stage,
-                    did_you_mean(stage, stages[:-1]).strip(),
+                    hint,
+                )
+            )
+        if isinstance(judge, str) and judge in stages:
+            problems.append(
+                (
+                    ("params", "judge_model"),
+                    "a model name or folder, or {stage: NAME} for a judge a stage trains",
+                    judge,
+                    f"'{judge}' is a stage of this spec: write judge_model: {{stage: {judge}}}",
                 )
             )
         calibration = params.get("calibration")
@@ -132,7 +151,11 @@ class JudgeEval(EvalKind):
                         if source is None
                         else f"'{calibration}' ({source.format}, val_fraction "
                         f"{source.val_fraction})",
-                        did_you_mean(calibration, list(spec.data)).strip(),
+                        did_you_mean(
+                            calibration,
+                            [n for n, d in spec.data.items() if d.format == "preference"],
+                        ).strip()
+                        or "name a dataset with format: preference and val_fraction > 0",
                     )
                 )
         return problems

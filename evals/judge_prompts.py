@@ -64,9 +64,18 @@ def rubric_text(name: str, base_dir: Path) -> str:
             f"no rubric '{name}': looked for {', '.join(str(c) for c in candidates[:2])}; "
             "write one (see experiments/rubrics/support_reply.yaml)"
         )
-    data = YAML(typ="safe", pure=True).load(found.read_text())
-    if not isinstance(data, dict) or not isinstance(data.get("criteria"), list):
-        raise EvalError(f"{found}: a rubric needs a criteria: list (and description, scale)")
+    try:
+        data = YAML(typ="safe", pure=True).load(found.read_text())
+    except Exception as exc:  # noqa: BLE001 - any YAML error: name the file and the line
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{found}:{mark.line + 1}" if mark is not None else str(found)
+        raise EvalError(f"{where}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
+    criteria = data.get("criteria") if isinstance(data, dict) else None
+    if not isinstance(criteria, list) or not criteria:
+        raise EvalError(
+            f"{found}: a rubric needs a non-empty criteria: list (and description, scale); "
+            "see experiments/rubrics/support_reply.yaml"
+        )
     lines = [f"Context: {data.get('description', '')}", "Criteria:"]
     lines += [f"- {_criterion(c)}" for c in data["criteria"]]
     if data.get("scale"):

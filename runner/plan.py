@@ -356,6 +356,18 @@ def _token_lengths(
     )
 
 
+def cut_note(lengths: list[int], max_length: int) -> str:
+    """A warning when rows reach `train.max_length` (lengths are capped there): they are cut
+    at the end, where the replies the loss is on are."""
+    cut = sum(1 for n in lengths if n >= max_length)
+    if not cut:
+        return ""
+    return (
+        f"{cut} of {len(lengths)} training rows reach train.max_length {max_length} and are "
+        "cut at the end, where the replies (the loss) are; raise train.max_length"
+    )
+
+
 def _plain_text(row: dict[str, Any]) -> str:
     if "messages" in row:
         return "\n".join(f"{m['role']}: {m['content']}" for m in row["messages"])
@@ -437,7 +449,11 @@ def _plan_stage(*, spec: Any, stage: Any, config: Any, tokens: Tokens, spec_dir:
         seq_len=seq,
         precision=precision,
         memory=memory,
-        notes=tuple(n for n in (tokens_note, length_warning(stage, config)) if n)
+        notes=tuple(
+            n
+            for n in (tokens_note, length_warning(stage, config), cut_note(lengths, t.max_length))
+            if n
+        )
         + _optimizer_notes(stage, fp),
     )
 

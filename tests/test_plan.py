@@ -53,6 +53,16 @@ def test_quickstart_plan() -> None:
     assert plans["qlora"].memory["weights"] < plans["base"].memory["weights"]
 
 
+def test_plan_says_when_rows_are_cut_at_max_length() -> None:
+    """A judge trained at max_length 256 lost the verdict at the end of every prompt, and
+    nothing said so (found by a fresh-eyes user)."""
+    over = ["stages.judge.train.max_length=256"]
+    (plan, *_) = plan_runs(EXPERIMENTS / "quickstart.yaml", over)
+    judge, sft = plan.stages
+    assert any("540 of 540 training rows reach train.max_length 256" in n for n in judge.notes)
+    assert not any("reach train.max_length" in n for n in sft.notes)
+
+
 def test_seven_b_full_finetune_needs_far_more_than_qlora() -> None:
     over = ["model=random:llama-7b", "stages.sft.train.precision=bf16"]
     plans = {p.variant: p.stages[-1] for p in plan_runs(EXPERIMENTS / "quickstart.yaml", over)}

@@ -72,9 +72,42 @@ def test_a_missing_rubric_is_found_at_validate(write) -> None:
     message = str(err.value)
     assert "a.yaml:3: data.pairs.rubric" in message and "rubrics/polite.yaml" in message
     assert "evals.0.params.rubric" in message and "found:    rubrics/kind.yaml" in message
+    write("rubrics/polite.yaml", "criteria: []\n")
+    write("rubrics/kind.yaml", "criteria: [kind\n")
+    with pytest.raises(SpecError) as err:
+        load_spec(write("a.yaml", text))
+    message = str(err.value)
+    assert "polite.yaml: a rubric needs a non-empty criteria: list" in message
+    assert "kind.yaml:2: not valid YAML" in message  # was a ruamel traceback from plan
     write("rubrics/polite.yaml", "criteria: [polite]\n")
     write("rubrics/kind.yaml", "criteria: [kind]\n")
     assert load_spec(write("a.yaml", text)).data["pairs"].rubric == "polite"
+
+
+def test_judge_stage_mistakes_say_what_to_do(write) -> None:
+    """Fresh-eyes findings: the judge stage placed last, a stage name given as a plain
+    judge_model, a calibration set that is not a preference set (the hint suggested the
+    same wrong name back)."""
+    write("rubrics/r.yaml", "criteria: [kind]\n")
+    text = """\
+name: t
+data:
+  sft: {path: data/support_sft.jsonl}
+  pairs: {path: data/support_sft.jsonl, format: messages, convert: pairs_to_judge, rubric: r}
+stages:
+  - {name: sft, method: lora, train: {max_steps: 3}}
+  - {name: judge, method: full, data: pairs, train: {max_steps: 3}}
+evals:
+  - {kind: judge, data: sft, params: {judge_model: {stage: judge}, rubric: r, calibration: pairs}}
+  - {name: j2, kind: judge, data: sft, params: {judge_model: sft, rubric: r}}
+"""
+    with pytest.raises(SpecError) as err:
+        load_spec(write("a.yaml", text))
+    message = str(err.value)
+    assert "fix:      move stage judge above stage sft in stages:" in message
+    assert "write judge_model: {stage: sft}" in message
+    assert "Did you mean 'pairs'" not in message
+    assert "name a dataset with format: preference and val_fraction > 0" in message
 
 
 def test_extends_chain_merges_and_child_wins(write) -> None:

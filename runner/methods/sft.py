@@ -211,6 +211,7 @@ def train_supervised(ctx: StageContext, *, method: str) -> StageResult:
     from trl import SFTTrainer
 
     from ftlab.runner.models import load_tokenizer
+    from ftlab.runner.plan import cut_note
 
     quiet_library_bars()
     started = time.time()
@@ -229,7 +230,10 @@ def train_supervised(ctx: StageContext, *, method: str) -> StageResult:
         # TemplateError: the spec check says why, before training
         masking = usable_for_training(template, last_only=last_only)
     masked = masking == "ftlab"
-    flat = padding_free(ctx, _lengths(tokenizer, ctx), model.config)
+    lengths = _lengths(tokenizer, ctx)
+    if note := cut_note(lengths, t.max_length):
+        print(f"warning: stage {ctx.stage.name}: {note}")
+    flat = padding_free(ctx, lengths, model.config)
     trainer = SFTTrainer(
         model=model,
         args=sft_args(ctx, conversational=conversational, masked=masked, flat=flat),

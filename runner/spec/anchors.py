@@ -62,14 +62,22 @@ def rubric_files(raw: Raw, prefix: str) -> list[Problem]:
     for path, value in named:
         if not isinstance(value, str) or not value:
             continue  # the schema reports it
+        from ftlab.evals.base import EvalError
+        from ftlab.evals.judge_prompts import rubric_text
+
         where = raw.loc(path)
         base = Path(where.file).parent if Path(where.file).is_file() else Path.cwd()
-        candidates = [base / value, base / "rubrics" / f"{value}.yaml", Path(value)]
-        if not any(c.is_file() for c in candidates):
-            expected = f"a rubric file: {candidates[1]} or a path to one"
-            fix = "write one (see experiments/rubrics/support_reply.yaml)"
-            dotted = ".".join(str(p) for p in path)
-            problems.append(Problem(where.file, where.line, dotted, expected, value, fix, prefix))
+        dotted = ".".join(str(p) for p in path)
+        try:
+            rubric_text(value, base)
+        except EvalError as exc:
+            expected = (
+                f"a rubric: a name under {base / 'rubrics'}/ (`support_reply` reads "
+                "rubrics/support_reply.yaml) or a path to a rubric file"
+            )
+            problems.append(
+                Problem(where.file, where.line, dotted, expected, value, str(exc), prefix)
+            )
     return problems
 
 
