@@ -106,38 +106,7 @@ class JudgeEval(EvalKind):
                     did_you_mean(against, options).strip(),
                 )
             )
-        judge = params.get("judge_model")
-        stages = [st.name for st in spec.stages]
-        stage = judge.get("stage") if isinstance(judge, dict) else None
-        if isinstance(stage, str) and stage not in stages[:-1]:
-            if stage == stages[-1]:
-                hint = (
-                    f"move stage {stage} above stage {stages[-2] if len(stages) > 1 else ''} "
-                    "in stages: (the last stage is the model under test, never its judge)"
-                )
-            else:
-                hint = did_you_mean(stage, stages[:-1]).strip() or (
-                    "add a stage that trains the judge (e.g. method: full on data with "
-                    "convert: pairs_to_judge) before the last stage"
-                )
-            problems.append(
-                (
-                    ("params", "judge_model", "stage"),
-                    "a stage of this spec before the last one (the last stage is the model "
-                    f"under test): {', '.join(stages[:-1]) or 'none'}",
-                    stage,
-                    hint,
-                )
-            )
-        if isinstance(judge, str) and judge in stages:
-            problems.append(
-                (
-                    ("params", "judge_model"),
-                    "a model name or folder, or {stage: NAME} for a judge a stage trains",
-                    judge,
-                    f"'{judge}' is a stage of this spec: write judge_model: {{stage: {judge}}}",
-                )
-            )
+        problems += _judge_model_problems(params.get("judge_model"), spec)
         calibration = params.get("calibration")
         if isinstance(calibration, str) and calibration:
             source = spec.data.get(calibration)
@@ -189,6 +158,44 @@ class JudgeEval(EvalKind):
 
 
 JUDGE = JudgeEval()
+
+
+def _judge_model_problems(judge: Any, spec: Any) -> list[Problem]:
+    """`judge_model: {stage: NAME}` names a stage before the last; a stage's name given
+    as a plain model name gets the right spelling."""
+    problems: list[Problem] = []
+    stages = [st.name for st in spec.stages]
+    stage = judge.get("stage") if isinstance(judge, dict) else None
+    if isinstance(stage, str) and stage not in stages[:-1]:
+        if stage == stages[-1]:
+            hint = (
+                f"move stage {stage} above stage {stages[-2] if len(stages) > 1 else ''} "
+                "in stages: (the last stage is the model under test, never its judge)"
+            )
+        else:
+            hint = did_you_mean(stage, stages[:-1]).strip() or (
+                "add a stage that trains the judge (e.g. method: full on data with "
+                "convert: pairs_to_judge) before the last stage"
+            )
+        problems.append(
+            (
+                ("params", "judge_model", "stage"),
+                "a stage of this spec before the last one (the last stage is the model "
+                f"under test): {', '.join(stages[:-1]) or 'none'}",
+                stage,
+                hint,
+            )
+        )
+    if isinstance(judge, str) and judge in stages:
+        problems.append(
+            (
+                ("params", "judge_model"),
+                "a model name or folder, or {stage: NAME} for a judge a stage trains",
+                judge,
+                f"'{judge}' is a stage of this spec: write judge_model: {{stage: {judge}}}",
+            )
+        )
+    return problems
 
 
 def backend_for(p: JudgeParams, inp: EvalInput) -> Backend:

@@ -32,4 +32,17 @@ def load_artifact(path: str | Path, *, dtype: str = "float32") -> tuple[Any, Any
         if not torch.cuda.is_available():
             kwargs["device_map"] = {"": "cpu"}
     base = AutoModelForCausalLM.from_pretrained(meta["base"], **kwargs)
+    if quant:
+        no_cpu_repacking(base)
     return PeftModel.from_pretrained(base, path), tokenizer
+
+
+def no_cpu_repacking(model: Any) -> None:
+    """Keep bitsandbytes' 4-bit layout as trained. On AVX512-BF16 CPUs it repacks 4-bit
+    weights for inference at the first eval-mode, no-grad forward (the trainer's
+    evaluation) and keeps that layout; its kernel has no backward, so training after it
+    silently lost the gradient through the frozen weights (tests/test_qlora_grads.py),
+    and a reloaded QLoRA model computed other logits than the trained one."""
+    for module in model.modules():
+        if getattr(module, "support_avx512bf16_for_cpu", False):
+            setattr(module, "support_avx512bf16_for_cpu", False)  # noqa: B010

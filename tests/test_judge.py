@@ -245,7 +245,7 @@ stages:
   - name: sft
     method: lora
     adapter: {{r: 4, alpha: 8, dropout: 0.0}}
-    train: {{learning_rate: 5.0e-3, max_steps: 4, batch_size: 4, max_length: 96, precision: fp32}}
+    train: {{learning_rate: 3.0e-2, max_steps: 8, batch_size: 4, max_length: 96, precision: fp32}}
 evals:
   - name: vs_base
     kind: judge

@@ -121,13 +121,9 @@ def load_model(
     if method == "qlora":
         from peft import prepare_model_for_kbit_training
 
-        # On AVX512-BF16 CPUs bitsandbytes repacks 4-bit weights for inference at the first
-        # eval-mode, no-grad forward (the trainer's evaluation) and keeps that layout; its
-        # kernel has no backward, so training after it silently lost the gradient through
-        # the frozen weights (tests/test_qlora_grads.py).
-        for module in model.modules():
-            if getattr(module, "support_avx512bf16_for_cpu", False):
-                setattr(module, "support_avx512bf16_for_cpu", False)  # noqa: B010
+        from ftlab.runner.artifacts import no_cpu_repacking
+
+        no_cpu_repacking(model)
 
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
     return model

@@ -190,10 +190,14 @@ def truncate(dataset: Any, max_length: int) -> Any:
 
 
 def _lengths(tokenizer: Any, ctx: StageContext) -> list[int]:
-    from ftlab.runner.plan import Tokens, _token_lengths
+    """Tokens per training row (capped at max_length); warns when rows are cut there."""
+    from ftlab.runner.plan import Tokens, _token_lengths, cut_note
 
     tokens = Tokens(tokenizer, str(ctx.model.path))
-    return _token_lengths(ctx.data.train, tokens, ctx.stage.train.max_length)[0]
+    lengths = _token_lengths(ctx.data.train, tokens, ctx.stage.train.max_length)[0]
+    if note := cut_note(lengths, ctx.stage.train.max_length):
+        print(f"warning: stage {ctx.stage.name}: {note}")
+    return lengths
 
 
 def _template_record(ctx: StageContext, tokenizer: Any, masking: str) -> dict[str, Any]:
@@ -211,7 +215,6 @@ def train_supervised(ctx: StageContext, *, method: str) -> StageResult:
     from trl import SFTTrainer
 
     from ftlab.runner.models import load_tokenizer
-    from ftlab.runner.plan import cut_note
 
     quiet_library_bars()
     started = time.time()
@@ -230,10 +233,7 @@ def train_supervised(ctx: StageContext, *, method: str) -> StageResult:
         # TemplateError: the spec check says why, before training
         masking = usable_for_training(template, last_only=last_only)
     masked = masking == "ftlab"
-    lengths = _lengths(tokenizer, ctx)
-    if note := cut_note(lengths, t.max_length):
-        print(f"warning: stage {ctx.stage.name}: {note}")
-    flat = padding_free(ctx, lengths, model.config)
+    flat = padding_free(ctx, _lengths(tokenizer, ctx), model.config)
     trainer = SFTTrainer(
         model=model,
         args=sft_args(ctx, conversational=conversational, masked=masked, flat=flat),
