@@ -131,3 +131,27 @@ def test_auto_padding_free_only_where_it_costs_less() -> None:
     assert flat_is_cheaper(spread, 8, config)
     assert not flat_is_cheaper(alike, 8, config)
     assert not flat_is_cheaper([100] * 64, 8, config)  # no padding to save
+
+
+def test_truncate_cuts_every_per_token_column() -> None:
+    """Padding-free batches without packing are cut by ftlab: a `labels` column was left
+    longer than its cut input_ids, and trl's collator failed with an IndexError once a
+    row exceeded max_length (the pretrained tiny's longer replies hit it)."""
+    import datasets
+
+    from ftlab.runner.methods.sft import truncate
+
+    rows = datasets.Dataset.from_list(
+        [
+            {
+                "input_ids": list(range(10)),
+                "labels": list(range(10)),
+                "assistant_masks": [1] * 10,
+                "seq": 10,
+                "other": [1, 2],
+            }
+        ]
+    )
+    (row,) = truncate(rows, 6)
+    assert row["input_ids"] == row["labels"] == list(range(6))
+    assert row["assistant_masks"] == [1] * 6 and row["seq"] == 10 and row["other"] == [1, 2]

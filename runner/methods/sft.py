@@ -178,13 +178,15 @@ def rows_for(tokenizer: Any, rows: list[dict[str, Any]], *, masked: bool, last_o
 
 
 def truncate(dataset: Any, max_length: int) -> Any:
-    """Cut every token column to `max_length` (trl does it only for padded batches)."""
+    """Cut every per-token column to `max_length` (trl does it only for padded batches):
+    every list as long as the row's input_ids (masks, and `labels` — a row longer than
+    max_length left them longer than its ids, and the padding-free collator failed)."""
     if dataset is None:
         return None
-    columns = [c for c in dataset.column_names if c.endswith(("input_ids", "mask", "masks"))]
 
     def cut(row: dict[str, Any]) -> dict[str, Any]:
-        return {c: row[c][:max_length] for c in columns}
+        n = len(row["input_ids"])
+        return {c: v[:max_length] for c, v in row.items() if isinstance(v, list) and len(v) == n}
 
     return dataset.map(cut)
 
