@@ -171,12 +171,12 @@ def load(
         )
         stages = store.rows(
             con,
-            """SELECT run_id, method, position, trainable_params, peak_memory_mb,
+            f"""SELECT run_id, method, position, trainable_params, peak_memory_mb,
                       eval_loss, train_loss,
                       json_extract_string(summary_json, '$.objective') AS objective,
                       json_extract_string(summary_json, '$.eval_data') AS eval_data
                FROM stages WHERE run_id IN (SELECT unnest(?))
-                 AND NOT coalesce(json_extract(summary_json, '$.evaluator')::BOOLEAN, false)
+                 AND {store.ON_CHAIN}
                ORDER BY run_id, position""",
             [ids],
         )

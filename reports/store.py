@@ -81,6 +81,10 @@ CREATE TABLE IF NOT EXISTS judge_verdicts (
 """
 
 
+# A stage row on the chain to the model under test (not a judge an eval uses)
+ON_CHAIN = "NOT coalesce(json_extract(summary_json, '$.evaluator')::BOOLEAN, false)"
+
+
 class StoreBusy(RuntimeError):
     """The index stayed locked by another process for longer than the timeout."""
 
@@ -477,7 +481,7 @@ def queries(
 
 
 def list_runs(root: Path, *, experiment: str = "") -> list[dict[str, Any]]:
-    sql = """
+    sql = f"""
         SELECT r.run_id, r.experiment, r.variant, r.state, r.created, r.wall_time_s,
                string_agg(s.method, ' → ' ORDER BY s.position) AS methods,
                max(s.trainable_params) FILTER (WHERE s.position = last_pos) AS trainable_params,
@@ -489,7 +493,7 @@ def list_runs(root: Path, *, experiment: str = "") -> list[dict[str, Any]]:
             SELECT *, max(position) OVER (PARTITION BY run_id) AS last_pos,
                    min(position) OVER (PARTITION BY run_id) AS first_pos
             FROM stages  -- the chain to the model under test: not a judge stage
-            WHERE NOT coalesce(json_extract(summary_json, '$.evaluator')::BOOLEAN, false)
+            WHERE {ON_CHAIN}
         ) s ON s.run_id = r.run_id
         WHERE (? = '' OR r.experiment = ?)
         GROUP BY ALL ORDER BY r.created
