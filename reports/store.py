@@ -81,8 +81,7 @@ CREATE TABLE IF NOT EXISTS judge_verdicts (
 """
 
 
-# A stage row on the chain to the model under test (not a judge an eval uses)
-ON_CHAIN = "NOT coalesce(json_extract(summary_json, '$.evaluator')::BOOLEAN, false)"
+ON_CHAIN = "NOT coalesce(json_extract(summary_json, '$.evaluator')::BOOLEAN, false)"  # no judge
 
 
 class StoreBusy(RuntimeError):
