@@ -93,7 +93,10 @@ class JudgeParams(BaseModel):
         if self.backend == "openai" and not self.base_url:
             raise ValueError("the openai backend needs base_url (e.g. http://127.0.0.1:8000/v1)")
         if isinstance(self.judge_model, JudgeStage) and self.backend != "local":
-            raise ValueError("a judge trained by a stage (judge_model: {stage: …}) is local")
+            raise ValueError(
+                "a judge trained by a stage (judge_model: {stage: …}) runs locally: drop "
+                "backend: openai, or name the endpoint's model in judge_model"
+            )
         if self.verdicts == "logprob" and self.backend != "local":
             raise ValueError("verdicts: logprob needs a local judge (backend: local)")
         if self.verdicts == "logprob" and self.mode != "pairwise":
