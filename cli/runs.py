@@ -194,7 +194,10 @@ def run(
         str | None, typer.Option(help="host:port of node 0 (multi-node).")
     ] = None,
     strategy: Annotated[str | None, typer.Option(help="ddp | fsdp | deepspeed.")] = None,
-    runs_dir: RunsDir = Path("runs"),
+    runs_dir: Annotated[
+        Path | None,
+        typer.Option("--dir", help="Runs directory: output.dir for new runs [default: runs]."),
+    ] = None,
 ) -> None:
     """Train every run of a spec (the spec as written, plus each variant)."""
     from ftlab.runner import execute, rundir
@@ -218,9 +221,11 @@ def run(
             highlight=False,
         )
         raise typer.Exit(2)
+    if runs_dir is not None and not resume:
+        resources.append(_dir_override(runs_dir, overrides or []))
     try:
         planned = (
-            _resumed(resume, runs_dir, resources)
+            _resumed(resume, runs_dir or Path("runs"), resources)
             if resume
             else _new_runs(spec, [*(overrides or []), *resources], variant)
         )
@@ -293,6 +298,19 @@ def _resumed(resume: str, runs_dir: Path, resources: list[str]) -> list[tuple[An
     spec_obj.output.dir = str(rd.path.parent)
     console.print(f"resuming {rd.run_id} (was {status.get('state')})")
     return [(lambda: rd, spec_obj, True)]
+
+
+def _dir_override(runs_dir: Path, overrides: list[str]) -> str:
+    """`--dir D` for new runs is output.dir=D; given with output.dir=… too, an error."""
+    given = [o for o in overrides if o.split("=", 1)[0] == "output.dir"]
+    if given:
+        err.print(
+            f"error: --dir {runs_dir} and {given[0]} both say where the runs go; keep one",
+            markup=False,
+            highlight=False,
+        )
+        raise typer.Exit(2)
+    return f"output.dir={runs_dir}"
 
 
 def _new_runs(

@@ -295,3 +295,22 @@ def test_an_override_given_with_resume_is_refused_not_ignored(tmp_path) -> None:
     assert out.exit_code == 2
     assert "stages.sft.train.max_steps=600 would be ignored" in out.output
     assert "ftlab run SPEC KEY=VALUE" in out.output
+
+
+@pytest.mark.integration
+def test_run_dir_option_is_where_new_runs_go(write, sft_data, tmp_path, monkeypatch) -> None:
+    """`ftlab run SPEC --dir D` was accepted and ignored: the runs landed in ./runs (the
+    option only reached --resume). It is output.dir now; given with output.dir=…, an
+    error says to keep one."""
+    from typer.testing import CliRunner
+
+    from ftlab.cli.main import app
+
+    monkeypatch.chdir(tmp_path)
+    text = SPEC.format(steps=1, save=50, runs="").replace("output: {dir: }\n", "")
+    spec = write("nodir.yaml", text)
+    result = CliRunner().invoke(app, ["run", str(spec), "--dir", "elsewhere"])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "elsewhere" / "ftlab.duckdb").exists() and not (tmp_path / "runs").exists()
+    both = CliRunner().invoke(app, ["run", str(spec), "--dir", "a", "output.dir=b"])
+    assert both.exit_code == 2 and "--dir a and output.dir=b" in both.output, both.output
