@@ -52,14 +52,24 @@ def test_shipped_files_never_share_a_prompt() -> None:
     assert len(held_out) == 240 and not train & held_out
 
 
-def test_shipped_preferences_are_curt_or_off_topic() -> None:
-    """Half the rejected replies are curt, half polite but about another problem (their
-    topic sentence names another one): a preference has to read the message too."""
+def test_shipped_preferences_are_curt_off_topic_or_timeline() -> None:
+    """A quarter of the rejected replies are curt, a quarter polite but about another
+    problem (their topic sentence names another one) — preferences SFT already carries —
+    and half the same reply promising only an update where chosen commits to a result (a
+    preference SFT has no opinion on: the one alignment has to teach)."""
     rows = [json.loads(line) for line in (DATA / "support_prefs.jsonl").read_text().splitlines()]
     assert len(rows) == 300
+    update = "Expect an update from us by email"
     curt = [r for r in rows if len(r["chosen"]) > 2 * len(r["rejected"])]
-    off_topic = [r for r in rows if r not in curt]
-    assert len(curt) == len(off_topic) == 150
+    timeline = [
+        r
+        for r in rows
+        if update in r["rejected"]
+        and update not in r["chosen"]
+        and r["chosen"].split(".")[:2] == r["rejected"].split(".")[:2]
+    ]
+    off_topic = [r for r in rows if r not in curt and r not in timeline]
+    assert (len(curt), len(off_topic), len(timeline)) == (75, 75, 150)
     topic = re.compile(r"I see this is about ([^.]+)\.")
     for r in off_topic:
         assert topic.search(r["chosen"])[1] != topic.search(r["rejected"])[1], r  # type: ignore[index]
@@ -315,8 +325,13 @@ def test_pairs_to_judge_splits_as_the_pairs_do_both_orders(tmp_path: Path) -> No
     assert judged.val[1]["messages"][0]["content"] == ba
     held_out = {p["prompt"] for p in prefs.val}
     assert not any(p in r["messages"][0]["content"] for r in judged.train for p in held_out)
-    with pytest.raises(ValueError, match="pairs_to_judge and rubric"):
-        DataSource(path="x.jsonl", format="messages", convert="pairs_to_judge")
+    # without rubric: the judge eval's default, `general`; a rubric without the convert
+    # is refused
+    assert DataSource(path="x.jsonl", format="messages", convert="pairs_to_judge").rubric == (
+        "general"
+    )
+    with pytest.raises(ValueError, match="add convert: pairs_to_judge or drop rubric"):
+        DataSource(path="x.jsonl", format="messages", rubric="r")
 
 
 def test_split_never_puts_one_prompt_on_both_sides(tmp_path: Path) -> None:

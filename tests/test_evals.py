@@ -12,7 +12,7 @@ import pytest
 
 from ftlab.evals.base import EvalInput
 from ftlab.reports import store
-from ftlab.reports.stats import bootstrap_mean, sign_test, wilson
+from ftlab.reports.stats import bootstrap_mean, mcnemar, wilson
 from ftlab.runner import execute, models
 from ftlab.runner.spec.errors import SpecError
 from ftlab.runner.spec.load import expand_runs, load_spec
@@ -328,20 +328,19 @@ def test_align_compare_end_to_end(tmp_path) -> None:
     )
     acc = {(r["variant"], r["target"]): r["value"] for r in rows}
     assert len({v for (_, t), v in acc.items() if t == "sft"}) == 1  # one SFT model, scored once
-    assert acc[("base", "align")] >= acc[("base", "sft")]  # the SFT start is near 1 already
-    # DPO widens log p(chosen) − log p(rejected) on the same held-out pairs, significantly
-    # (sign test, paired by item)
-    margins = store.query(
+    # DPO raises held-out preference accuracy over its SFT start, significantly (McNemar,
+    # paired by item): half the pairs prefer a timeline SFT has no preference between
+    correct = store.query(
         runs,
         """SELECT s.target, s.item, s.value FROM eval_samples s JOIN runs r USING (run_id)
-           WHERE r.variant = 'base' AND s.metric = 'margin' ORDER BY s.item""",
+           WHERE r.variant = 'base' AND s.metric = 'correct' ORDER BY s.item""",
     )
     by_target: dict[str, list[float]] = {}
-    for row in margins:
+    for row in correct:
         by_target.setdefault(row["target"], []).append(row["value"])
-    up, down, p = sign_test(by_target["align"], by_target["sft"])
-    print(f"DPO vs SFT held-out margin: {up} up, {down} down, p = {p:.2g}")
-    assert up > down and p < 0.01, (up, down, p)
+    up, down, p = mcnemar(by_target["align"], by_target["sft"])
+    print(f"DPO vs SFT held-out accuracy: {up} pairs won, {down} lost, McNemar p = {p:.2g}")
+    assert acc[("base", "align")] > acc[("base", "sft")] and p < 0.01, (up, down, p)
     cached = store.query(
         runs, "SELECT count(*) AS n FROM eval_results WHERE target = 'sft' AND cached_from <> ''"
     )

@@ -4,7 +4,9 @@ Run from the repository root:  python experiments/data/generate.py
 
 Writes, next to this file:
   support_sft.jsonl        SFT conversations (`messages` format)
-  support_prefs.jsonl      preference pairs (prompt / chosen / rejected)
+  support_prefs.jsonl      preference pairs (prompt / chosen / rejected): rejected is
+                           curt (a quarter), off-topic (a quarter), or the same reply
+                           promising only an update where chosen commits to a result
   support_feedback.jsonl   unpaired good/bad feedback (prompt / completion / label)
   support_eval.jsonl       held-out eval prompts with reference replies
   support_intent_mc.jsonl  multiple-choice intent task (query / choices / gold)
@@ -235,6 +237,7 @@ TIMELINES = [
     "Expect an update from us by email within {days} days.",
     "It should take effect within {hours} hours, and I will follow up to confirm.",
 ]
+UPDATE_ONLY = TIMELINES[2]  # promises news, not a result: the rejected side of half the pairs
 CLOSINGS = ["Best regards, the support team.", "Kind regards, Support.", "Thanks, Support."]
 SYSTEM = "You are a polite, helpful customer-support agent."
 
@@ -276,6 +279,23 @@ def _off_topic_reply(rng: random.Random, intent: str, s: dict[str, object]) -> s
     """Polite and complete, but about another problem than the customer's."""
     other = rng.choice([i for i in sorted(INTENTS) if i != intent])
     return _good_reply(rng, other, s)
+
+
+def _timeline_pair(
+    rng: random.Random, pair: dict[str, str], s: dict[str, object]
+) -> dict[str, str]:
+    """The same on-topic reply twice: chosen commits to when the problem is solved,
+    rejected only promises an update. SFT saw both kinds of timeline equally often, so its
+    model has no preference here: one that only the alignment stage can teach."""
+    reply = pair["chosen"]
+    current = next(t.format(**s) for t in TIMELINES if t.format(**s) in reply)
+    committed = [t.format(**s) for t in TIMELINES if t != UPDATE_ONLY]
+    chosen = current if current in committed else rng.choice(committed)
+    return {
+        "prompt": pair["prompt"],
+        "chosen": reply.replace(current, chosen),
+        "rejected": reply.replace(current, UPDATE_ONLY.format(**s)),
+    }
 
 
 def _unique_examples(
@@ -347,6 +367,12 @@ def main() -> None:
         }
         for k, (i, p, s) in enumerate(train[400:700])
     ]
+    # half the pairs carry a preference SFT does not teach (their own RNG: every other
+    # file stays as it was); a quarter curt, a quarter off-topic remain
+    pair_rng = random.Random(SEED + 1)
+    for k, (_, _, s) in enumerate(train[400:700]):
+        if k % 4 in (1, 2):
+            prefs[k] = _timeline_pair(pair_rng, prefs[k], s)
     feedback = []
     for k, (i, p, s) in enumerate(train[700:960]):
         good = k % 2 == 0
