@@ -36,6 +36,7 @@ from ftlab.evals.base import (
 from ftlab.evals.generate import PROMPT_FORMATS, reference, user_prompt
 from ftlab.evals.judge_params import JudgeParams, JudgeStage
 from ftlab.evals.judge_prompts import (
+    DEFAULT_RUBRIC,
     PAIRWISE,
     REMINDER,
     SCORE,
@@ -107,6 +108,7 @@ class JudgeEval(EvalKind):
                 )
             )
         problems += _judge_model_problems(params.get("judge_model"), spec)
+        problems += _rubric_mismatch(params, spec)
         calibration = params.get("calibration")
         if isinstance(calibration, str) and calibration:
             source = spec.data.get(calibration)
@@ -158,6 +160,29 @@ class JudgeEval(EvalKind):
 
 
 JUDGE = JudgeEval()
+
+
+def _rubric_mismatch(params: dict[str, Any], spec: Any) -> list[Problem]:
+    """A judge a stage trains is asked with the rubric its training prompts carried."""
+    judge = params.get("judge_model")
+    stage = judge.get("stage") if isinstance(judge, dict) else None
+    trains = next((st for st in spec.stages if st.name == stage), None)
+    source = spec.data.get(trains.data) if trains is not None and trains.data else None
+    if source is None or source.convert != "pairs_to_judge":
+        return []
+    asked = params.get("rubric") or DEFAULT_RUBRIC
+    if not isinstance(asked, str) or Path(asked).stem == Path(source.rubric).stem:
+        return []
+    return [
+        (
+            ("params", "rubric"),
+            f"the rubric judge stage {stage} trained with (data.{trains.data}.rubric: "
+            f"{source.rubric})",
+            asked,
+            f"set rubric: {source.rubric} (a judge asked with another rubric than it "
+            "learnt sees prompts it never trained on)",
+        )
+    ]
 
 
 def _judge_model_problems(judge: Any, spec: Any) -> list[Problem]:

@@ -38,8 +38,9 @@ class JudgeParams(BaseModel):
     api_key_env: str = ""
     """openai backend: name of the environment variable holding the API key (the key itself
     is read at call time and never stored)."""
-    rubric: str = "support_reply"
-    """A rubric name (`rubrics/<name>.yaml` next to the spec) or a path to a rubric file."""
+    rubric: str = "general"
+    """A rubric name (`rubrics/<name>.yaml` next to the spec, or one built in: `general`,
+    MT-Bench's criteria) or a path to a rubric file."""
     swap: bool = True
     """pairwise: judge both orders (A/B and B/A); a flipped verdict counts as a tie."""
     verdicts: Literal["text", "logprob"] = "text"

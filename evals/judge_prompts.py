@@ -52,17 +52,23 @@ VERDICT = re.compile(r"^\s*verdict:\s*(a|b|tie)\s*\.?\s*$", re.IGNORECASE | re.M
 SCORE = re.compile(r"^\s*score:\s*(10|[1-9])\s*(/\s*10)?\s*\.?\s*$", re.IGNORECASE | re.MULTILINE)
 
 
+BUILTIN_RUBRICS = Path(__file__).resolve().parent / "rubrics"
+DEFAULT_RUBRIC = "general"
+
+
 def rubric_text(name: str, base_dir: Path) -> str:
     """The rubric as text for the judge prompt, from `rubrics/<name>.yaml` or a path."""
     from ruamel.yaml import YAML
 
     path = Path(name)
     candidates = [base_dir / path, base_dir / "rubrics" / f"{name}.yaml", path]
+    candidates.append(BUILTIN_RUBRICS / f"{name}.yaml")  # a spec's own rubric wins
     found = next((c for c in candidates if c.is_file()), None)
     if found is None:
+        builtin = ", ".join(sorted(p.stem for p in BUILTIN_RUBRICS.glob("*.yaml")))
         raise EvalError(
-            f"no rubric '{name}': looked for {', '.join(str(c) for c in candidates[:2])}; "
-            "write one (see experiments/rubrics/support_reply.yaml)"
+            f"no rubric '{name}': looked for {', '.join(str(c) for c in candidates[:2])} "
+            f"(built in: {builtin}); write one (see experiments/rubrics/support_reply.yaml)"
         )
     try:
         data = YAML(typ="safe", pure=True).load(found.read_text())

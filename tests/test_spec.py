@@ -607,3 +607,58 @@ def test_messages_a_new_user_met(write) -> None:
         load_spec(write("d.yaml", MINIMAL.replace("method: lora", "method: lorra")))
     (p,) = err.value.problems
     assert p.expected.startswith("a registered method (") and p.found == "'lorra'"
+
+
+def test_a_judge_without_a_rubric_gets_the_general_one(write) -> None:
+    """A judge eval (or pairs_to_judge data) without `rubric:` silently used the
+    customer-support rubric — and outside experiments/ failed to find it. The default is
+    now `general`, shipped with ftlab (MT-Bench's criteria); a spec's own
+    `rubrics/general.yaml` still wins."""
+    from ftlab.evals.judge_prompts import rubric_text
+
+    text = MINIMAL.replace(
+        "data:\n",
+        "data:\n  pairs: {path: data/support_sft.jsonl, format: messages, "
+        "convert: pairs_to_judge}\n",
+    )
+    text += "evals:\n  - {kind: judge, data: sft}\n"
+    spec = load_spec(write("a.yaml", text))
+    from ftlab.evals.judge_params import JudgeParams
+
+    assert spec.data["pairs"].rubric == "general"
+    assert JudgeParams(**spec.evals[0].params).rubric == "general"
+    builtin = rubric_text("general", spec_dir := write("x", "").parent)
+    assert "helpfulness" in builtin and "customer" not in builtin
+    write("rubrics/general.yaml", "criteria: [mine]\n")
+    assert "- mine" in rubric_text("general", spec_dir)
+    with pytest.raises(Exception, match="built in: general"):
+        rubric_text("nope", spec_dir)
+    # a judge trained with one rubric and asked with another: said at validate
+    write("rubrics/r.yaml", "criteria: [kind]\n")
+    mismatch = """\
+name: t
+data:
+  sft: {path: data/support_sft.jsonl}
+  pairs: {path: data/support_sft.jsonl, format: messages, convert: pairs_to_judge, rubric: r}
+stages:
+  - {name: judge, method: full, data: pairs, train: {max_steps: 3}}
+  - {name: sft, method: lora, train: {max_steps: 3}}
+evals:
+  - {kind: judge, data: sft, params: {judge_model: {stage: judge}}}
+"""
+    with pytest.raises(SpecError) as err:
+        load_spec(write("b.yaml", mismatch))
+    assert "evals.0.params.rubric" in str(err.value) and "set rubric: r" in str(err.value)
+    fixed = mismatch.replace("{stage: judge}}", "{stage: judge}, rubric: rubrics/r.yaml}")
+    assert load_spec(write("c.yaml", fixed)).evals[0].params["rubric"] == "rubrics/r.yaml"
+
+
+def test_a_stage_without_data_says_what_the_default_is(write) -> None:
+    """A stage without `data:` reads the dataset `sft`; a user whose one dataset is
+    `train` was told "found: sft … declare it under data:", not why or what to write."""
+    text = MINIMAL.replace("  sft: {path", "  train: {path")
+    with pytest.raises(SpecError) as err:
+        load_spec(write("a.yaml", text))
+    message = str(err.value)
+    assert "found:    sft (the default: the stage names no data:)" in message, message
+    assert "fix:      add data: train to the stage" in message, message

@@ -234,11 +234,13 @@ def stage_refs(raw: Raw, prefix: str) -> list[Problem]:
         if isinstance(name, str):
             seen.append(name)
         if isinstance(ds, str) and isinstance(data, dict) and ds not in declared:
+            implicit = "data" not in stage
             add(
-                ("stages", i, "data"),
+                ("stages", i) if implicit else ("stages", i, "data"),
                 f"a dataset declared under data: ({', '.join(declared) or 'none declared'})",
-                ds,
-                did_you_mean(ds, declared).strip()
+                f"{ds} (the default: the stage names no data:)" if implicit else ds,
+                (f"add data: {declared[0]} to the stage" if implicit and declared else "")
+                or did_you_mean(ds, declared).strip()
                 or "declare it under data:, e.g. data: {sft: {path: data/x.jsonl}}",
             )
     return problems

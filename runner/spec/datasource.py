@@ -29,11 +29,13 @@ class DataSource(Strict):
                 f"convert: {self.convert} produces format "
                 f"{need[self.convert]}; set format: {need[self.convert]}"
             )
-        if (self.convert == "pairs_to_judge") != bool(self.rubric):
+        if self.rubric and self.convert != "pairs_to_judge":
             raise ValueError(
-                "convert: pairs_to_judge and rubric: go together (the rubric the judge "
-                "prompts carry, the one the judge eval names)"
+                "rubric: is the rubric convert: pairs_to_judge puts in the judge prompts; "
+                "add convert: pairs_to_judge or drop rubric"
             )
+        if self.convert == "pairs_to_judge" and not self.rubric:
+            self.rubric = "general"  # the judge eval's default: trained as it is asked
         if self.system_prompt and self.format == "prompt_completion":
             raise ValueError(
                 "system_prompt needs chat turns, and prompt_completion rows train as plain "
@@ -61,7 +63,8 @@ class DataSource(Strict):
     question, reply A and reply B, in both orders; the verdict is the target), split as the
     pairs are (a judge never trains on the held-out pairs it is calibrated on)."""
     rubric: str = ""
-    """pairs_to_judge: the rubric (`rubrics/<name>.yaml` next to the spec, or a path)."""
+    """pairs_to_judge: the rubric (`rubrics/<name>.yaml` next to the spec, a path, or the
+    built-in `general`, the judge eval's default too)."""
     pairs: Literal["all", "best_vs_worst"] = "all"
     """ratings_to_pairs: every pair of differently rated responses, or best vs worst only."""
     min_margin: float = Field(0.0, ge=0)
