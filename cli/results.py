@@ -29,7 +29,7 @@ def print_results(results: list[Any]) -> None:
         "trainable",
         "eval loss",
         "method metric",
-        *(f"{name} {metric}" for name, metric in eval_cols),
+        *(name if name == metric else f"{name} {metric}" for name, metric in eval_cols),
         "stage time",
         "recipe time",
         "peak mem",

@@ -12,5 +12,9 @@ for _name, _where in (
     ("judge", "judge:JudgeEval"),
     ("format", "checks:FormatEval"),
     ("contamination", "checks:ContaminationEval"),
+    ("exact_match", "reference:ExactMatchEval"),
+    ("json_match", "reference:JsonMatchEval"),
+    ("rouge", "reference:RougeEval"),
+    ("chrf", "reference:ChrfEval"),
 ):
     EVALS.register(_name, f"ftlab.evals.{_where}")

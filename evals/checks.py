@@ -52,15 +52,23 @@ class FormatParams(BaseModel):
         return self
 
 
-def _adheres(reply: str, p: FormatParams) -> tuple[bool, str]:
-    if p.check == "regex":
-        return (re.search(p.pattern, reply) is not None, "")
+def parse_json(reply: str) -> tuple[Any, str]:
+    """(the reply's JSON value, "") or (None, why not); a ```json fence around it is
+    allowed."""
     text = reply.strip()
     fenced = re.fullmatch(r"```(?:json)?\s*(.*?)\s*```", text, re.DOTALL)  # ```json … ```
     try:
-        value = json.loads(fenced.group(1) if fenced else text)
+        return json.loads(fenced.group(1) if fenced else text), ""
     except ValueError as exc:
-        return (False, f"not JSON: {exc}")
+        return None, f"not JSON: {exc}"
+
+
+def _adheres(reply: str, p: FormatParams) -> tuple[bool, str]:
+    if p.check == "regex":
+        return (re.search(p.pattern, reply) is not None, "")
+    value, why = parse_json(reply)
+    if why:
+        return (False, why)
     if p.check == "json":
         kind = _json_type(value)
         if kind not in p.json_types:
