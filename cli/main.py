@@ -8,6 +8,7 @@ from typing import Any
 # each module registers its commands; `ftlab --help` lists them in this order
 # isort: off
 from ftlab.cli import runs  # noqa: F401
+from ftlab.cli import chat  # noqa: F401
 from ftlab.cli import plan  # noqa: F401
 from ftlab.cli import sweeps  # noqa: F401
 from ftlab.cli import reports  # noqa: F401

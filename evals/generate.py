@@ -74,7 +74,13 @@ def reference(row: dict[str, Any]) -> str | None:
 
 
 def generate(
-    model: Any, tokenizer: Any, rows: list[dict[str, Any]], params: GenerationParams, desc: str
+    model: Any,
+    tokenizer: Any,
+    rows: list[dict[str, Any]],
+    params: GenerationParams,
+    desc: str,
+    *,
+    progress: bool = True,
 ) -> list[str]:
     import torch
     from tqdm.auto import tqdm
@@ -89,7 +95,11 @@ def generate(
     out: list[str] = []
     try:
         for start in tqdm(
-            range(0, len(rows), params.batch_size), desc=desc, unit="batch", leave=False
+            range(0, len(rows), params.batch_size),
+            desc=desc,
+            unit="batch",
+            leave=False,
+            disable=not progress,
         ):
             batch = [prompt_text(tokenizer, r) for r in rows[start : start + params.batch_size]]
             enc = tokenizer(batch, return_tensors="pt", padding=True, add_special_tokens=False)

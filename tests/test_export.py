@@ -85,3 +85,50 @@ def test_export_cli_errors_cleanly(tmp_path: Path) -> None:
     )
     assert out.returncode == 2 and "no run 'nope'" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+@pytest.mark.integration
+def test_generate_and_chat_answer_with_the_runs_template(write, sft_data, tmp_path) -> None:
+    """`ftlab generate RUN PROMPT` and `ftlab chat RUN` (driven through stdin) reply as
+    the run's model does under its chat template: the same greedy text a direct
+    apply_chat_template + generate gives, the second chat turn with the first in context."""
+    from typer.testing import CliRunner
+
+    from ftlab.cli.main import app
+
+    run = RunDir(
+        _run(write("spec.yaml", SPEC.format(steps=2, save=50, runs=tmp_path / "runs"))).run_dir
+    )
+    model, tok = load_artifact(run.stage_dir("sft") / "artifact")
+    model.eval()
+
+    def direct(messages: list[dict[str, str]]) -> str:
+        text = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        ids = tok(text, return_tensors="pt", add_special_tokens=False)
+        with torch.no_grad():
+            out = model.generate(
+                **ids, max_new_tokens=12, do_sample=False, pad_token_id=tok.pad_token_id
+            )
+        return tok.decode(out[0, ids["input_ids"].shape[1] :], skip_special_tokens=True).strip()
+
+    system = {"role": "system", "content": "Be brief."}
+    first = direct([system, {"role": "user", "content": "My parcel is late"}])
+    args = ["--dir", str(tmp_path / "runs"), "--max-new-tokens", "12", "--system", "Be brief."]
+    got = CliRunner().invoke(app, ["generate", run.run_id, "My parcel is late", *args])
+    assert got.exit_code == 0, got.output
+    assert "> My parcel is late" in got.output and first in got.output
+    second = direct(
+        [
+            system,
+            {"role": "user", "content": "My parcel is late"},
+            {"role": "assistant", "content": first},
+            {"role": "user", "content": "Thanks"},
+        ]
+    )
+    chat = CliRunner().invoke(
+        app, ["chat", run.run_id, *args], input="My parcel is late\nThanks\n/quit\n"
+    )
+    assert chat.exit_code == 0, chat.output
+    assert f"model> {first}" in chat.output and f"model> {second}" in chat.output
+    missing = CliRunner().invoke(app, ["chat", run.run_id, "--stage", "dpo", *args[:2]])
+    assert missing.exit_code == 2 and "has no stage 'dpo'; it has sft" in missing.output
