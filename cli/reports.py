@@ -156,7 +156,8 @@ def _notes(cmp: Any) -> list[str]:
     if cmp.baseline is not None:
         out.append(
             "Δ = run − baseline on the same items; p: McNemar (0/1 scores), sign test (judge "
-            "outcomes) or paired bootstrap, Holm-corrected over the runs compared; "
+            "outcomes) or paired bootstrap (two-level, seeds then items, for rows with several "
+            "seeds), Holm-corrected over the runs compared; "
             "* = p < 0.05, ▲ better / ▼ worse; ~seed = within the spread across seeds."
         )
     return out + cmp.notes

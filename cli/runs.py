@@ -236,7 +236,10 @@ def run(
     results = []
     for make_run, spec_obj, is_resume in planned:
         rd = make_run()  # created when its turn comes: an interrupt leaves no empty runs
-        console.rule(Text.assemble((rd.run_id, "bold"), f"  →  {rundir.cwd_relative(rd.path)}"))
+        seed = f"  (training seed {spec_obj.train_seed})" if spec_obj.train_seed is not None else ""
+        console.rule(
+            Text.assemble((rd.run_id, "bold"), f"  →  {rundir.cwd_relative(rd.path)}{seed}")
+        )
         try:
             results.append(execute.execute(rd, spec_obj, resume=is_resume))
         except RunBusy as exc:

@@ -20,7 +20,10 @@ from ftlab.reports import stats, store
 from ftlab.reports.items import Items
 
 STAGE_METRICS = ("eval_loss", "train_loss")  # of the run's last stage; lower is better
-IGNORED_KEYS = ("name", "seed", "output", "tracking", "search", "description", "variants")
+IGNORED_KEYS = (
+    *("name", "seed", "seeds", "train_seed", "output", "tracking", "search", "description"),
+    "variants",
+)
 
 
 class CompareError(ValueError):
@@ -320,9 +323,11 @@ def _test_against(
         others = [r for r in others if r not in apart]
     b = base.items.get(metric)
     scored = ~np.isnan(b) if b is not None else np.zeros(0, dtype=bool)
+    seeded = _two_level(base, others, metric, items, resamples)
+    rest = [r for r in others if all(r is not s for s in seeded)]
     full = [
         r
-        for r in others
+        for r in rest
         if scored.any()
         and r.items.get(metric) is not None
         and not np.isnan(r.items[metric][scored]).any()
@@ -336,7 +341,7 @@ def _test_against(
         row.cells[metric].diff = diff
     for row in others:
         cell = row.cells[metric]
-        if all(row is not r for r in full):
+        if all(row is not r for r in full) and all(row is not r for r in seeded):
             mine, theirs = items.as_dict(metric, row.items.get(metric)), items.as_dict(metric, b)
             cell.diff = (
                 stats.compare_paired(mine, theirs, resamples=resamples)
@@ -351,6 +356,27 @@ def _test_against(
     for (cell, _), p in zip(tested, stats.holm([d.p for _, d in tested]), strict=True):
         cell.p_adjusted = None if math.isnan(p) else p
     return notes
+
+
+def _two_level(
+    base: Row, others: list[Row], metric: str, items: Items, resamples: int
+) -> list[Row]:
+    """Rows tested by the two-level bootstrap (seeds, then items): those where either side
+    has several training seeds and every run of both was scored on the same items (`seeds:`
+    keeps the data split; runs whose `seed` differs may hold out other items)."""
+    done = []
+    for row in others:
+        if len(row.run_ids) == 1 and len(base.run_ids) == 1:
+            continue
+        mine, theirs = items.per_run(metric, row.run_ids), items.per_run(metric, base.run_ids)
+        if mine is None or theirs is None:
+            continue
+        both = np.isnan(np.vstack([mine, theirs]))
+        if not (both.all(axis=0) | ~both.any(axis=0)).all():  # some runs lack some items
+            continue
+        row.cells[metric].diff = stats.two_level_bootstrap(mine, theirs, resamples=resamples)
+        done.append(row)
+    return done
 
 
 def _row(

@@ -240,7 +240,8 @@ def build(
     notes = "".join(f"<li>{esc(n)}</li>" for n in cmp.notes)
     legend = (
         "Δ = run − baseline on the same items; p: McNemar (0/1 scores), sign test (judge "
-        "outcomes) or paired bootstrap of the mean difference, Holm-corrected over the runs "
+        "outcomes) or paired bootstrap of the mean difference — a two-level bootstrap (seeds, "
+        "then items) where a row has several training seeds —, Holm-corrected over the runs "
         "compared with the baseline; coloured = p &lt; 0.05 (green better, red worse); "
         "~seed = within the spread across seeds. Intervals are 95%."
     )

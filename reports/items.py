@@ -94,6 +94,14 @@ class Items:
             warnings.simplefilter("ignore", RuntimeWarning)
             return np.nanmean(rows, axis=0)
 
+    def per_run(self, metric: str, run_ids: list[str]) -> Any:
+        """A row's scores per run (seeds × items); None if never scored."""
+        grid = self.scores.get(metric)
+        if grid is None or not grid.size:
+            return None
+        rows = grid[[self.row_of[i] for i in run_ids]]
+        return None if np.isnan(rows).all() else rows
+
     def as_dict(self, metric: str, vector: Any) -> dict[str, float]:
         if vector is None:
             return {}

@@ -6,7 +6,8 @@ tests for the difference between two runs on the same items.
   accuracies (0/1 per item), the sign test for judge outcomes (1 / 0.5 / 0 per item);
   unpaired bootstrap only when the items differ (the caller says so);
 - Holm's step-down correction when one run is compared with many;
-- seeds: mean ± sd across runs that differ only by seed.
+- seeds: mean ± sd across runs that differ only by seed, and a two-level bootstrap
+  (seeds, then items) when either side of a comparison has several.
 
 Everything is seeded and pure: the same samples give the same answer.
 """
@@ -297,6 +298,37 @@ def seed_summary(values: Sequence[float]) -> tuple[float, float, int]:
     mean = sum(values) / n
     sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else 0.0
     return (mean, sd, n)
+
+
+def two_level_bootstrap(
+    runs: Any, baseline: Any, *, resamples: int = 2000, seed: int = 0
+) -> Difference:
+    """run − baseline when either side has several training seeds (seeds × items arrays,
+    the same items in the same order): each resample draws seeds with replacement on each
+    side and items with replacement (the same items for both sides, so the pairing by item
+    stays), and takes the difference of the means. The interval and two-sided p come from
+    those resamples, so a difference carried by one outlying seed is not significant
+    however many items agree — the item-only paired test cannot see that variance."""
+    import numpy as np
+
+    a = np.atleast_2d(np.asarray(runs, dtype=float))
+    b = np.atleast_2d(np.asarray(baseline, dtype=float))
+    keep = ~(np.isnan(a).any(axis=0) | np.isnan(b).any(axis=0))
+    a, b = a[:, keep], b[:, keep]
+    n = a.shape[1]
+    if n == 0:
+        return Difference(math.nan, math.nan, math.nan, math.nan, "", 0)
+    rng = np.random.default_rng(seed)
+    pick_a = rng.integers(0, a.shape[0], size=(resamples, a.shape[0]))
+    pick_b = rng.integers(0, b.shape[0], size=(resamples, b.shape[0]))
+    weights = rng.multinomial(n, np.full(n, 1 / n), size=resamples) / n  # resamples × items
+    per_item = a[pick_a].mean(axis=1) - b[pick_b].mean(axis=1)  # resamples × items
+    means = (per_item * weights).sum(axis=1)
+    delta = float(a.mean() - b.mean())
+    low, high = np.quantile(means, [0.025, 0.975])
+    p = 2 * min(float((means <= 0).mean()), float((means >= 0).mean()))
+    p = min(1.0, max(p, 1 / resamples))
+    return Difference(delta, float(low), float(high), p, "two-level bootstrap", n)
 
 
 def within_seed_noise(delta: float, *sds: float) -> bool:

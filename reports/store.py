@@ -263,7 +263,7 @@ def _run_rows(run_dir: Path) -> tuple[dict[str, Any], list[dict[str, Any]], list
         "finished": status.get("finished"),
         "wall_time_s": status.get("wall_time_s"),
         "model": (spec.get("model") or {}).get("name"),
-        "seed": spec.get("seed"),
+        "seed": spec["train_seed"] if spec.get("train_seed") is not None else spec.get("seed"),
         "spec_file": info.get("spec_file"),
         "run_dir": str(run_dir.resolve()),
         "spec_json": json.dumps(spec, sort_keys=True),

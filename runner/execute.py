@@ -75,6 +75,7 @@ def stage_hashes(
             "cache_version": CACHE_VERSION,
             "model": model_identity(spec, model),
             "seed": spec.seed,
+            **({"train_seed": spec.train_seed} if spec.train_seed is not None else {}),
             "data": datasets[stage.data].content_hash,
             "stage": _stage_inputs(stage),
             "upstream": hashes[stage.from_] if stage.from_ else "",

@@ -17,6 +17,7 @@ import pytest
 
 from ftlab.reports import compare as compare_mod
 from ftlab.reports import html as html_mod
+from ftlab.reports import store
 from ftlab.runner import tracking
 
 from .conftest import DATA, ROOT
@@ -352,3 +353,53 @@ def test_report_survives_script_markup_in_prompts_replies_and_verdicts(tmp_path:
         assert f"verdict {HOSTILE}" in text
         browser.close()
     assert errors == []
+
+
+@pytest.mark.integration
+def test_seeds_run_every_variant_once_per_seed_and_compare_tests_both_levels(tmp_path) -> None:
+    """`seeds: [1, 2, 3]`: the spec as written and its variant each run three times, on the
+    same held-out items (the split keeps `seed`); the untrained base model's eval is
+    computed once; compare shows one row per recipe with its seed spread and tests it
+    with the two-level bootstrap."""
+    from typer.testing import CliRunner
+
+    from ftlab.cli.main import app
+
+    runs = tmp_path / "runs"
+    text = SPEC.format(data=DATA, runs=runs).replace("seed: 3\n", "seed: 3\nseeds: [1, 2, 3]\n")
+    text = text.replace("  seed2: {seed: 11}\n", "").replace("max_steps: 16", "max_steps: 6")
+    text = text.replace(
+        "  - {name: ppl, kind: perplexity, data: sft}",
+        "  - {name: ppl, kind: perplexity, data: sft, on: [base, last]}",
+    )
+    text = text.replace("tracking: {wandb: {project: ftlab-test, mode: offline}}\n", "")
+    (tmp_path / "seeds.yaml").write_text(text)
+    result = CliRunner().invoke(app, ["run", str(tmp_path / "seeds.yaml")])
+    assert result.exit_code == 0, result.output
+    assert result.output.count("(training seed ") == 6
+    recorded = store.query(runs, "SELECT variant, seed FROM runs ORDER BY variant, seed")
+    assert [(r["variant"], r["seed"]) for r in recorded] == [
+        ("base", 1),
+        ("base", 2),
+        ("base", 3),
+        ("frozen", 1),
+        ("frozen", 2),
+        ("frozen", 3),
+    ]
+    items = store.query(
+        runs,
+        """SELECT count(DISTINCT item) AS n, count(DISTINCT run_id) AS runs FROM eval_samples
+           WHERE eval = 'ppl' AND target = 'sft'""",
+    )
+    assert items[0]["runs"] == 6 and items[0]["n"] == 24  # one split for every seed
+    base_evals = store.query(
+        runs,
+        """SELECT count(DISTINCT run_id) AS n FROM eval_results
+           WHERE target = 'base' AND cached_from = ''""",
+    )
+    assert base_evals[0]["n"] == 1  # the base model scored by one run, the others reuse it
+    cmp = compare_mod.compare(runs)
+    assert [r.label for r in cmp.rows] == ["base ×3 seeds", "frozen ×3 seeds"]
+    frozen = cmp.rows[1].cells["ppl.loss"]
+    assert frozen.sd is not None and frozen.diff is not None
+    assert frozen.diff.test == "two-level bootstrap" and frozen.diff.n == 24

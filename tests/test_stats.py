@@ -109,3 +109,25 @@ def test_batched_paired_comparison_agrees_with_one_at_a_time() -> None:
     cont = [base + rng.normal(0.4, 1.0, 80), base + rng.normal(0.0, 1.0, 80)]
     shifted, noise = stats.compare_paired_many(cont, base + 0.0)
     assert shifted.test == "paired bootstrap" and shifted.p < 0.05 < noise.p
+
+
+def test_two_level_bootstrap_sees_an_outlying_seed_the_item_test_cannot() -> None:
+    """Run A: three training seeds, one of them an outlier far above the baseline; the
+    other two score like the baseline. Averaged over seeds per item, A looks better on
+    nearly every item (the item-only paired test: significant); resampling the seeds too,
+    the difference rests on one seed of three (the two-level test: not significant). With
+    three seeds that all agree, the two-level test is significant as well."""
+    rng = np.random.default_rng(0)
+    items = 200
+    truth = rng.normal(0.0, 1.0, items)
+    noise = lambda: rng.normal(0.0, 0.05, items)  # noqa: E731
+    baseline = np.vstack([truth + noise() for _ in range(3)])
+    outlier = np.vstack([truth + noise(), truth + noise(), truth + 1.0 + noise()])
+    item_only = stats.compare_paired_many([outlier.mean(axis=0)], baseline.mean(axis=0))[0]
+    assert item_only.p < 0.01 and item_only.delta > 0.3
+    two = stats.two_level_bootstrap(outlier, baseline)
+    assert two.test == "two-level bootstrap" and two.n == items
+    assert two.p > 0.05 and two.low <= 0 <= two.high, two
+    assert abs(two.delta - item_only.delta) < 1e-9
+    agree = np.vstack([truth + 0.3 + noise() for _ in range(3)])
+    assert stats.two_level_bootstrap(agree, baseline).p < 0.01

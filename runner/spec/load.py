@@ -255,4 +255,8 @@ def expand_runs(
                 ]
             )
         runs = [(n, s) for n, s in runs if n in only]
-    return runs
+    return [
+        (name, spec.model_copy(update={"train_seed": seed}) if spec.seeds else spec)
+        for name, spec in runs
+        for seed in spec.seeds or [None]
+    ]

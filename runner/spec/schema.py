@@ -7,7 +7,7 @@ becomes the JSON Schema description (`ftlab schema`) and the text of errors.
 from __future__ import annotations
 
 import re
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import ConfigDict, Field, field_validator, model_validator
 
@@ -353,6 +353,13 @@ class Spec(Strict):
     loader resolves them, so a resolved spec always has an empty list."""
     seed: int = Field(42, ge=0, le=2**32 - 1)
     """Seed for data splits, initialisation and training."""
+    seeds: list[Annotated[int, Field(ge=0, le=2**32 - 1)]] = Field([], max_length=64)
+    """Training seeds: the spec as written and every variant run once per seed (training
+    randomness: initialisation of adapters, data order, dropout, sampling in RL). Data
+    splits, a random model's weights and eval sampling keep `seed`, so every seed is
+    scored on the same items and `ftlab compare` tests across seeds and items."""
+    train_seed: int | None = Field(None, ge=0, le=2**32 - 1)
+    """The training seed of this run (set per run by `seeds:`); default: `seed`."""
     model: ModelSpec = ModelSpec()
     """Base model."""
     plugins: list[str] = []
@@ -405,6 +412,9 @@ class Spec(Strict):
                 f"folder names), not {', '.join(repr(b) for b in bad)}"
             )
         return value
+
+    def training_seed(self) -> int:
+        return self.seed if self.train_seed is None else self.train_seed
 
     def needed_stages(self) -> list[StageSpec]:
         """The stages a run trains, in order: the last stage, the stages evals name, and
