@@ -236,10 +236,7 @@ def run(
     results = []
     for make_run, spec_obj, is_resume in planned:
         rd = make_run()  # created when its turn comes: an interrupt leaves no empty runs
-        seed = f"  (training seed {spec_obj.train_seed})" if spec_obj.train_seed is not None else ""
-        console.rule(
-            Text.assemble((rd.run_id, "bold"), f"  →  {rundir.cwd_relative(rd.path)}{seed}")
-        )
+        console.rule(_header(rd, spec_obj))
         try:
             results.append(execute.execute(rd, spec_obj, resume=is_resume))
         except RunBusy as exc:
@@ -301,6 +298,14 @@ def _resumed(resume: str, runs_dir: Path, resources: list[str]) -> list[tuple[An
     spec_obj.output.dir = str(rd.path.parent)
     console.print(f"resuming {rd.run_id} (was {status.get('state')})")
     return [(lambda: rd, spec_obj, True)]
+
+
+def _header(rd: Any, spec: Any) -> Text:
+    """The rule above a run: its id, its folder, and its training seed under `seeds:`."""
+    from ftlab.runner import rundir
+
+    seed = f"  (training seed {spec.train_seed})" if spec.train_seed is not None else ""
+    return Text.assemble((rd.run_id, "bold"), f"  →  {rundir.cwd_relative(rd.path)}{seed}")
 
 
 def _dir_override(runs_dir: Path, overrides: list[str]) -> str:

@@ -1,9 +1,8 @@
 """Running an experiment: expand runs, then for each run execute its stages in order.
 
-A stage's inputs (model identity, data content, method, settings, upstream stage) get a
-content hash. A finished stage with the same hash is reused from the stage cache
-(`<output>/cache/stages/<hash>.json` → the artifact of the run that trained it).
-"""
+A stage's inputs (model identity, data content, method, settings, upstream stage, seed)
+get a content hash; a finished stage with the same hash is reused from the stage cache
+(`<output>/cache/stages/<hash>.json` → the artifact of the run that trained it)."""
 
 from __future__ import annotations
 
@@ -75,7 +74,7 @@ def stage_hashes(
             "cache_version": CACHE_VERSION,
             "model": model_identity(spec, model),
             "seed": spec.seed,
-            **({"train_seed": spec.train_seed} if spec.train_seed is not None else {}),
+            **({"train_seed": s} if (s := spec.training_seed(stage.name)) != spec.seed else {}),
             "data": datasets[stage.data].content_hash,
             "stage": _stage_inputs(stage),
             "upstream": hashes[stage.from_] if stage.from_ else "",

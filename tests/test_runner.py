@@ -314,3 +314,34 @@ def test_run_dir_option_is_where_new_runs_go(write, sft_data, tmp_path, monkeypa
     assert (tmp_path / "elsewhere" / "ftlab.duckdb").exists() and not (tmp_path / "runs").exists()
     both = CliRunner().invoke(app, ["run", str(spec), "--dir", "a", "output.dir=b"])
     assert both.exit_code == 2 and "--dir a and output.dir=b" in both.output, both.output
+
+
+def test_seeds_reach_the_trained_stages_not_the_judge(write, sft_data, tmp_path) -> None:
+    """`seeds: [1, 2]`: one run per seed, each training stage hashed (and trained) per
+    seed, except a stage that trains an eval's judge — the instrument keeps `seed`; the
+    seed equal to `seed` is the run without `seeds:` (its cache still serves)."""
+    from ftlab.runner import data as data_mod
+
+    text = f"""\
+name: seeded
+seed: 1
+seeds: [1, 2]
+data:
+  sft: {{path: data/support_sft.jsonl, max_rows: 48, val_fraction: 0.125}}
+stages:
+  - {{name: judge, method: full, train: {{max_steps: 2}}}}
+  - {{name: sft, method: lora, train: {{max_steps: 2}}}}
+evals:
+  - {{kind: judge, data: sft, params: {{judge_model: {{stage: judge}}}}}}
+output: {{dir: {tmp_path / "runs"}}}
+"""
+    runs = expand_runs(write("seeded.yaml", text))
+    assert [(name, spec.train_seed) for name, spec in runs] == [("base", 1), ("base", 2)]
+    hashes = []
+    for _, spec in runs:
+        datasets = {"sft": data_mod.load(spec.data["sft"], base_dir=tmp_path, seed=spec.seed)}
+        hashes.append(execute.stage_hashes(spec, spec_dir=tmp_path, model="m", datasets=datasets))
+    assert hashes[0]["judge"] == hashes[1]["judge"] and hashes[0]["sft"] != hashes[1]["sft"]
+    ((_, plain),) = expand_runs(write("plain.yaml", text.replace("seeds: [1, 2]\n", "")))
+    datasets = {"sft": data_mod.load(plain.data["sft"], base_dir=tmp_path, seed=plain.seed)}
+    assert execute.stage_hashes(plain, spec_dir=tmp_path, model="m", datasets=datasets) == hashes[0]

@@ -166,8 +166,9 @@ def train_ppo(ctx: StageContext) -> StageResult:
     params = PPOParams.model_validate(ctx.stage.params)
     t = ctx.stage.train
     fns, weights = reward_functions(ctx, params)
-    torch.manual_seed(ctx.spec.training_seed())
-    random.seed(ctx.spec.training_seed())
+    seed = ctx.spec.training_seed(ctx.stage.name)
+    torch.manual_seed(seed)
+    random.seed(seed)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model, peft_cfg, base = policy(ctx, method="lora")
     if peft_cfg is not None:
@@ -205,7 +206,7 @@ def train_ppo(ctx: StageContext) -> StageResult:
     rewards_logged: list[float] = []
     kls: list[float] = []
     while step < total_steps:
-        rng = random.Random(ctx.spec.training_seed() * 1_000_003 + step // batches_per_epoch)
+        rng = random.Random(seed * 1_000_003 + step // batches_per_epoch)
         if step % batches_per_epoch == 0:
             rng.shuffle(order)
         k = (step % batches_per_epoch) * t.batch_size

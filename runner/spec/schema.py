@@ -413,8 +413,13 @@ class Spec(Strict):
             )
         return value
 
-    def training_seed(self) -> int:
-        return self.seed if self.train_seed is None else self.train_seed
+    def training_seed(self, stage: str = "") -> int:
+        """The seed a stage trains with: `train_seed` (from `seeds:`), except for a stage
+        that trains an eval's instrument (a judge), which keeps `seed` — every training seed
+        is measured with the same instrument, trained once."""
+        if self.train_seed is None or (stage and stage in self.evaluator_stages()):
+            return self.seed
+        return self.train_seed
 
     def needed_stages(self) -> list[StageSpec]:
         """The stages a run trains, in order: the last stage, the stages evals name, and
