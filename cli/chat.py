@@ -92,6 +92,8 @@ def chat_cmd(
         if interactive:
             console.print(Text("you> ", style="bold"), end="")
         line = sys.stdin.readline()
+        if not interactive and line.strip():  # piped in: show what was asked
+            console.print(Text.assemble(("you> ", "bold"), line.strip()))
         if not line or line.strip() in ("/quit", "/exit"):
             break
         text = line.strip()

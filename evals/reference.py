@@ -130,7 +130,16 @@ class JsonMatchEval(_ReferenceEval):
     def run(self, inp: EvalInput) -> EvalOutput:
         p: JsonMatchParams = inp.params
         samples = []
-        for row, reply, ref in self._pairs(inp):
+        pairs = self._pairs(inp)
+        refs = [parse_json(ref)[0] for _, _, ref in pairs]
+        nowhere = [f for f in p.fields if all(_field(r, f) is _MISSING for r in refs)]
+        if nowhere and pairs:
+            raise EvalError(
+                f"json_match fields {', '.join(nowhere)}: in no reference object (a typo? "
+                "the references have: "
+                f"{', '.join(sorted({k for r in refs if isinstance(r, dict) for k in r}))})"
+            )
+        for row, reply, ref in pairs:
             expected, why = parse_json(ref)
             if not isinstance(expected, dict):
                 raise EvalError(

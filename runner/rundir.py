@@ -230,7 +230,7 @@ def find_run(ref: str, root: Path) -> RunDir:
     if not candidates:
         raise FileNotFoundError(
             f"no run '{ref}' (looked for a run directory, and under {root}/)."
-            " `ftlab runs` lists the runs"
+            " `ftlab runs` lists the runs; --dir DIR reads another runs directory"
         )
     several = ", ".join(sorted(p.name for p in candidates)[:5])
     raise FileNotFoundError(f"'{ref}' matches several runs ({several}); give more of the id")

@@ -130,5 +130,6 @@ def test_generate_and_chat_answer_with_the_runs_template(write, sft_data, tmp_pa
     )
     assert chat.exit_code == 0, chat.output
     assert f"model> {first}" in chat.output and f"model> {second}" in chat.output
+    assert "you> My parcel is late" in chat.output  # piped lines are shown
     missing = CliRunner().invoke(app, ["chat", run.run_id, "--stage", "dpo", *args[:2]])
     assert missing.exit_code == 2 and "has no stage 'dpo'; it has sft" in missing.output

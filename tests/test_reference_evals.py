@@ -65,6 +65,10 @@ def test_json_match_field_accuracy_against_reference_objects() -> None:
 def test_json_match_needs_json_references() -> None:
     with pytest.raises(EvalError, match="reference replies that are JSON objects"):
         _run("json_match", ["not json"], ["{}"])
+    # a misspelt field was absent from reply and reference alike: counted right, silently
+    refs = [json.dumps({"vendor": "Acme", "total": 3})]
+    with pytest.raises(EvalError, match="fields vendr: in no reference object.*total, vendor"):
+        _run("json_match", refs, ['{"total": 3}'], fields=["vendr", "total"])
     with pytest.raises(EvalError, match="a row has none"):
         EVALS.get("exact_match").run(
             EvalInput(

@@ -15,7 +15,7 @@ import pytest
 from ftlab.reports import store
 from ftlab.runner import execute
 from ftlab.runner.rundir import RunDir
-from ftlab.runner.spec.load import expand_runs
+from ftlab.runner.spec.load import SpecError, expand_runs
 
 SPEC = """\
 name: cachetest
@@ -335,6 +335,8 @@ evals:
   - {{kind: judge, data: sft, params: {{judge_model: {{stage: judge}}}}}}
 output: {{dir: {tmp_path / "runs"}}}
 """
+    with pytest.raises(SpecError, match="distinct training seeds \\(1 repeated\\)"):
+        expand_runs(write("twice.yaml", text.replace("seeds: [1, 2]", "seeds: [1, 2, 1]")))
     runs = expand_runs(write("seeded.yaml", text))
     assert [(name, spec.train_seed) for name, spec in runs] == [("base", 1), ("base", 2)]
     hashes = []

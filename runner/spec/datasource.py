@@ -47,7 +47,8 @@ class DataSource(Strict):
     """A .jsonl/.json/.csv/.parquet file (relative to the spec file) or a hub dataset id."""
     format: DataFormat = "messages"
     """Row layout: messages, sharegpt, alpaca, prompt_completion, preference, unpaired,
-    prompts (a `prompt` plus any columns, for online RL)."""
+    prompts (a `prompt` plus any columns: online RL, judged replies, and with `reference`
+    the reference-answer evals)."""
     split: str = "train"
     """Split to read when `path` is a hub dataset."""
     system_prompt: str = ""

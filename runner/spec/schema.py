@@ -248,7 +248,7 @@ class EvalSpec(Strict):
 
     kind: str
     """Eval kind by registry name: lm_eval, judge, preference, perplexity, format,
-    contamination (see `ftlab evals`)."""
+    contamination, exact_match, json_match, rouge, chrf, or a plugin's (`ftlab evals`)."""
     name: str = Field("", pattern=r"^([A-Za-z0-9_][A-Za-z0-9_.-]*)?$")
     """Name under which results are stored (`evals/<name>/`); defaults to the kind."""
     on: list[str] = ["last"]
@@ -358,8 +358,21 @@ class Spec(Strict):
     randomness: initialisation of adapters, data order, dropout, sampling in RL). Data
     splits, a random model's weights and eval sampling keep `seed`, so every seed is
     scored on the same items and `ftlab compare` tests across seeds and items."""
+
     train_seed: int | None = Field(None, ge=0, le=2**32 - 1)
     """The training seed of this run (set per run by `seeds:`); default: `seed`."""
+
+    @field_validator("seeds")
+    @classmethod
+    def _distinct_seeds(cls, value: list[int]) -> list[int]:
+        repeated = sorted({s for s in value if value.count(s) > 1})
+        if repeated:
+            raise ValueError(
+                f"distinct training seeds ({', '.join(map(str, repeated))} repeated): the same "
+                "seed twice trains the same run twice and fakes a spread; e.g. seeds: [1, 2, 3]"
+            )
+        return value
+
     model: ModelSpec = ModelSpec()
     """Base model."""
     plugins: list[str] = []
