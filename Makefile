@@ -46,6 +46,7 @@ test: setup services
 test-fast: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy cli runner evals sweeps reports
 	$(BIN)/python -m pytest -m "not gpu and not slow and not integration" -q
 
 lint: setup

@@ -167,7 +167,9 @@ def _rubric_mismatch(params: dict[str, Any], spec: Any) -> list[Problem]:
     judge = params.get("judge_model")
     stage = judge.get("stage") if isinstance(judge, dict) else None
     trains = next((st for st in spec.stages if st.name == stage), None)
-    source = spec.data.get(trains.data) if trains is not None and trains.data else None
+    if trains is None or not trains.data:
+        return []
+    source = spec.data.get(trains.data)
     if source is None or source.convert != "pairs_to_judge":
         return []
     asked = params.get("rubric") or DEFAULT_RUBRIC
