@@ -178,7 +178,10 @@ def run(
     variant: Annotated[
         list[str] | None,
         typer.Option(
-            "--variant", "-v", help="Run only these variants (repeatable; 'base' = as written)."
+            "--variant",
+            "-v",
+            help="Run only these variants (repeatable; the spec as written is its label:, "
+            "default 'default').",
         ),
     ] = None,
     resume: Annotated[

@@ -21,7 +21,8 @@ from ftlab.reports.items import Items
 
 STAGE_METRICS = ("eval_loss", "train_loss")  # of the run's last stage; lower is better
 IGNORED_KEYS = (
-    *("name", "seed", "seeds", "train_seed", "output", "tracking", "search", "description"),
+    *("name", "label", "seed", "seeds", "train_seed", "output", "tracking", "search"),
+    "description",
     "variants",
 )
 

@@ -97,7 +97,7 @@ def test_two_process_ddp_lora_sft_and_dpo(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "launching 2 process(es) × 1 node(s), ddp" in done.stdout
     runs = _runs(tmp_path)
-    ddp, single = runs["base"], runs["single"]
+    ddp, single = runs["default"], runs["single"]
     for stage in ("sft", "dpo"):
         record = ddp.stage(stage)
         assert record["state"] == "completed"
@@ -177,7 +177,7 @@ def test_sharding_strategies_on_cpu_are_refused_not_ignored(tmp_path: Path) -> N
         "run",
         str(_spec(tmp_path, strategy="fsdp")),
         "--variant",
-        "base",
+        "default",
         env=os.environ | {"CUDA_VISIBLE_DEVICES": ""},
     )
     assert done.returncode == 1

@@ -272,7 +272,7 @@ def test_runs_train_only_the_stages_they_need(write) -> None:
         "    stages.align.params: {rewards: [{name: reward_model, params: {stage: rm}}]}\n"
     )
     runs = dict(expand_runs(write("ok.yaml", body)))
-    assert [s.name for s in runs["base"].needed_stages()] == ["sft", "align"]
+    assert [s.name for s in runs["default"].needed_stages()] == ["sft", "align"]
     assert [s.name for s in runs["ppo"].needed_stages()] == ["sft", "rm", "align"]
     assert runs["ppo"].stage("align").depends_on() == ["sft", "rm"]
 
@@ -288,7 +288,7 @@ def test_eval_kinds_are_listed() -> None:
 
 def test_shipped_align_compare_spec_is_valid() -> None:
     runs = dict(expand_runs(DATA.parent / "align_compare.yaml"))
-    assert set(runs) == {"base", "ipo", "simpo", "orpo", "kto", "ppo", "grpo"}
+    assert set(runs) == {"dpo", "ipo", "simpo", "orpo", "kto", "ppo", "grpo"}
     assert [s.method for s in runs["ppo"].needed_stages()] == ["full", "reward_model", "ppo"]
     assert runs["kto"].stage("align").data == "feedback"
 
@@ -309,7 +309,7 @@ def test_align_compare_end_to_end(tmp_path) -> None:
     out = result.output
     table = out[out.index("Runs") :]
     for variant, chain in [
-        ("base", "full → dpo"),
+        ("dpo", "full → dpo"),
         ("kto", "full → kto"),
         ("ppo", "full → reward_model → ppo"),
         ("grpo", "full → grpo"),
@@ -333,14 +333,14 @@ def test_align_compare_end_to_end(tmp_path) -> None:
     correct = store.query(
         runs,
         """SELECT s.target, s.item, s.value FROM eval_samples s JOIN runs r USING (run_id)
-           WHERE r.variant = 'base' AND s.metric = 'correct' ORDER BY s.item""",
+           WHERE r.variant = 'dpo' AND s.metric = 'correct' ORDER BY s.item""",
     )
     by_target: dict[str, list[float]] = {}
     for row in correct:
         by_target.setdefault(row["target"], []).append(row["value"])
     up, down, p = mcnemar(by_target["align"], by_target["sft"])
     print(f"DPO vs SFT held-out accuracy: {up} pairs won, {down} lost, McNemar p = {p:.2g}")
-    assert acc[("base", "align")] > acc[("base", "sft")] and p < 0.01, (up, down, p)
+    assert acc[("dpo", "align")] > acc[("dpo", "sft")] and p < 0.01, (up, down, p)
     cached = store.query(
         runs, "SELECT count(*) AS n FROM eval_results WHERE target = 'sft' AND cached_from <> ''"
     )

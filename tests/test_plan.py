@@ -45,12 +45,12 @@ def test_meta_counts_match_a_real_model(method: str) -> None:
 
 def test_quickstart_plan() -> None:
     plans = {p.variant: p.stages[-1] for p in plan_runs(EXPERIMENTS / "quickstart.yaml", [])}
-    assert set(plans) == {"base", "qlora", "full"}
+    assert set(plans) == {"lora", "qlora", "full"}
     assert plans["full"].trainable == plans["full"].total
-    assert plans["base"].trainable == plans["qlora"].trainable < plans["full"].trainable
-    assert plans["base"].tokens_per_epoch > 30_000  # 360 conversations of ~95 tokens
-    assert plans["base"].steps_per_epoch == 45  # 360 rows / batch 8
-    assert plans["qlora"].memory["weights"] < plans["base"].memory["weights"]
+    assert plans["lora"].trainable == plans["qlora"].trainable < plans["full"].trainable
+    assert plans["lora"].tokens_per_epoch > 30_000  # 360 conversations of ~95 tokens
+    assert plans["lora"].steps_per_epoch == 45  # 360 rows / batch 8
+    assert plans["qlora"].memory["weights"] < plans["lora"].memory["weights"]
 
 
 def test_plan_says_when_rows_are_cut_at_max_length() -> None:
@@ -66,7 +66,7 @@ def test_plan_says_when_rows_are_cut_at_max_length() -> None:
 def test_seven_b_full_finetune_needs_far_more_than_qlora() -> None:
     over = ["model=random:llama-7b", "stages.sft.train.precision=bf16"]
     plans = {p.variant: p.stages[-1] for p in plan_runs(EXPERIMENTS / "quickstart.yaml", over)}
-    full, lora, qlora = plans["full"], plans["base"], plans["qlora"]
+    full, lora, qlora = plans["full"], plans["lora"], plans["qlora"]
     assert full.total > 6.5e9
     assert full.peak_bytes > 80 * 2**30  # weights + grads + AdamW alone exceed 24 GB
     assert qlora.peak_bytes < lora.peak_bytes < full.peak_bytes
@@ -89,7 +89,7 @@ def test_rlhf_plan_counts_the_reward_model_ppo_holds() -> None:
         p.variant: {s.stage: s for s in p.stages}
         for p in plan_runs(EXPERIMENTS / "rlhf_ppo.yaml", [])
     }
-    ppo, rm = plans["base"]["rl"], plans["base"]["rm"]
+    ppo, rm = plans["ppo"]["rl"], plans["ppo"]["rm"]
     assert rm.memory["logits"] == 0.0  # a scalar head
     frozen_bytes = (ppo.total - ppo.trainable) * 4
     assert ppo.memory["extra models"] == pytest.approx(frozen_bytes + (192 + 1) * 16)

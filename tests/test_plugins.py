@@ -270,7 +270,7 @@ def test_reuse_false_turns_every_cache_off(
     real = generate.generate
     monkeypatch.setattr(generate, "generate", lambda *a, **k: calls.append(1) or real(*a, **k))
     for _ in range(2):
-        out = _cli("run", str(fresh), "-v", "base")
+        out = _cli("run", str(fresh), "-v", "default")
         assert out.exit_code == 0, out.output
         assert "reusing" not in out.output
     assert len(calls) == 4  # base and last, generated anew in each run

@@ -157,7 +157,7 @@ def test_plan_counts_a_lora_policy_and_pairs_for_alignment() -> None:
 
     path = Path(__file__).parent.parent / "experiments" / "align_offline.yaml"
     plans = {p.variant: p for p in plan_runs(path, [])}
-    sft, align = plans["base"].stages
+    sft, align = plans["dpo"].stages
     assert sft.method == "full" and align.method == "dpo"
     assert align.trainable == 217_088 < sft.trainable < align.total  # a LoRA r=16 policy
     assert align.memory["logits"] > sft.memory["logits"]  # chosen + rejected per row

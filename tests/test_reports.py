@@ -379,9 +379,9 @@ def test_seeds_run_every_variant_once_per_seed_and_compare_tests_both_levels(tmp
     assert result.output.count("(training seed ") == 6
     recorded = store.query(runs, "SELECT variant, seed FROM runs ORDER BY variant, seed")
     assert [(r["variant"], r["seed"]) for r in recorded] == [
-        ("base", 1),
-        ("base", 2),
-        ("base", 3),
+        ("default", 1),
+        ("default", 2),
+        ("default", 3),
         ("frozen", 1),
         ("frozen", 2),
         ("frozen", 3),

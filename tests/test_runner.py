@@ -338,7 +338,7 @@ output: {{dir: {tmp_path / "runs"}}}
     with pytest.raises(SpecError, match="distinct training seeds \\(1 repeated\\)"):
         expand_runs(write("twice.yaml", text.replace("seeds: [1, 2]", "seeds: [1, 2, 1]")))
     runs = expand_runs(write("seeded.yaml", text))
-    assert [(name, spec.train_seed) for name, spec in runs] == [("base", 1), ("base", 2)]
+    assert [(name, spec.train_seed) for name, spec in runs] == [("default", 1), ("default", 2)]
     hashes = []
     for _, spec in runs:
         datasets = {"sft": data_mod.load(spec.data["sft"], base_dir=tmp_path, seed=spec.seed)}

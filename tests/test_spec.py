@@ -32,7 +32,7 @@ stages:
 @pytest.mark.parametrize("path", SPECS, ids=lambda p: p.name)
 def test_every_shipped_spec_validates(path: Path) -> None:
     runs = expand_runs(path)
-    assert runs and runs[0][0] == "base"
+    assert runs and runs[0][0] == runs[0][1].label != "base"
 
 
 def test_shipped_specs_exist() -> None:
@@ -42,7 +42,7 @@ def test_shipped_specs_exist() -> None:
 def test_quickstart_variants_are_lora_qlora_full() -> None:
     runs = dict(expand_runs(EXPERIMENTS / "quickstart.yaml"))
     assert {n: s.stages[-1].method for n, s in runs.items()} == {
-        "base": "lora",
+        "lora": "lora",
         "qlora": "qlora",
         "full": "full",
     }
@@ -250,11 +250,30 @@ def test_variants_expand_to_runs(write) -> None:
     text = MINIMAL + "variants:\n  q: {stages.sft.method: qlora}\n  full: {stages.0.method: full}\n"
     runs = expand_runs(write("a.yaml", text))
     assert [(n, s.stages[0].method) for n, s in runs] == [
-        ("base", "lora"),
+        ("default", "lora"),
         ("q", "qlora"),
         ("full", "full"),
     ]
     assert [n for n, _ in expand_runs(write("a.yaml", text), only=["q"])] == ["q"]
+
+
+def test_the_spec_as_written_is_named_by_label_never_base(write) -> None:
+    """Issue 19: `base` names the untrained model in evals; the run of the spec as written
+    is `label:` (default `default`), and neither word can be a variant's name."""
+    text = MINIMAL + "label: lora\nvariants:\n  q: {stages.sft.method: qlora}\n"
+    assert [n for n, _ in expand_runs(write("a.yaml", text))] == ["lora", "q"]
+    with pytest.raises(SpecError) as err:
+        expand_runs(write("a.yaml", text), only=["base"])
+    assert "the spec as written is the run 'lora'" in err.value.problems[0].hint
+    for name, why in [("base", "untrained base model"), ("lora", "label: lora")]:
+        bad = text + f"  {name}: {{stages.sft.method: full}}\n"
+        with pytest.raises(SpecError) as err:
+            expand_runs(write("b.yaml", bad))
+        (p,) = err.value.problems
+        assert p.path == f"variants.{name}" and p.line == 12 and why in p.hint, p
+    with pytest.raises(SpecError) as err:
+        expand_runs(write("c.yaml", MINIMAL + "label: base\n"))
+    assert "untrained base model" in str(err.value)
 
 
 def test_early_stopping_needs_eval_steps(write) -> None:
@@ -401,10 +420,10 @@ def test_command_line_override_wins_over_a_variant(write) -> None:
     runs = dict(expand_runs(write("a.yaml", text), ["stages.sft.train.learning_rate=2e-3"]))
     assert runs["full"].stages[0].method == "full"
     assert runs["full"].stages[0].train.learning_rate == 2e-3
-    assert runs["base"].stages[0].train.learning_rate == 2e-3
+    assert runs["default"].stages[0].train.learning_rate == 2e-3
     # an override of the variant itself still reaches it
     runs = dict(expand_runs(write("a.yaml", text), ["variants.full.seed=5"]))
-    assert runs["full"].seed == 5 and runs["base"].seed == 42
+    assert runs["full"].seed == 5 and runs["default"].seed == 42
 
 
 def test_one_typo_is_one_problem_naming_the_runs(write) -> None:
@@ -416,7 +435,7 @@ def test_one_typo_is_one_problem_naming_the_runs(write) -> None:
         expand_runs(write("a.yaml", text), only=["d"])
     (p,) = err.value.problems
     assert p.path == "stages.0.train.max_stesp"
-    assert p.context == "all 3 runs: base, q, d"
+    assert p.context == "all 3 runs: default, q, d"
     assert err.value.format().startswith("1 problem in the spec:")
 
 
@@ -461,9 +480,9 @@ def test_extends_explicit_empty_mapping_drops_what_it_inherits(write) -> None:
     """Issue 14.16: `variants: {}` in the child removes the parent's variants."""
     write("base.yaml", MINIMAL + "variants:\n  q: {stages.sft.method: qlora}\n")
     child = write("child.yaml", "extends: base.yaml\nvariants: {}\n")
-    assert [n for n, _ in expand_runs(child)] == ["base"]
+    assert [n for n, _ in expand_runs(child)] == ["default"]
     keep = write("keep.yaml", "extends: base.yaml\nvariants:\n  f: {stages.sft.method: full}\n")
-    assert [n for n, _ in expand_runs(keep)] == ["base", "q", "f"]  # non-empty: merged
+    assert [n for n, _ in expand_runs(keep)] == ["default", "q", "f"]  # non-empty: merged
 
 
 QLORA_RECIPE = """\
@@ -551,7 +570,7 @@ def test_user_text_is_printed_as_is_never_as_markup(write, tmp_path) -> None:
         text=True,
     )
     assert out.returncode == 0, out.stderr
-    assert f"ok {spec}: 1 run(s): base" in out.stdout.replace("\n", "")
+    assert f"ok {spec}: 1 run(s): default" in out.stdout.replace("\n", "")
     bad = folder / "bad.yaml"
     bad.write_text(MINIMAL + "variants:\n  '[/bold]': {seed: 2}\n")
     out = subprocess.run(

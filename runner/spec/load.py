@@ -113,16 +113,17 @@ def load_spec(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> 
 
 
 def _all_runs(raw: Raw, overrides: list[str] | tuple[str, ...]) -> list[tuple[str, Spec]]:
-    """`base` and every variant, validated; every problem of the file raised at once, each
-    reported once with the runs it affects."""
+    """The spec as written (run `label:`, default `default`) and every variant, validated;
+    every problem of the file raised at once, each reported once with the runs it affects."""
     runs: list[tuple[str, Spec]] = []
     found: dict[Problem, list[str]] = {}  # problem (without context) → runs it affects
-    names = ["base"]
+    written = spec_label(raw)
+    names = [written]
     try:
-        runs.append(("base", validate(raw)))
+        runs.append((written, validate(raw)))
     except SpecError as exc:
         for p in exc.problems:
-            found.setdefault(replace(p, context=""), []).append("base")
+            found.setdefault(replace(p, context=""), []).append(written)
     variants = raw.data.get("variants")
     for name in variants if isinstance(variants, dict) else {}:
         names.append(str(name))
@@ -134,12 +135,19 @@ def _all_runs(raw: Raw, overrides: list[str] | tuple[str, ...]) -> list[tuple[st
                 if name not in affected:
                     affected.append(str(name))
     problems = [replace(p, context=_affects(on, names)) for p, on in found.items()]
-    for p in _space_problems(raw, runs[0][1] if runs and runs[0][0] == "base" else None):
+    for p in _space_problems(raw, runs[0][1] if runs and runs[0][0] == written else None):
         if replace(p, context="") not in found:
             problems.append(p)
     if problems:
         raise SpecError(problems)
     return runs
+
+
+def spec_label(raw: Raw) -> str:
+    """The name of the run of the spec as written (`label:`; `default` when absent or not
+    a string — validation reports the latter)."""
+    label = raw.data.get("label")
+    return label if isinstance(label, str) and label else "default"
 
 
 def _space_problems(raw: Raw, spec: Spec | None) -> list[Problem]:
@@ -162,8 +170,8 @@ def _affects(affected: list[str], names: list[str]) -> str:
         return ""
     if affected == names:
         return f"all {len(names)} runs: {', '.join(names)}"
-    if affected == ["base"]:
-        return "run base (the spec as written; its variants override this key)"
+    if affected == names[:1]:
+        return f"run {names[0]} (the spec as written; its variants override this key)"
     if len(affected) == 1:
         return f"variant '{affected[0]}'"
     return "runs " + ", ".join(affected)
@@ -192,16 +200,22 @@ def variant_raw(raw: Raw, name: str, overrides: list[str] | tuple[str, ...] = ()
     """Apply variant `name`'s overrides to a copy of `raw`, then the command line's
     `overrides` (the command line wins over the spec and its variants), and validate."""
     prefix = f"variant '{name}'"
-    if name == "base":
+    written = spec_label(raw)
+    if name in ("base", written):
+        why = (
+            "'base' is the untrained base model in evals (on: [base], against: base)"
+            if name == "base"
+            else f"'{written}' is the run of the spec as written (label: {written})"
+        )
         raise SpecError(
             [
                 Problem(
                     raw.loc(("variants", name)).file,
                     raw.loc(("variants", name)).line,
-                    "variants.base",
-                    "a variant name other than 'base'",
-                    "base",
-                    "'base' is the run of the spec as written; rename the variant",
+                    f"variants.{name}",
+                    f"a variant name other than 'base' and '{written}'",
+                    name,
+                    f"{why}; rename the variant",
                 )
             ]
         )
@@ -236,7 +250,8 @@ def variant_raw(raw: Raw, name: str, overrides: list[str] | tuple[str, ...] = ()
 def expand_runs(
     path: str | Path, overrides: list[str] | tuple[str, ...] = (), only: list[str] | None = None
 ) -> list[tuple[str, Spec]]:
-    """The runs a spec file declares: `base` plus one per variant (filtered by `only`)."""
+    """The runs a spec file declares: the spec as written (named by `label:`) plus one per
+    variant (filtered by `only`)."""
     runs = _all_runs(load_raw(path, overrides), overrides)  # every problem at once
     if only:
         names = [n for n, _ in runs]
@@ -250,7 +265,12 @@ def expand_runs(
                         "variants",
                         f"one of {', '.join(names)}",
                         ", ".join(unknown),
-                        did_you_mean(unknown[0], names).strip(),
+                        (
+                            f"the spec as written is the run '{names[0]}' (label:); 'base' "
+                            "is the untrained model, which evals score (on: [base])"
+                            if "base" in unknown
+                            else did_you_mean(unknown[0], names).strip()
+                        ),
                     )
                 ]
             )
