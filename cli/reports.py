@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import fnmatch
 import io
 import json
 import math
@@ -14,6 +15,7 @@ from rich.table import Table
 
 from ftlab.cli.app import RunsDir, TableOutput, app, console, err
 from ftlab.reports.units import fmt_mb, fmt_num, fmt_s
+from ftlab.runner.registry import did_you_mean
 
 AllRuns = Annotated[
     bool,
@@ -60,6 +62,19 @@ def compare_cmd(
         str, typer.Option(help="stored (each eval's own) | percentile | bca (from the items)")
     ] = "stored",
     all_runs: AllRuns = False,
+    columns: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--columns",
+            "-c",
+            help="Only these spec-key and cost columns (repeatable or comma-separated; a "
+            "dotted key, its last parts, or a glob: lora_r, train.*, 'run time').",
+        ),
+    ] = None,
+    hide: Annotated[
+        list[str] | None,
+        typer.Option(help="Leave out these columns (spec keys, costs or metrics; as --columns)."),
+    ] = None,
     runs_dir: RunsDir = Path("runs"),
 ) -> None:
     """Compare runs: each metric with its 95% interval, the difference from a baseline with
@@ -68,10 +83,11 @@ def compare_cmd(
 
     try:
         cmp = compare(runs_dir, refs, metrics=metric, baseline=baseline, ci=ci, all_runs=all_runs)
+        costs = choose_columns(cmp, _split(columns), _split(hide))
     except CompareError as exc:
         err.print(f"error: {exc}", markup=False, highlight=False)
         raise typer.Exit(2) from None
-    recs = records(cmp)
+    recs = records(cmp, costs)
     if fmt == TableOutput.json:
         print(json.dumps(recs, indent=2, default=str))
     elif fmt == TableOutput.csv:
@@ -81,9 +97,9 @@ def compare_cmd(
         writer.writerows(recs)
         print(buf.getvalue(), end="")
     elif fmt == TableOutput.markdown:
-        print(_markdown(cmp))
+        print(_markdown(cmp, costs))
     else:
-        console.print(_table(cmp))
+        console.print(_table(cmp, costs))
         for note in _notes(cmp):
             console.print(note, markup=False, highlight=False)
 
@@ -112,7 +128,50 @@ def _cell_text(cmp: Any, row: Any, metric: str) -> tuple[str, str]:
     return value, delta
 
 
-def _table(cmp: Any) -> Table:
+COSTS = {"run time": "wall_time_s", "peak mem": "peak_memory_mb", "trainable": "trainable_params"}
+
+
+def _split(values: list[str] | None) -> list[str]:
+    return [v.strip() for text in values or [] for v in text.split(",") if v.strip()]
+
+
+def _matches(key: str, pattern: str) -> bool:
+    """A dotted key matches its full name, any dotted suffix of it, or a glob."""
+    p = pattern.replace("_", " ") if pattern.replace("_", " ") in COSTS else pattern
+    return (
+        key == p
+        or key.endswith("." + p)
+        or any(fnmatch.fnmatchcase(key, glob) for glob in (p, f"*.{p}"))
+    )
+
+
+def choose_columns(cmp: Any, columns: list[str], hide: list[str]) -> list[str]:
+    """Apply `--columns` / `--hide` to the comparison's spec-key columns and metrics (in
+    place); return the cost columns to show. A pattern that matches nothing is an error
+    naming the columns there are."""
+    from ftlab.reports.compare import CompareError
+
+    params = list(dict.fromkeys(k for r in cmp.rows for k in r.params))
+    every = [*params, *COSTS, *cmp.metrics]
+    for pattern in [*columns, *hide]:
+        if not any(_matches(k, pattern) for k in every):
+            hint = did_you_mean(pattern, [k.rsplit(".", 1)[-1] for k in every])
+            raise CompareError(
+                f"no column {pattern!r} (spec keys match by their last parts too); the "
+                f"columns are: {', '.join(every) or '(none)'}.{hint}"
+            )
+
+    def shown(key: str, only: bool) -> bool:
+        picked = not (only and columns) or any(_matches(key, c) for c in columns)
+        return picked and not any(_matches(key, h) for h in hide)
+
+    for row in cmp.rows:
+        row.params = {k: v for k, v in row.params.items() if shown(k, True)}
+    cmp.metrics = [m for m in cmp.metrics if shown(m, False)]
+    return [c for c in COSTS if shown(c, True)]
+
+
+def _table(cmp: Any, costs: list[str]) -> Table:
     title = "Comparison" + (f" (baseline: {cmp.baseline.label})" if cmp.baseline else "")
     table = Table(title=title)
     table.add_column("run", no_wrap=True)
@@ -126,17 +185,20 @@ def _table(cmp: Any) -> Table:
         table.add_column(f"{head}\n{rest} {arrow}" if rest else f"{m} {arrow}", no_wrap=True)
         if cmp.baseline is not None:
             table.add_column("Δ vs baseline", no_wrap=True)
-    for col in ("run time", "peak mem", "trainable"):
+    for col in costs:
         table.add_column(col, justify="right")
     for row in cmp.rows:
-        cells = _row_cells(cmp, row, params)
-        cells += [
-            fmt_s(row.wall_time_s),
-            fmt_mb(row.peak_memory_mb),
-            f"{row.trainable_params:,}" if row.trainable_params else "-",
-        ]
-        table.add_row(*cells)
+        table.add_row(*_row_cells(cmp, row, params), *_costs(row, costs))
     return table
+
+
+def _costs(row: Any, costs: list[str]) -> list[str]:
+    shown = {
+        "run time": fmt_s(row.wall_time_s),
+        "peak mem": fmt_mb(row.peak_memory_mb),
+        "trainable": f"{row.trainable_params:,}" if row.trainable_params else "-",
+    }
+    return [shown[c] for c in costs]
 
 
 def _row_cells(cmp: Any, row: Any, params: list[str]) -> list[str]:
@@ -182,18 +244,17 @@ def _param(v: Any) -> str:
     return json.dumps(v) if isinstance(v, list | dict) else str(v)
 
 
-def _markdown(cmp: Any) -> str:
+def _markdown(cmp: Any, costs: list[str]) -> str:
     params = list(dict.fromkeys(k for r in cmp.rows for k in r.params))
     head = ["run", "methods", *[_short(k, params) for k in params]]
     for m in cmp.metrics:
         head.append(m)
         if cmp.baseline is not None:
             head.append(f"Δ {m}")
-    head += ["run time", "trainable"]
+    head += costs
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in cmp.rows:
-        cells = _row_cells(cmp, row, params)
-        cells += [fmt_s(row.wall_time_s), f"{row.trainable_params or 0:,}"]
+        cells = _row_cells(cmp, row, params) + _costs(row, costs)
         lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
     return "\n".join([*lines, "", *_notes(cmp)])
 
@@ -224,7 +285,7 @@ def report_cmd(
     console.print(f"report: {path} ({path.stat().st_size / 1024:.0f} KB, opens offline)")
 
 
-def records(cmp: Any) -> list[dict[str, Any]]:
+def records(cmp: Any, costs: list[str]) -> list[dict[str, Any]]:
     """One flat dict per row, for csv / json / markdown."""
     out = []
     for row in cmp.rows:
@@ -247,11 +308,7 @@ def records(cmp: Any) -> list[dict[str, Any]]:
                 rec[f"{metric}:p"] = cell.p_adjusted if cell else None
                 rec[f"{metric}:test"] = d.test if d else ""
                 rec[f"{metric}:significant"] = bool(cell and cell.significant)
-        rec |= {
-            "wall_time_s": row.wall_time_s,
-            "peak_memory_mb": row.peak_memory_mb,
-            "trainable_params": row.trainable_params,
-            "baseline": row.baseline,
-        }
+        rec |= {COSTS[c]: getattr(row, COSTS[c]) for c in costs}
+        rec["baseline"] = row.baseline
         out.append(rec)
     return out

@@ -67,7 +67,7 @@ def experiment(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.mark.integration
 def test_compare_groups_seeds_and_tests_against_the_baseline(experiment: Path) -> None:
     cmp = compare_mod.compare(experiment)  # no arguments: the latest experiment
-    assert [r.label for r in cmp.rows] == ["base ×2 seeds", "frozen"]
+    assert [r.label for r in cmp.rows] == ["default ×2 seeds", "frozen"]
     assert cmp.metrics == ["ppl.loss", "prefs.accuracy", "eval_loss"]
     base, frozen = cmp.rows
     assert base.baseline and len(base.run_ids) == 2
@@ -108,12 +108,12 @@ def test_compare_cli_formats(experiment: Path) -> None:
     run = CliRunner()
     table = run.invoke(app, ["compare", "--dir", str(experiment)])
     assert table.exit_code == 0, table.output
-    assert "base ×2 seeds (baseline)" in table.output and "frozen" in table.output
+    assert "default ×2 seeds (baseline)" in table.output and "frozen" in table.output
     assert "Δ vs baseline" in table.output and "▼*" in table.output  # significantly worse
     recs = json.loads(
         run.invoke(app, ["compare", "--dir", str(experiment), "--format", "json"]).output
     )
-    assert [r["run"] for r in recs] == ["base ×2 seeds", "frozen"]
+    assert [r["run"] for r in recs] == ["default ×2 seeds", "frozen"]
     assert recs[1]["ppl.loss:test"] == "paired bootstrap" and recs[1]["ppl.loss:significant"]
     text = run.invoke(
         app, ["compare", "--dir", str(experiment), "--format", "csv", "-m", "prefs.accuracy"]
@@ -124,6 +124,17 @@ def test_compare_cli_formats(experiment: Path) -> None:
     assert md.startswith("| run | methods |") and "| frozen |" in md
     bad = run.invoke(app, ["compare", "nope", "--dir", str(experiment)])
     assert bad.exit_code == 2 and "experiments there: reportdemo" in bad.output
+    # --columns / --hide: spec keys by their last parts, costs by name, metrics by --hide
+    only = ["compare", "--dir", str(experiment), "--format", "json"]
+    picked = json.loads(run.invoke(app, [*only, "-c", "learning_rate,run_time"]).output)[1]
+    assert "param:stages.sft.train.learning_rate" in picked and "wall_time_s" in picked
+    assert "peak_memory_mb" not in picked and "trainable_params" not in picked
+    hidden = json.loads(run.invoke(app, [*only, "--hide", "train.*", "--hide", "ppl.*"]).output)
+    assert not any(k.startswith(("param:", "ppl.")) for k in hidden[1]), hidden[1]
+    assert "prefs.accuracy" in hidden[1] and "peak_memory_mb" in hidden[1]
+    typo = run.invoke(app, ["compare", "--dir", str(experiment), "--hide", "learning_rat"])
+    assert typo.exit_code == 2 and "no column 'learning_rat'" in typo.output
+    assert "stages.sft.train.learning_rate" in typo.output
 
 
 def _chromium() -> str:
