@@ -14,6 +14,7 @@ from ftlab.cli import sweeps  # noqa: F401
 from ftlab.cli import reports  # noqa: F401
 from ftlab.cli import tracking  # noqa: F401
 from ftlab.cli import cache  # noqa: F401
+from ftlab.cli import manage  # noqa: F401
 
 # isort: on
 from ftlab.cli.app import app, err

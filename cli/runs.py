@@ -8,12 +8,10 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.table import Table
 from rich.text import Text
 
-from ftlab.cli.app import Format, Output, Overrides, RunsDir, app, console, err, fail
+from ftlab.cli.app import Overrides, RunsDir, app, console, err, fail
 from ftlab.cli.results import print_results
-from ftlab.reports.units import fmt_num, fmt_s
 
 PluginsOf = Annotated[
     Path | None, typer.Option("--spec", help="Include the plugins this spec names.")
@@ -399,44 +397,3 @@ def merge_adapters_cmd(
         err.print(f"error: {exc}", markup=False, highlight=False)
         raise typer.Exit(2) from None
     console.print(f"wrote {path}")
-
-
-@app.command("runs")
-def list_runs_cmd(
-    runs_dir: RunsDir = Path("runs"),
-    fmt: Format = Output.table,
-    experiment: Annotated[str, typer.Option(help="Only this experiment.")] = "",
-) -> None:
-    """List indexed runs (reads the DuckDB index; `ftlab sync` refreshes it)."""
-    from ftlab.reports import store
-
-    rows = store.list_runs(runs_dir, experiment=experiment)
-    if fmt == Output.json:
-        print(json.dumps(rows, indent=2, default=str))
-        return
-    table = Table(title=f"Runs in {runs_dir}/ftlab.duckdb")
-    for col in (
-        "run_id",
-        "state",
-        "methods",
-        "trainable",
-        "untrained eval",
-        "train loss",
-        "eval loss",
-        "run time",
-    ):
-        table.add_column(col)
-    for r in rows:
-        table.add_row(
-            r["run_id"],
-            r["state"] or "-",
-            r["methods"] or "-",
-            f"{r['trainable_params']:,}" if r["trainable_params"] else "-",
-            fmt_num(r["initial_eval_loss"]),
-            fmt_num(r["train_loss"]),
-            fmt_num(r["eval_loss"]),
-            fmt_s(r["wall_time_s"]),
-        )
-    console.print(table)
-    if not rows:
-        console.print(f"no runs indexed in {runs_dir}/ (run `ftlab run SPEC`, or `ftlab sync`)")

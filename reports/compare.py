@@ -119,7 +119,7 @@ def select_runs(
     runs named by id are always kept."""
     sql = (
         "SELECT run_id, experiment, variant, state, created, wall_time_s, spec_json, study,"
-        " trial, seed FROM runs ORDER BY created"
+        " trial, seed, coalesce(archived, false) AS archived FROM runs ORDER BY created"
     )
     runs = store.rows(con, sql) if con is not None else store.query(root, sql)
     if not runs:
@@ -148,9 +148,10 @@ def select_runs(
 
 
 def _latest(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The newest run per experiment, variant and seed — a completed one if any."""
+    """The newest run per experiment, variant and seed — a completed one if any; archived
+    runs (`ftlab runs archive`) are left out."""
     best: dict[tuple[Any, ...], dict[str, Any]] = {}
-    for r in runs:  # ordered by creation
+    for r in [r for r in runs if not r.get("archived")]:  # ordered by creation
         key = (r["experiment"], r["variant"], r["seed"], r["trial"])
         if key not in best or r["state"] == "completed" or best[key]["state"] != "completed":
             best[key] = r

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import json
 import os
 import sys
 import time
@@ -20,24 +19,17 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from ftlab.reports import rows as dirrows
+from ftlab.reports.rows import LEGACY_ITEM_SCORES
+
 DB_NAME = "ftlab.duckdb"
-SCHEMA_VERSION = 4
-# The per-item score behind each aggregate metric, for eval records written before the
-# records carried it (`item_scores` in evals/<name>/summary.json, declared by each eval
-# kind since schema 4): what those old records meant, frozen — not a list of kinds.
-LEGACY_ITEM_SCORES = {
-    "accuracy": "correct",
-    "accuracy_per_token": "correct_per_token",
-    "win_rate": "win",
-    "adherence": "adheres",
-    "contaminated_rate": "contaminated",
-    "mean_overlap": "overlap",
-    "position_consistency": "consistent",
-}
+SCHEMA_VERSION = 5
 # columns added after a table first shipped (idempotent; run on every writing connection)
+RUN_NOTES = ("tags VARCHAR", "note VARCHAR", "archived BOOLEAN")  # `ftlab runs tag|note|archive`
 MIGRATIONS = (
     "ALTER TABLE runs ADD COLUMN IF NOT EXISTS study VARCHAR",
     "ALTER TABLE runs ADD COLUMN IF NOT EXISTS trial BIGINT",
+    *(f"ALTER TABLE runs ADD COLUMN IF NOT EXISTS {c}" for c in RUN_NOTES),
     "ALTER TABLE eval_results ADD COLUMN IF NOT EXISTS score VARCHAR",
     "UPDATE eval_results SET score = coalesce(map_extract(MAP {"
     + ", ".join(f"'{k}': '{v}'" for k, v in LEGACY_ITEM_SCORES.items())
@@ -50,7 +42,7 @@ CREATE TABLE IF NOT EXISTS runs (
     run_id VARCHAR PRIMARY KEY, experiment VARCHAR, variant VARCHAR, state VARCHAR,
     created DOUBLE, finished DOUBLE, wall_time_s DOUBLE, model VARCHAR, seed BIGINT,
     spec_file VARCHAR, run_dir VARCHAR, spec_json VARCHAR, error VARCHAR, study VARCHAR,
-    trial BIGINT
+    trial BIGINT, tags VARCHAR, note VARCHAR, archived BOOLEAN
 );
 CREATE TABLE IF NOT EXISTS stages (
     run_id VARCHAR, stage VARCHAR, position INTEGER, method VARCHAR, state VARCHAR,
@@ -152,11 +144,38 @@ def connect(root: Path, *, write: bool, timeout: float = 120.0) -> Iterator[Any]
     """A short-lived connection under the lock; readers never see a half-written ingest."""
     if not write:
         catch_up(root, timeout=timeout)
+        _upgrade(root, timeout=timeout)
     with (
         _locked(root, exclusive=write, timeout=timeout),
         _connection(root, write=write, timeout=timeout) as con,
     ):
         yield con
+
+
+_CURRENT: set[Path] = set()  # indexes this process has seen at SCHEMA_VERSION
+
+
+def _upgrade(root: Path, *, timeout: float) -> None:
+    """Migrate an index an older ftlab wrote before its first read (a read-only connection
+    cannot, and the readers' queries name the new columns)."""
+    if root in _CURRENT or not (root / DB_NAME).exists():
+        return
+    with (
+        _locked(root, exclusive=False, timeout=timeout),
+        _connection(root, write=False, timeout=timeout) as con,
+    ):
+        try:
+            found = con.execute("SELECT value FROM meta WHERE key = 'schema_version'")
+            version = int((found.fetchone() or ["0"])[0])
+        except Exception:  # noqa: BLE001 - no meta table: older than any version
+            version = 0
+    if version < SCHEMA_VERSION:
+        with (
+            _locked(root, exclusive=True, timeout=timeout),
+            _connection(root, write=True, timeout=timeout),
+        ):
+            pass  # the writing connection applies SCHEMA and MIGRATIONS
+    _CURRENT.add(root)
 
 
 @contextmanager
@@ -183,159 +202,6 @@ def _connection(root: Path, *, write: bool, timeout: float) -> Iterator[Any]:
         yield con
     finally:
         con.close()
-
-
-Rows = list[dict[str, Any]]
-
-
-def _eval_rows(run_id: str, run_dir: Path) -> tuple[Rows, Rows, Rows, Rows]:
-    """(eval_results, eval_samples, eval_items, judge_verdicts) rows from `evals/*/`."""
-    from ftlab.runner.rundir import read_json, read_metrics
-
-    results: Rows = []
-    scores: Rows = []
-    items: Rows = []
-    verdicts: Rows = []
-    for summary_file in sorted((run_dir / "evals").glob("*/summary.json")):
-        summary = read_json(summary_file) or {}
-        name = summary.get("eval", summary_file.parent.name)
-        item_scores = summary.get("item_scores", LEGACY_ITEM_SCORES)
-        for target, res in (summary.get("targets") or {}).items():
-            for metric, m in (res.get("metrics") or {}).items():
-                results.append(
-                    {
-                        "run_id": run_id,
-                        "eval": name,
-                        "kind": summary.get("kind"),
-                        "target": target,
-                        "is_last": target == summary.get("last"),
-                        "metric": metric,
-                        "value": m.get("value"),
-                        "ci_low": m.get("low"),
-                        "ci_high": m.get("high"),
-                        "n": m.get("n"),
-                        "headline": metric == summary.get("headline"),
-                        "higher_is_better": summary.get("higher_is_better"),
-                        "cached_from": res.get("cached_from") or "",
-                        "score": item_scores.get(metric, metric),
-                    }
-                )
-        for sample in read_metrics(summary_file.parent / "samples.jsonl"):
-            key = {
-                "run_id": run_id,
-                "eval": name,
-                "target": sample.get("target"),
-                "item": sample.get("item"),
-            }
-            for metric, value in (sample.get("scores") or {}).items():
-                if isinstance(value, int | float):
-                    scores.append({**key, "metric": metric, "value": float(value)})
-            for field, v in sample.items():  # a grader's verdicts (see EvalOutput.samples)
-                if isinstance(v, dict) and (field == "verdict" or field.startswith("verdict_")):
-                    position = field.removeprefix("verdict").removeprefix("_")
-                    verdicts.append(
-                        {
-                            **key,
-                            "position": position,
-                            "verdict": str(v.get("verdict")),
-                            "raw": str(v.get("raw", ""))[:2000],
-                            "retried": bool(v.get("retried")),
-                        }
-                    )
-            record = {k: v for k, v in sample.items() if k not in ("target", "item", "scores")}
-            items.append({**key, "record_json": json.dumps(record, ensure_ascii=False)})
-    return results, scores, items, verdicts
-
-
-def _run_rows(run_dir: Path) -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]:
-    from ftlab.runner.rundir import RunDir
-
-    run = RunDir(run_dir)
-    info, status = run.info(), run.status()
-    spec_text = (run_dir / "spec.yaml").read_text() if (run_dir / "spec.yaml").exists() else ""
-    spec = _yaml(spec_text)
-    run_row = {
-        "run_id": run.run_id,
-        "experiment": info.get("experiment"),
-        "variant": info.get("variant"),
-        "state": status.get("state"),
-        "created": info.get("created"),
-        "finished": status.get("finished"),
-        "wall_time_s": status.get("wall_time_s"),
-        "model": (spec.get("model") or {}).get("name"),
-        "seed": spec["train_seed"] if spec.get("train_seed") is not None else spec.get("seed"),
-        "spec_file": info.get("spec_file"),
-        "run_dir": str(run_dir.resolve()),
-        "spec_json": json.dumps(spec, sort_keys=True),
-        "error": status.get("error") or "",
-        "study": info.get("study"),
-        "trial": info.get("trial"),
-    }
-    return run_row, _stage_rows(run, spec), _metric_rows(run)
-
-
-def _stage_rows(run: Any, spec: dict[str, Any]) -> list[dict[str, Any]]:
-    stage_rows = []
-    order = [s.get("name") for s in spec.get("stages", [])]
-    for d in sorted((run.path / "stages").glob("*")):
-        st = run.stage(d.name)
-        s = st.get("summary", {})
-        stage_rows.append(
-            {
-                "run_id": run.run_id,
-                "stage": d.name,
-                "position": order.index(d.name) if d.name in order else -1,
-                "method": st.get("method"),
-                "state": st.get("state"),
-                "hash": st.get("hash"),
-                "reused_from": st.get("reused_from") or "",
-                "trainable_params": s.get("trainable_params"),
-                "total_params": s.get("total_params"),
-                "steps": s.get("steps"),
-                "train_loss": s.get("train_loss"),
-                "eval_loss": s.get("eval_loss"),
-                "initial_eval_loss": s.get("initial_eval_loss"),
-                "tokens_per_epoch": s.get("tokens_per_epoch"),
-                "precision": s.get("precision"),
-                "wall_time_s": s.get("wall_time_s"),
-                "peak_memory_mb": s.get("peak_memory_mb"),
-                "artifact": (st.get("artifact") or {}).get("path"),
-                "summary_json": json.dumps(
-                    {**s, "evaluator": bool(st.get("evaluator"))}, sort_keys=True, default=str
-                ),
-            }
-        )
-    return stage_rows
-
-
-def _metric_rows(run: Any) -> list[dict[str, Any]]:
-    metric_rows = []
-    for rec in run.metrics():
-        for name, value in rec.items():
-            if name in ("stage", "step", "epoch", "time") or not isinstance(value, int | float):
-                continue
-            metric_rows.append(
-                {
-                    "run_id": run.run_id,
-                    "stage": rec.get("stage"),
-                    "step": rec.get("step"),
-                    "epoch": rec.get("epoch"),
-                    "name": name,
-                    "value": float(value),
-                    "time": rec.get("time"),
-                }
-            )
-    return metric_rows
-
-
-def _yaml(text: str) -> dict[str, Any]:
-    from ruamel.yaml import YAML
-
-    try:
-        data = YAML(typ="safe", pure=True).load(text) if text else {}
-    except Exception:  # noqa: BLE001 - a damaged spec.yaml still indexes the rest
-        return {}
-    return data if isinstance(data, dict) else {}
 
 
 TABLES = (
@@ -392,13 +258,13 @@ def _ingest_tables(run_dirs: list[Path]) -> tuple[list[str], dict[str, Any]]:
 
     rows: dict[str, list[dict[str, Any]]] = {t: [] for t in TABLES}
     for run_dir in run_dirs:
-        run_row, stage_rows, metric_rows = _run_rows(run_dir)
+        run_row, stage_rows, metric_rows = dirrows.run_rows(run_dir)
         rows["runs"].append(run_row)
         rows["stages"].extend(stage_rows)
         rows["step_metrics"].extend(metric_rows)
         for table, eval_rows in zip(
             ("eval_results", "eval_samples", "eval_items", "judge_verdicts"),
-            _eval_rows(run_row["run_id"], run_dir),
+            dirrows.eval_rows(run_row["run_id"], run_dir),
             strict=True,
         ):
             rows[table].extend(eval_rows)
@@ -449,6 +315,11 @@ def sync(root: Path, *, timeout: float = 120.0) -> tuple[int, int]:
     return _ingest(root, lambda: run_dirs(root), drop_gone=True, timeout=timeout)
 
 
+def drop_gone(root: Path, *, timeout: float = 120.0) -> int:
+    """Remove the index rows of runs whose directory is gone; how many."""
+    return _ingest(root, list, drop_gone=True, timeout=timeout)[1]
+
+
 def query(
     root: Path, sql: str, params: list[Any] | None = None, *, timeout: float = 120.0
 ) -> list[dict[str, Any]]:
@@ -479,9 +350,11 @@ def queries(
     return out
 
 
-def list_runs(root: Path, *, experiment: str = "") -> list[dict[str, Any]]:
+def list_runs(root: Path, *, experiment: str = "", archived: bool = False) -> list[dict[str, Any]]:
+    """The indexed runs (archived ones only with `archived`), oldest first."""
     sql = f"""
         SELECT r.run_id, r.experiment, r.variant, r.state, r.created, r.wall_time_s,
+               r.tags, r.note, coalesce(r.archived, false) AS archived,
                string_agg(s.method, ' → ' ORDER BY s.position) AS methods,
                max(s.trainable_params) FILTER (WHERE s.position = last_pos) AS trainable_params,
                max(s.train_loss) FILTER (WHERE s.position = last_pos) AS train_loss,
@@ -494,7 +367,7 @@ def list_runs(root: Path, *, experiment: str = "") -> list[dict[str, Any]]:
             FROM stages  -- the chain to the model under test: not a judge stage
             WHERE {ON_CHAIN}
         ) s ON s.run_id = r.run_id
-        WHERE (? = '' OR r.experiment = ?)
+        WHERE (? = '' OR r.experiment = ?) AND (? OR NOT coalesce(r.archived, false))
         GROUP BY ALL ORDER BY r.created
     """
-    return query(root, sql, [experiment, experiment])
+    return query(root, sql, [experiment, experiment, archived])

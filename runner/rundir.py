@@ -11,6 +11,8 @@ runs/<run_id>/
   stages/<name>/artifact/    adapter or full weights (+ tokenizer)
   stages/<name>/checkpoints/ trainer checkpoints while the stage runs
   summary.json      one-screen summary when the run ends
+  notes.json        what a user said about the run: tags, note, archived (`ftlab runs
+                    tag | note | archive`); never part of its identity
 """
 
 from __future__ import annotations
@@ -95,6 +97,10 @@ class RunDir:
 
     def info(self) -> dict[str, Any]:
         return read_json(self.path / "run.json", {})
+
+    def notes(self) -> dict[str, Any]:
+        """{tags: [...], note: str, archived: bool}: what a user said about the run."""
+        return {"tags": [], "note": "", "archived": False} | read_json(self.path / "notes.json", {})
 
     def status(self) -> dict[str, Any]:
         status = read_json(self.path / "status.json")
