@@ -284,6 +284,11 @@ def _rows(
             rows += [_row([r], per_run, items, chosen, varying, recipes) for r in group]
     created = {r["run_id"]: r["created"] or 0.0 for r in runs}
     rows.sort(key=lambda row: min(created[i] for i in row.run_ids))
+    experiment = {r["run_id"]: r["experiment"] for r in runs}
+    if len(set(experiment.values())) > 1:  # two experiments' `lora` rows are told apart
+        for row in rows:
+            exp = experiment[row.run_ids[0]]
+            row.label = row.label if row.label == exp else f"{exp}/{row.label}"
     repeated = {r.label for r in rows if sum(o.label == r.label for o in rows) > 1}
     for row in rows:  # one label per run: the same variant run again gets its id's end
         if row.label in repeated:

@@ -89,3 +89,13 @@ def sft_model(tmp_path_factory):
     )
     ctx = stage_ctx(spec, spec.stages[0], "sft", tmp_path_factory.mktemp("sft_full"))
     return METHODS.get("full").train(ctx).artifact
+
+
+def chromium() -> str:
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        if path := shutil.which(name):
+            return path
+    pytest.fail(
+        "the report test needs a Chromium binary: `make services` installs Debian's "
+        "chromium (as root), or `apt-get install chromium`"
+    )

@@ -96,3 +96,37 @@ def test_the_trained_judge_agrees_with_held_out_human_pairs(quickstart: Path) ->
     print({k: round(v, 3) for k, v in got.items() if k[2] != "judge_calls"})
     # measured 0.79 on 24 held-out pairs (README); the judge never trained on them
     assert got[("lora", "sft", "calibration_agreement")] >= 0.70
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_quickstart_report_leaderboard_fits_and_is_the_readme_screenshot(
+    quickstart: Path,
+) -> None:
+    """`ftlab report` of the quickstart in headless Chromium: one leaderboard row per run,
+    named by label (`lora`, not `base`), the whole table inside its box at 1280 px. The
+    screenshot (test-artifacts/quickstart-report.png) is README's docs/report.png."""
+    from playwright.sync_api import sync_playwright
+
+    from ftlab.reports import html as html_mod
+
+    from .conftest import ROOT, chromium
+
+    out = html_mod.write(quickstart, ["quickstart"], None)
+    artifacts = ROOT / "test-artifacts"
+    artifacts.mkdir(exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium(), args=["--no-sandbox"])
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        page.goto(out.resolve().as_uri())
+        rows = page.locator("#leaderboard tbody tr")
+        labels = [rows.nth(i).locator("td").first.inner_text() for i in range(rows.count())]
+        assert labels == ["lora (baseline)", "qlora", "full"], labels
+        fits = page.evaluate(
+            "() => { const t = document.querySelector('#leaderboard');"
+            " return [t.scrollWidth, t.parentElement.clientWidth]; }"
+        )
+        assert fits[0] <= fits[1], f"leaderboard {fits[0]} px wide in a {fits[1]} px box"
+        page.locator("#leaderboard").scroll_into_view_if_needed()
+        page.screenshot(path=str(artifacts / "quickstart-report.png"), full_page=False)
+        browser.close()

@@ -20,7 +20,7 @@ from ftlab.reports import html as html_mod
 from ftlab.reports import store
 from ftlab.runner import tracking
 
-from .conftest import DATA, ROOT
+from .conftest import DATA, ROOT, chromium
 
 SPEC = """\
 name: reportdemo
@@ -137,16 +137,6 @@ def test_compare_cli_formats(experiment: Path) -> None:
     assert "stages.sft.train.learning_rate" in typo.output
 
 
-def _chromium() -> str:
-    for name in ("chromium", "chromium-browser", "google-chrome"):
-        if path := shutil.which(name):
-            return path
-    pytest.fail(
-        "the report test needs a Chromium binary: `make services` installs Debian's "
-        "chromium (as root), or `apt-get install chromium`"
-    )
-
-
 LAYOUT = """() => {
   const table = document.querySelector('#leaderboard'), box = table.parentElement;
   return {table: table.scrollWidth, box: box.clientWidth,
@@ -165,7 +155,7 @@ def test_report_opens_in_headless_chromium(experiment: Path) -> None:
     artifacts = ROOT / "test-artifacts"
     artifacts.mkdir(exist_ok=True)
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=_chromium(), args=["--no-sandbox"])
+        browser = p.chromium.launch(executable_path=chromium(), args=["--no-sandbox"])
         page = browser.new_page(viewport={"width": 1300, "height": 900})
         errors: list[str] = []
         page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
@@ -179,7 +169,7 @@ def test_report_opens_in_headless_chromium(experiment: Path) -> None:
         page.goto(out.resolve().as_uri())
         rows = page.locator("#leaderboard tbody tr")
         assert [rows.nth(i).locator("td").first.inner_text() for i in range(rows.count())] == [
-            "base ×2 seeds (baseline)",
+            "default ×2 seeds (baseline)",
             "frozen",
         ]
         assert page.locator("#leaderboard td.sig.worse").count() >= 1
@@ -188,7 +178,7 @@ def test_report_opens_in_headless_chromium(experiment: Path) -> None:
         assert charts.first.locator("circle").count() == 2
         assert page.locator("#curves svg polyline").count() >= 4
         page.select_option("#ex-eval", "ppl")
-        page.select_option("#ex-a", "base ×2 seeds")
+        page.select_option("#ex-a", "default ×2 seeds")
         page.select_option("#ex-b", "frozen")
         assert "items differ" in page.locator("#ex-count").inner_text()
         assert page.locator("#ex-items .item").count() > 0
@@ -348,7 +338,7 @@ def test_report_survives_script_markup_in_prompts_replies_and_verdicts(tmp_path:
     assert "function ()" in parser.scripts[1][1] and "runs();" in parser.scripts[1][1]
 
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=_chromium(), args=["--no-sandbox"])
+        browser = p.chromium.launch(executable_path=chromium(), args=["--no-sandbox"])
         page = browser.new_page()
         errors: list[str] = []
         page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)

@@ -431,3 +431,21 @@ def test_eval_loss_is_compared_only_between_runs_of_one_objective(runs: Path) ->
     other = next(r for r in cmp.rows if not r.baseline)
     assert other.cells["eval_loss"].value == 0.69 and other.cells["eval_loss"].diff is None
     assert any("eval_loss" in n and "objective" in n for n in cmp.notes), cmp.notes
+
+
+def test_two_experiments_rows_are_labelled_with_their_experiment(runs: Path) -> None:
+    """Issue 19: comparing two experiments showed `base (baseline)` and `base` — two
+    different recipes under one name. Rows from several experiments carry theirs."""
+    import json
+
+    from ftlab.reports import compare as compare_mod
+
+    other = _rerun(runs, "x004", created=100.0)
+    info = json.loads((runs / other / "run.json").read_text())
+    (runs / other / "run.json").write_text(json.dumps({**info, "experiment": "json-align"}))
+    spec = runs / other / "spec.yaml"
+    spec.write_text(spec.read_text().replace("r: 16", "r: 8"))
+    store.sync(runs)
+    cmp = compare_mod.compare(runs, ["quickstart", "json-align"])
+    assert [r.label for r in cmp.rows] == ["quickstart/base", "json-align/base"]
+    assert [r.label for r in compare_mod.compare(runs, ["quickstart"]).rows] == ["base"]
