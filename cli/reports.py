@@ -75,6 +75,13 @@ def compare_cmd(
         list[str] | None,
         typer.Option(help="Leave out these columns (spec keys, costs or metrics; as --columns)."),
     ] = None,
+    label: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Name rows by these spec keys' values instead of their variant "
+            "(e.g. --label r,learning_rate gives 'r=8 learning_rate=0.001').",
+        ),
+    ] = None,
     runs_dir: RunsDir = Path("runs"),
 ) -> None:
     """Compare runs: each metric with its 95% interval, the difference from a baseline with
@@ -83,6 +90,7 @@ def compare_cmd(
 
     try:
         cmp = compare(runs_dir, refs, metrics=metric, baseline=baseline, ci=ci, all_runs=all_runs)
+        relabel(cmp, _split(label))
         costs = choose_columns(cmp, _split(columns), _split(hide))
     except CompareError as exc:
         err.print(f"error: {exc}", markup=False, highlight=False)
@@ -143,6 +151,31 @@ def _matches(key: str, pattern: str) -> bool:
         or key.endswith("." + p)
         or any(fnmatch.fnmatchcase(key, glob) for glob in (p, f"*.{p}"))
     )
+
+
+def relabel(cmp: Any, keys: list[str]) -> None:
+    """Name each row by the values of spec keys that differ between rows (`--label`)."""
+    from ftlab.reports.compare import CompareError
+
+    params = list(dict.fromkeys(k for r in cmp.rows for k in r.params))
+    for key in keys:
+        if not any(_matches(k, key) for k in params):
+            raise CompareError(
+                f"--label {key}: not a spec key that differs between these rows (those are: "
+                f"{', '.join(params) or 'none'})"
+            )
+    chosen = [k for k in params if any(_matches(k, key) for key in keys)]
+    last = [k.rsplit(".", 1)[-1] for k in chosen]
+    names = [
+        n if last.count(n) == 1 else _short(k, chosen) for k, n in zip(chosen, last, strict=True)
+    ]
+    for row in cmp.rows if keys else []:
+        seeds = f" ×{len(row.run_ids)} seeds" if len(row.run_ids) > 1 else ""
+        values = [f"{n}={_param(row.params.get(k))}" for k, n in zip(chosen, names, strict=True)]
+        row.label = " ".join(values) + seeds
+    for row in cmp.rows if keys else []:  # rows alike in these keys keep apart by run id
+        if sum(o.label == row.label for o in cmp.rows) > 1:
+            row.label += f" ·{row.run_ids[0][-4:]}"
 
 
 def choose_columns(cmp: Any, columns: list[str], hide: list[str]) -> list[str]:

@@ -132,6 +132,10 @@ def test_compare_cli_formats(experiment: Path) -> None:
     hidden = json.loads(run.invoke(app, [*only, "--hide", "train.*", "--hide", "ppl.*"]).output)
     assert not any(k.startswith(("param:", "ppl.")) for k in hidden[1]), hidden[1]
     assert "prefs.accuracy" in hidden[1] and "peak_memory_mb" in hidden[1]
+    named = json.loads(run.invoke(app, [*only, "--label", "learning_rate"]).output)
+    assert [r["run"] for r in named] == ["learning_rate=0.005 ×2 seeds", "learning_rate=1e-07"]
+    unnamed = run.invoke(app, ["compare", "--dir", str(experiment), "--label", "rank"])
+    assert unnamed.exit_code == 2 and "not a spec key that differs" in unnamed.output
     typo = run.invoke(app, ["compare", "--dir", str(experiment), "--hide", "learning_rat"])
     assert typo.exit_code == 2 and "no column 'learning_rat'" in typo.output
     assert "stages.sft.train.learning_rate" in typo.output
