@@ -21,7 +21,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ftlab.runner.spec.datapath import EXPECTED, looks_like_file, type_hint, unsupported_type
+from ftlab.runner.spec.datapath import (
+    EXPECTED,
+    looks_like_file,
+    type_hint,
+    unsupported_type,
+    user_path,
+)
 from ftlab.runner.spec.schema import DataSource
 
 ROLES = {"system", "user", "assistant", "tool"}
@@ -134,7 +140,7 @@ def chat_prompt(row: dict[str, Any]) -> list[dict[str, str]]:
 
 def resolve_path(source: DataSource, base_dir: Path) -> Path | None:
     """The local file a source names (relative to the spec file), or None for a hub id."""
-    path = Path(source.path).expanduser()
+    path = user_path(source.path)
     if not path.is_absolute():
         path = base_dir / path
     if path.exists() or looks_like_file(source.path):

@@ -23,6 +23,7 @@ from urllib.parse import urlparse
 
 from ftlab.runner.builds import atomic_build
 from ftlab.runner.registry import did_you_mean
+from ftlab.runner.spec.datapath import user_path
 
 ASSETS = Path(__file__).resolve().parent / "assets"
 
@@ -176,7 +177,7 @@ def resolve(name: str, *, revision: str = "main", seed: int = 42) -> ModelRef:
             )
         path = ensure_random(shape, seed=seed)
         return ModelRef(name, "random", str(path), f"random:{shape}:{seed}:{tiny_recipe_hash()}")
-    local = Path(name).expanduser()
+    local = user_path(name)
     if local.is_dir():
         if not (local / "config.json").is_file():
             raise ModelError(

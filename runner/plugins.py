@@ -19,6 +19,8 @@ import importlib.util
 import sys
 from pathlib import Path
 
+from ftlab.runner.spec.datapath import user_path
+
 _LOADED: dict[Path, str] = {}  # file → sha256 of the content executed
 
 
@@ -28,7 +30,7 @@ def is_file(entry: str) -> bool:
 
 def load_file(file: Path, *, prefix: str = "ftlab_plugin") -> None:
     """Execute a Python file as a module (once per content)."""
-    file = file.expanduser().resolve()
+    file = user_path(file).resolve()
     if not file.is_file():
         raise FileNotFoundError(f"{file} does not exist (paths are relative to the spec file)")
     digest = hashlib.sha256(file.read_bytes()).hexdigest()

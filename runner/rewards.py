@@ -24,6 +24,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from ftlab.runner.registry import Registry
+from ftlab.runner.spec.datapath import user_path
 
 RewardFn = Callable[..., list[float]]
 REWARDS: Registry[Callable[..., RewardFn]] = Registry("reward function")
@@ -180,7 +181,7 @@ def load_module(path: str, base_dir: Path) -> None:
     content: see `plugins.load_file`)."""
     from ftlab.runner import plugins
 
-    file = Path(path).expanduser()
+    file = user_path(path)
     file = file if file.is_absolute() else base_dir / file
     if not file.is_file():
         raise FileNotFoundError(

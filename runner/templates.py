@@ -18,6 +18,8 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from ftlab.runner.spec.datapath import user_path
+
 # ftlab's own templates, for checkpoints that ship none or a wrong one. Each renders a
 # conversation exactly as the model family's reference template does for text messages.
 OWN: dict[str, str] = {
@@ -121,7 +123,7 @@ def named(name: str, *, base_dir: Path | None = None) -> Template:
         return Template(name, OWN[name])
     if name in trl_templates():
         return Template(name, trl_templates()[name])
-    path = Path(name).expanduser()
+    path = user_path(name)
     if not path.is_absolute() and base_dir is not None:
         path = base_dir / path
     if path.suffix == ".jinja" and path.is_file():
@@ -306,7 +308,7 @@ def for_model(model: str, chat_template: str) -> Template | None:
 
     if chat_template:
         return named(chat_template)
-    folder = Path(model).expanduser()
+    folder = user_path(model)
     if not folder.is_dir():
         return None
     jinja = folder / "chat_template.jinja"

@@ -681,3 +681,12 @@ def test_a_stage_without_data_says_what_the_default_is(write) -> None:
     message = str(err.value)
     assert "found:    sft (the default: the stage names no data:)" in message, message
     assert "fix:      add data: train to the stage" in message, message
+
+
+def test_a_path_under_an_unknown_users_home_is_a_missing_file(write) -> None:
+    """Found by test_mangled_yaml_never_crashes: `~ta/x.jsonl` (no user `ta`) raised
+    pathlib's RuntimeError ("Could not determine home directory") instead of a problem."""
+    text = MINIMAL.replace("data/support_sft.jsonl", "~nosuchuser_ftlab/support_sft.jsonl")
+    with pytest.raises(SpecError) as err:
+        load_spec(write("a.yaml", text))
+    assert "~nosuchuser_ftlab/support_sft.jsonl" in str(err.value)

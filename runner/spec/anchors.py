@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from ftlab.runner.spec import datapath
+from ftlab.runner.spec.datapath import user_path
 from ftlab.runner.spec.errors import HIDDEN, Problem, secret
 from ftlab.runner.spec.raw import PathT, Raw
 
@@ -24,7 +25,7 @@ def anchor_data_paths(raw: Raw, prefix: str) -> list[Problem]:
         if not isinstance(source, dict) or not isinstance(source.get("path"), str):
             continue
         written = source["path"]
-        path = Path(written).expanduser()
+        path = user_path(written)
         where = raw.loc(("data", name, "path"))
         base = Path(where.file).parent if Path(where.file).is_file() else Path.cwd()
         candidate = path if path.is_absolute() else base / path
@@ -91,7 +92,7 @@ def anchor_template(raw: Raw, prefix: str) -> list[Problem]:
         return []
     where = raw.loc(("model", "chat_template"))
     base = Path(where.file).parent if Path(where.file).is_file() else Path.cwd()
-    path = Path(value).expanduser()
+    path = user_path(value)
     path = path if path.is_absolute() else base / path
     if path.is_file():
         model["chat_template"] = str(path.resolve())
@@ -135,7 +136,7 @@ def anchor_plugins(raw: Raw, prefix: str) -> list[Problem]:
             continue
         where = raw.loc(("plugins", i))
         base = Path(where.file).parent if Path(where.file).is_file() else Path.cwd()
-        candidate = Path(entry).expanduser()
+        candidate = user_path(entry)
         candidate = candidate if candidate.is_absolute() else base / candidate
         if candidate.is_file():
             entries[i] = str(candidate.resolve())
@@ -162,7 +163,7 @@ def anchor_reward_modules(raw: Raw, prefix: str) -> list[Problem]:
         params = stage.get("params") if isinstance(stage, dict) else None
         if not isinstance(params, dict) or not isinstance(params.get("reward_module"), str):
             continue
-        module = Path(params["reward_module"]).expanduser()
+        module = user_path(params["reward_module"])
         where = raw.loc(("stages", i, "params", "reward_module"))
         base = Path(where.file).parent if Path(where.file).is_file() else Path.cwd()
         candidate = module if module.is_absolute() else base / module

@@ -18,6 +18,15 @@ EXPECTED = "/".join(LOCAL_DATA_SUFFIXES)
 _FILE_SUFFIX = re.compile(r"\.[A-Za-z][A-Za-z0-9]{0,7}$")
 
 
+def user_path(text: str | Path) -> Path:
+    """`~/x` and `~user/x` expanded; a `~name` that is no user stays as written (pathlib
+    raises RuntimeError there; the caller then reports the file as missing)."""
+    try:
+        return Path(text).expanduser()
+    except RuntimeError:
+        return Path(text)
+
+
 def looks_like_file(path: str) -> bool:
     """True for a name that can only be a local file: a file-type suffix, a start in `.`,
     `/` or `~`, a backslash, or more than one `/` (hub ids are `name` or `owner/name`)."""
