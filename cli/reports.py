@@ -173,8 +173,9 @@ def relabel(cmp: Any, keys: list[str]) -> None:
         seeds = f" ×{len(row.run_ids)} seeds" if len(row.run_ids) > 1 else ""
         values = [f"{n}={_param(row.params.get(k))}" for k, n in zip(chosen, names, strict=True)]
         row.label = " ".join(values) + seeds
+    clash = {r.label for r in cmp.rows if sum(o.label == r.label for o in cmp.rows) > 1}
     for row in cmp.rows if keys else []:  # rows alike in these keys keep apart by run id
-        if sum(o.label == row.label for o in cmp.rows) > 1:
+        if row.label in clash:
             row.label += f" ·{row.run_ids[0][-4:]}"
 
 

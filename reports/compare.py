@@ -275,7 +275,8 @@ def _rows(
     )
     groups: dict[str, list[dict[str, Any]]] = {}
     for r in runs:
-        groups.setdefault(json.dumps(recipes[r["run_id"]], sort_keys=True), []).append(r)
+        key = json.dumps([r["experiment"], recipes[r["run_id"]]], sort_keys=True)
+        groups.setdefault(key, []).append(r)  # one row per experiment and recipe
     rows = []
     for group in groups.values():
         if len({r["seed"] for r in group}) == len(group):

@@ -449,3 +449,8 @@ def test_two_experiments_rows_are_labelled_with_their_experiment(runs: Path) -> 
     cmp = compare_mod.compare(runs, ["quickstart", "json-align"])
     assert [r.label for r in cmp.rows] == ["quickstart/base", "json-align/base"]
     assert [r.label for r in compare_mod.compare(runs, ["quickstart"]).rows] == ["base"]
+    # the same recipe in two experiments is still two rows (not one "×2 seeds" row)
+    spec.write_text(spec.read_text().replace("r: 8", "r: 16"))
+    store.sync(runs)
+    cmp = compare_mod.compare(runs, ["quickstart", "json-align"])
+    assert [r.label for r in cmp.rows] == ["quickstart/base", "json-align/base"]
