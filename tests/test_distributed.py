@@ -135,7 +135,7 @@ def test_killed_rank_ends_the_stage_and_resume_finishes_it(tmp_path: Path) -> No
     spec = _spec(tmp_path, steps=40)
     env = os.environ | {"PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "ftlab.cli", "run", str(spec), "--variant", "base"],
+        [sys.executable, "-m", "ftlab.cli", "run", str(spec), "--variant", "default"],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -146,7 +146,7 @@ def test_killed_rank_ends_the_stage_and_resume_finishes_it(tmp_path: Path) -> No
         checkpoints: list[Path] = []
         while time.time() < deadline and not checkpoints:
             time.sleep(1)
-            checkpoints = list((tmp_path / "runs").glob("ddp-base-*/stages/sft/checkpoints/*"))
+            checkpoints = list((tmp_path / "runs").glob("ddp-default-*/stages/sft/checkpoints/*"))
         assert checkpoints, "no checkpoint appeared"
         workers = _worker_pids(proc.pid)
         assert len(workers) == 2, workers

@@ -404,7 +404,7 @@ def test_seeds_run_every_variant_once_per_seed_and_compare_tests_both_levels(tmp
     )
     assert base_evals[0]["n"] == 1  # the base model scored by one run, the others reuse it
     cmp = compare_mod.compare(runs)
-    assert [r.label for r in cmp.rows] == ["base ×3 seeds", "frozen ×3 seeds"]
+    assert [r.label for r in cmp.rows] == ["default ×3 seeds", "frozen ×3 seeds"]
     frozen = cmp.rows[1].cells["ppl.loss"]
     assert frozen.sd is not None and frozen.diff is not None
     assert frozen.diff.test == "two-level bootstrap" and frozen.diff.n == 24
