@@ -34,6 +34,14 @@ def list_runs_cmd(
         return
     from ftlab.reports import store
 
+    if not runs_dir.is_dir():
+        err.print(
+            f"error: no runs directory {runs_dir}/ here: run from the directory you ran "
+            "`ftlab run` in, or pass --dir",
+            markup=False,
+            highlight=False,
+        )
+        raise typer.Exit(2)
     rows = store.list_runs(runs_dir, experiment=experiment, archived=archived)
     if fmt == Output.json:
         print(json.dumps(rows, indent=2, default=str))
@@ -74,8 +82,10 @@ def _change(ref: str, runs_dir: Path, **change: object) -> None:
         err.print(f"error: {exc}", markup=False, highlight=False)
         raise typer.Exit(2) from None
     tags = " ".join(f"#{t}" for t in notes["tags"]) or "no tags"
-    state = "archived" if notes["archived"] else "listed"
-    console.print(f"{run.run_id}: {tags}{_quoted(notes['note'])}; {state}", markup=False)
+    state = " (archived)" if notes["archived"] else ""
+    console.print(
+        f"{run.run_id}: {tags}{_quoted(notes['note'])}{state}", markup=False, highlight=False
+    )
 
 
 @runs_app.command("tag")
@@ -126,9 +136,14 @@ def rm_cmd(
         if not yes and not sys.stdin.isatty():
             raise ManageError(f"not asking without a terminal: ftlab runs rm {run} --yes")
         if not yes and not typer.confirm(f"delete {found.path} and its index rows?"):
+            err.print(f"nothing removed; {found.run_id} is kept", markup=False, highlight=False)
             raise typer.Exit(1)
         dropped = remove(runs_dir, found)
     except (ManageError, FileNotFoundError) as exc:
         err.print(f"error: {exc}", markup=False, highlight=False)
         raise typer.Exit(2) from None
-    console.print(f"removed {found.run_id} ({dropped} stage-cache entries pointed at it)")
+    console.print(
+        f"removed {found.run_id} ({dropped} stage-cache entries pointed at it)",
+        markup=False,
+        highlight=False,
+    )

@@ -48,7 +48,8 @@ def compare_cmd(
         typer.Option(
             "--metric",
             "-m",
-            help="eval.metric or eval_loss (repeatable); default: "
+            help="eval.metric (or just its metric or eval name, when unique) or eval_loss "
+            "(repeatable); default: "
             "each eval's headline metric and eval_loss.",
         ),
     ] = None,
@@ -62,13 +63,17 @@ def compare_cmd(
         str, typer.Option(help="stored (each eval's own) | percentile | bca (from the items)")
     ] = "stored",
     all_runs: AllRuns = False,
+    each_seed: Annotated[
+        bool,
+        typer.Option("--each-seed", help="A row per training seed instead of their mean ± sd."),
+    ] = False,
     columns: Annotated[
         list[str] | None,
         typer.Option(
             "--columns",
             "-c",
             help="Only these spec-key and cost columns (repeatable or comma-separated; a "
-            "dotted key, its last parts, or a glob: lora_r, train.*, 'run time').",
+            "dotted key, its last parts, or a glob: lora_r, train.*, 'recipe time').",
         ),
     ] = None,
     hide: Annotated[
@@ -89,7 +94,15 @@ def compare_cmd(
     from ftlab.reports.compare import CompareError, compare
 
     try:
-        cmp = compare(runs_dir, refs, metrics=metric, baseline=baseline, ci=ci, all_runs=all_runs)
+        cmp = compare(
+            runs_dir,
+            refs,
+            metrics=metric,
+            baseline=baseline,
+            ci=ci,
+            all_runs=all_runs,
+            each_seed=each_seed,
+        )
         relabel(cmp, _split(label))
         costs = choose_columns(cmp, _split(columns), _split(hide))
     except CompareError as exc:
@@ -136,7 +149,11 @@ def _cell_text(cmp: Any, row: Any, metric: str) -> tuple[str, str]:
     return value, delta
 
 
-COSTS = {"run time": "wall_time_s", "peak mem": "peak_memory_mb", "trainable": "trainable_params"}
+COSTS = {
+    "recipe time": "recipe_time_s",
+    "peak mem": "peak_memory_mb",
+    "trainable": "trainable_params",
+}
 
 
 def _split(values: list[str] | None) -> list[str]:
@@ -228,7 +245,7 @@ def _table(cmp: Any, costs: list[str]) -> Table:
 
 def _costs(row: Any, costs: list[str]) -> list[str]:
     shown = {
-        "run time": fmt_s(row.wall_time_s),
+        "recipe time": fmt_s(row.recipe_time_s),
         "peak mem": fmt_mb(row.peak_memory_mb),
         "trainable": f"{row.trainable_params:,}" if row.trainable_params else "-",
     }
@@ -256,6 +273,10 @@ def _notes(cmp: Any) -> list[str]:
             "seeds), Holm-corrected over the runs compared; "
             "* = p < 0.05, ▲ better / ▼ worse; ~seed = within the spread across seeds."
         )
+    out.append(
+        "recipe time = the summed durations of the training stages of the row's model "
+        "(a stage reused from the cache counts what it took when trained)."
+    )
     return out + cmp.notes
 
 

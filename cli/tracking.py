@@ -1,4 +1,4 @@
-"""`ftlab wandb …` and `ftlab sync`: trackers and the DuckDB index."""
+"""`ftlab wandb …`, `ftlab mlflow log` and `ftlab sync`: trackers and the DuckDB index."""
 
 from __future__ import annotations
 
@@ -101,6 +101,37 @@ def wandb_log(
             err.print(f"error: {exc}", markup=False)
             raise typer.Exit(2) from None
         console.print(f"{run_dir.name}: logged to W&B ({folder})")
+
+
+mlflow_app = typer.Typer(no_args_is_help=True, help="MLflow: log runs from their directories.")
+app.add_typer(mlflow_app, name="mlflow")
+
+
+@mlflow_app.command("log")
+def mlflow_log(
+    run_refs: Annotated[
+        list[str],
+        typer.Argument(metavar="RUN...", help="Run ids, id prefixes or run directories."),
+    ],
+    uri: Annotated[
+        str, typer.Option(help="Tracking URI (default: sqlite:///<runs>/mlflow.db).")
+    ] = "",
+    experiment: Annotated[str, typer.Option(help="MLflow experiment (default: ftlab's).")] = "",
+    runs_dir: RunsDir = Path("runs"),
+) -> None:
+    """Log runs to MLflow (again): the steps it lacks, then params, evals, tables, state."""
+    from ftlab.runner import live, mlflow_sink, tracking
+    from ftlab.runner.spec.settings import MlflowSpec
+
+    for run in [_find_run(ref, runs_dir) for ref in run_refs]:  # all checked first
+        sink = mlflow_sink.start(
+            run, tracking.head(run), MlflowSpec(uri=uri, experiment=experiment)
+        )
+        if sink is None:
+            raise typer.Exit(1)  # start() said why
+        live.replay(run, [sink])
+        where = mlflow_sink.shown(mlflow_sink.store_uri(uri, run.path.parent))
+        console.print(f"{run.run_id}: logged to MLflow ({where})", markup=False, highlight=False)
 
 
 @app.command()

@@ -18,6 +18,7 @@ import numpy as np
 
 from ftlab.reports import stats, store
 from ftlab.reports.items import Items
+from ftlab.reports.selection import CompareError, hidden_notes, select_runs
 
 STAGE_METRICS = ("eval_loss", "train_loss")  # of the run's last stage; lower is better
 IGNORED_KEYS = (
@@ -25,10 +26,6 @@ IGNORED_KEYS = (
     "description",
     "variants",
 )
-
-
-class CompareError(ValueError):
-    """A run or experiment that is not in the index; the message says what is."""
 
 
 @dataclass
@@ -59,6 +56,7 @@ class Row:
     trainable_params: int | None
     study: str | None = None
     trial: int | None = None
+    recipe_time_s: float | None = None  # every stage's training time, reused ones' included
     cells: dict[str, Cell] = field(default_factory=dict)
     items: dict[str, Any] = field(default_factory=dict)  # metric → scores over Items.names
     baseline: bool = False
@@ -110,55 +108,6 @@ def _recipe(spec_json: str) -> dict[str, Any]:
     return {k: v for k, v in _flatten(spec).items() if k.split(".")[0] not in IGNORED_KEYS}
 
 
-def select_runs(
-    root: Path, refs: list[str], con: Any = None, *, all_runs: bool = True
-) -> list[dict[str, Any]]:
-    """Runs named by id (or a unique id prefix), experiment or sweep study; none → the
-    latest experiment's runs. Ordered by creation. Without `all_runs`, an experiment or
-    study gives its latest run per variant and seed (a completed one when there is one);
-    runs named by id are always kept."""
-    sql = (
-        "SELECT run_id, experiment, variant, state, created, wall_time_s, spec_json, study,"
-        " trial, seed, coalesce(archived, false) AS archived FROM runs ORDER BY created"
-    )
-    runs = store.rows(con, sql) if con is not None else store.query(root, sql)
-    if not runs:
-        raise CompareError(f"no runs indexed under {root} (run an experiment, or `ftlab sync`)")
-    if not refs:
-        latest = runs[-1]
-        key = "study" if latest.get("study") else "experiment"
-        group = [r for r in runs if r[key] == latest[key]]
-        return group if all_runs else _latest(group)
-    picked: list[dict[str, Any]] = []
-    for ref in refs:
-        hit = [r for r in runs if ref in (r["experiment"], r["study"])]
-        hit = hit if all_runs else _latest(hit)
-        if not hit:
-            hit = [r for r in runs if r["run_id"].startswith(ref)]
-            if len(hit) > 1:
-                raise CompareError(f"{ref!r} matches {len(hit)} runs; give more of the run id")
-        if not hit:
-            experiments = sorted({r["experiment"] for r in runs})
-            raise CompareError(
-                f"{ref!r} is not a run id, experiment or sweep in {root}; "
-                f"experiments there: {', '.join(experiments)}"
-            )
-        picked += [r for r in hit if r not in picked]
-    return picked
-
-
-def _latest(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The newest run per experiment, variant and seed — a completed one if any; archived
-    runs (`ftlab runs archive`) are left out."""
-    best: dict[tuple[Any, ...], dict[str, Any]] = {}
-    for r in [r for r in runs if not r.get("archived")]:  # ordered by creation
-        key = (r["experiment"], r["variant"], r["seed"], r["trial"])
-        if key not in best or r["state"] == "completed" or best[key]["state"] != "completed":
-            best[key] = r
-    kept = {id(r) for r in best.values()}
-    return [r for r in runs if id(r) in kept]
-
-
 def load(
     root: Path, refs: list[str], metrics: list[str] | None, *, all_runs: bool = True
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]], Items]:
@@ -177,7 +126,7 @@ def load(
         stages = store.rows(
             con,
             f"""SELECT run_id, method, position, trainable_params, peak_memory_mb,
-                      eval_loss, train_loss,
+                      eval_loss, train_loss, wall_time_s,
                       json_extract_string(summary_json, '$.objective') AS objective,
                       json_extract_string(summary_json, '$.eval_data') AS eval_data
                FROM stages WHERE run_id IN (SELECT unnest(?))
@@ -187,12 +136,24 @@ def load(
         )
         per_item = sorted({f"{r['eval']}.{r['metric']}" for r in results})
         if metrics:
+            metrics[:] = [_resolve(m, [*per_item, *STAGE_METRICS]) for m in metrics]
             per_item = [m for m in metrics if m in per_item]
         else:
             per_item = [f"{r['eval']}.{r['metric']}" for r in results if r["headline"]]
             per_item = list(dict.fromkeys(per_item))
         items = Items.load(root, ids, per_item, con)
     return runs, results, stages, items
+
+
+def _resolve(metric: str, names: list[str]) -> str:
+    """`eval.metric` from its full name, or from the metric's or the eval's name when only
+    one matches (`-m exact`, `-m json`)."""
+    if metric in names:
+        return metric
+    hits = [n for n in names if metric in n.split(".")]
+    if len(hits) > 1:
+        raise CompareError(f"metric {metric!r} is ambiguous: {', '.join(hits)}")
+    return hits[0] if hits else metric  # an unknown name is reported with the known ones
 
 
 def compare(
@@ -204,18 +165,20 @@ def compare(
     resamples: int = 1000,
     ci: str = "stored",
     all_runs: bool = False,
+    each_seed: bool = False,
 ) -> Comparison:
     """`ci`: `stored` shows each eval's own interval (Wilson for rates, percentile
     bootstrap otherwise); `percentile` or `bca` recomputes it from the per-item scores
     (seeded), for metrics that are the plain mean of their items."""
     if ci not in ("stored", "percentile", "bca"):
         raise CompareError(f"ci {ci!r}: expected stored, percentile or bca")
+    metrics = list(metrics) if metrics else None  # resolved in place by load
     runs, results, stages, items = load(root, refs or [], metrics, all_runs=all_runs)
     higher, chosen = _metrics(results, metrics)
-    rows = _rows(runs, _cells(runs, results, stages), items, chosen)
+    rows = _rows(runs, _cells(runs, results, stages), items, chosen, each_seed)
     notes = _recompute_intervals(rows, ci, resamples) if ci != "stored" else []
-    if not all_runs and (hidden := _hidden(root, refs or [], runs)):
-        notes.append(f"{hidden} older runs of these variants not shown (--all shows every run)")
+    if not all_runs:
+        notes += hidden_notes(root, refs or [], runs)
     base = _pick_baseline(rows, baseline)
     if base is not None:
         base.baseline = True
@@ -263,9 +226,14 @@ def _cells(
 
 
 def _rows(
-    runs: list[dict[str, Any]], per_run: dict[str, Any], items: Items, chosen: list[str]
+    runs: list[dict[str, Any]],
+    per_run: dict[str, Any],
+    items: Items,
+    chosen: list[str],
+    each_seed: bool = False,
 ) -> list[Row]:
-    """One row per recipe (runs that differ only by seed), in the order they were made."""
+    """One row per recipe (runs that differ only by seed; with `each_seed` a row per run),
+    in the order they were made."""
     ids = [r["run_id"] for r in runs]
     recipes = _fill_new_keys({r["run_id"]: _recipe(r["spec_json"]) for r in runs})
     varying = sorted(
@@ -279,10 +247,13 @@ def _rows(
         groups.setdefault(key, []).append(r)  # one row per experiment and recipe
     rows = []
     for group in groups.values():
-        if len({r["seed"] for r in group}) == len(group):
+        if len({r["seed"] for r in group}) == len(group) and not each_seed:
             rows.append(_row(group, per_run, items, chosen, varying, recipes))
-        else:  # the same recipe and seed again (a repeated trial) is its own row
-            rows += [_row([r], per_run, items, chosen, varying, recipes) for r in group]
+            continue  # else: a run per row (a repeated trial: the same recipe and seed)
+        singles = [_row([r], per_run, items, chosen, varying, recipes) for r in group]
+        for row, r in zip(singles, group, strict=True):
+            row.label += f" seed={r['seed']}" if len(group) > 1 and r["seed"] is not None else ""
+        rows += singles
     created = {r["run_id"]: r["created"] or 0.0 for r in runs}
     rows.sort(key=lambda row: min(created[i] for i in row.run_ids))
     experiment = {r["run_id"]: r["experiment"] for r in runs}
@@ -404,15 +375,17 @@ def _row(
     if len(group) > 1:
         label += f" ×{len(group)} seeds"
     walls = [r["wall_time_s"] for r in group if r["wall_time_s"] is not None]
+    recipe = [sum(s["wall_time_s"] or 0.0 for s in per_run[i]["stages"]) for i in ids]
     peaks = [s["peak_memory_mb"] for i in ids for s in per_run[i]["stages"] if s["peak_memory_mb"]]
     row = Row(
         label=label,
         run_ids=ids,
         experiment=first["experiment"],
         methods=" → ".join(s["method"] for s in stages),
-        params={k: recipes[first["run_id"]].get(k) for k in varying},
+        params={k: _used(recipes[first["run_id"]], k) for k in varying},
         state=", ".join(sorted({r["state"] for r in group})),
         wall_time_s=sum(walls) / len(walls) if walls else None,
+        recipe_time_s=sum(recipe) / len(recipe) if stages else None,
         peak_memory_mb=max(peaks) if peaks else None,
         trainable_params=stages[-1]["trainable_params"] if stages else None,
         study=first.get("study"),
@@ -441,6 +414,16 @@ def _row(
     return row
 
 
+def _used(recipe: dict[str, Any], key: str) -> Any:
+    """The key's value, or None where the run ignores it (adapter settings of a `full`
+    stage: showing LoRA's r for full fine-tuning reads as if it had one)."""
+    parts = key.split(".")
+    adapter = parts[0] == "stages" and len(parts) > 3 and parts[2] == "adapter"
+    if adapter and recipe.get(f"stages.{parts[1]}.method") == "full":
+        return None
+    return recipe.get(key)
+
+
 def _not_comparable(row: Row, base: Row) -> str:
     """Why the last stages' losses of two rows cannot be compared ('' when they can)."""
     (mine, my_data), (theirs, their_data) = row.measures, base.measures
@@ -452,10 +435,6 @@ def _not_comparable(row: Row, base: Row) -> str:
     if my_data and their_data and my_data != their_data:
         return "its loss is measured on other held-out data than the baseline's"
     return ""
-
-
-def _hidden(root: Path, refs: list[str], shown: list[dict[str, Any]]) -> int:
-    return len(select_runs(root, refs, all_runs=True)) - len(shown)
 
 
 def _pick_baseline(rows: list[Row], baseline: str | None) -> Row | None:

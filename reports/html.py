@@ -171,7 +171,7 @@ def _leaderboard(cmp: Comparison) -> str:
         head.append(f"{name} {arrow}")
         if cmp.baseline is not None:
             head.append("Δ")
-    head += ["run time", "peak mem", "trainable"]
+    head += ["recipe time", "peak mem", "trainable"]
     out = ["<div class='scroll'><table id='leaderboard'><thead><tr>"]
     out += [f"<th>{h}</th>" for h in head]
     out.append("</tr></thead><tbody>")
@@ -213,7 +213,7 @@ def _leaderboard(cmp: Comparison) -> str:
             test = f" title='{esc(d.test or 'no per-item scores: no test')}, n={d.n}'"
             flag = " <small>~seed</small>" if cell.seed_noise else ""
             out.append(f"<td class='{cls}'{test}>{d.delta:+.3f}<small>{pt}</small>{flag}</td>")
-        out.append(f"<td>{esc(fmt_s(row.wall_time_s))}</td>")
+        out.append(f"<td>{esc(fmt_s(row.recipe_time_s))}</td>")
         mem = esc(fmt_mb(row.peak_memory_mb)).replace(" ", "&nbsp;")  # unit on the same line
         out.append(f"<td>{mem}</td><td>{_fmt(row.trainable_params, ',')}</td></tr>")
     out.append("</tbody></table></div>")
@@ -280,13 +280,15 @@ def _scatters(cmp: Comparison) -> list[str]:
     out = []
     for m in cmp.metrics:
         pts = [
-            (r.label, r.wall_time_s, r.cells[m].value, r.cells[m].low, r.cells[m].high)
+            (r.label, r.recipe_time_s, r.cells[m].value, r.cells[m].low, r.cells[m].high)
             for r in cmp.rows
             if m in r.cells
         ]
         if len(pts) > 1:
             out.append(
-                scatter_chart(pts, f"{m} vs wall time", "wall time (s)", m, cmp.higher_is_better[m])  # type: ignore[arg-type]
+                scatter_chart(
+                    pts, f"{m} vs recipe time", "recipe time (s)", m, cmp.higher_is_better[m]
+                )  # type: ignore[arg-type]
             )
     return out
 

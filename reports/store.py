@@ -118,6 +118,9 @@ def _open(db: Path, *, read_only: bool, timeout: float) -> Any:
 
 @contextmanager
 def _locked(root: Path, *, exclusive: bool, timeout: float) -> Iterator[None]:
+    if not exclusive and not root.is_dir():
+        yield  # nothing to read, and a reader creates nothing (not even the lock file)
+        return
     root.mkdir(parents=True, exist_ok=True)
     with open(root / f"{DB_NAME}.lock", "a+") as handle:
         mode = fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH

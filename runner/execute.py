@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ftlab.runner import data as data_mod
-from ftlab.runner import evaluate, launch, models, tracking
+from ftlab.runner import evaluate, launch, live, models, tracking
 from ftlab.runner.cache import Cache
 from ftlab.runner.envinfo import snapshot
 from ftlab.runner.methods import METHODS
@@ -199,7 +199,7 @@ def execute(
 ) -> RunResult:
     """Train every stage of one run; ingest the run into the DuckDB index at the end. The
     run directory is held by this process meanwhile (`RunBusy` for a second one)."""
-    with run.lock():
+    with run.lock(), live.publishing(run, spec.tracking):  # trackers see it as it trains
         return _execute(
             run,
             spec,
@@ -268,7 +268,7 @@ def _execute(
         state = _record_end(run, exc)
         raise
     finally:
-        _publish(run, spec)
+        _publish(run, spec, trackers=False)  # live.publishing ends the trackers' run
     return RunResult(run.path, info.get("variant", ""), state, results)
 
 
@@ -328,9 +328,8 @@ def evaluate_run(run: RunDir, spec: Spec) -> dict[str, dict[str, Any]]:
     return results
 
 
-def _publish(run: RunDir, spec: Spec) -> None:
-    """Write the run's summary and index it in DuckDB (the run directory stays the truth:
-    a busy index is synced later)."""
+def _publish(run: RunDir, spec: Spec, *, trackers: bool = True) -> None:
+    """Write the run's summary, index it (a busy index is synced later), tell trackers."""
     from ftlab.reports import store
 
     write_json(run.path / "summary.json", summarise(run))
@@ -338,7 +337,8 @@ def _publish(run: RunDir, spec: Spec) -> None:
         store.ingest_runs(Path(spec.output.dir), [run.path])
     except store.StoreBusy as exc:
         print(f"note: the run is saved but not indexed yet — {exc}")
-    tracking.log_after_run(run.path, spec.tracking)
+    if trackers:
+        live.after_run(run.path, spec.tracking)
 
 
 def result_of(run: RunDir, spec: Spec) -> RunResult:

@@ -26,7 +26,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from ftlab.runner.rundir import RunDir, read_metrics
+from ftlab.runner.rundir import RunDir, read_metrics, write_json
 from ftlab.runner.spec.errors import secret
 
 PROBE_TIMEOUT_S = 3.0
@@ -129,54 +129,72 @@ def _curves(run: RunDir) -> list[dict[str, Any]]:
     return curves
 
 
-def run_payload(run: RunDir) -> dict[str, Any]:
-    """Everything logged for one run, read from its directory."""
-    from ftlab.runner.evaluate import read_results
+def head(run: RunDir) -> dict[str, Any]:
+    """What a tracker run is named and grouped by, known before the run trains: name,
+    group (the experiment, or the sweep's study), job_type (the last stage's method), tags
+    (methods and variant), the resolved spec as flat config."""
     from ftlab.runner.spec.load import load_raw
 
-    info, status = run.info(), run.status()
+    info = run.info()
     raw = load_raw(run.path / "spec.yaml").data if (run.path / "spec.yaml").exists() else {}
-    stages = raw.get("stages", []) if isinstance(raw, dict) else []
-    methods = [
-        s.get("method") for s in stages if isinstance(s, dict) and run.stage(s.get("name", ""))
-    ]
-    group = info.get("study") or info.get("experiment") or "ftlab"
-    tags = sorted({m for m in methods if m} | ({info["variant"]} if info.get("variant") else set()))
-    curves = _curves(run)
+    raw = raw if isinstance(raw, dict) else {}
+    stages = [s for s in raw.get("stages", []) if isinstance(s, dict)]
+    ran = [s for s in stages if run.stage(s.get("name", ""))]  # skipped stages left out
+    methods = [s.get("method") for s in (ran or stages)]
+    return {
+        "name": run.run_id,
+        "group": info.get("study") or info.get("experiment") or "ftlab",
+        "experiment": info.get("experiment") or "ftlab",
+        "variant": info.get("variant") or "",
+        "job_type": methods[-1] if methods else "run",
+        "tags": sorted(
+            {m for m in methods if m} | ({info["variant"]} if info.get("variant") else set())
+        ),
+        "config": flat_config(raw),
+        "methods": [str(m) for m in methods if m],
+        "stages": [str(s.get("name")) for s in stages],
+    }
+
+
+def eval_summary(run: RunDir, evals: list[str] | None = None) -> dict[str, Any]:
+    """Eval results as summary values: `eval/<eval>/<metric>` for the run's last model
+    (`eval/<eval>@<target>/<metric>` for another), with `_ci_low`/`_ci_high`."""
+    from ftlab.runner.evaluate import read_results
+
+    summary: dict[str, Any] = {}
+    for ev, res in read_results(run.path).items():
+        if evals is not None and ev not in evals:
+            continue
+        for target, t in (res.get("targets") or {}).items():
+            for metric, m in (t.get("metrics") or {}).items():
+                at = "" if target == res.get("last") else f"@{target}"
+                key = f"eval/{ev}{at}/{metric}"
+                summary[key] = m.get("value")
+                if m.get("low") is not None:
+                    summary[f"{key}_ci_low"], summary[f"{key}_ci_high"] = m["low"], m.get("high")
+    return summary
+
+
+def run_payload(run: RunDir) -> dict[str, Any]:
+    """Everything logged for one run, read from its directory."""
+    status, out = run.status(), head(run)
     summary: dict[str, Any] = {
         "state": status.get("state"),
         "wall_time_s": status.get("wall_time_s"),
     }
-    for name in [s.get("name") for s in stages if isinstance(s, dict)]:
-        for k, v in (run.stage(str(name)).get("summary") or {}).items():
+    for name in out["stages"]:
+        record = run.stage(name)
+        for k, v in (record.get("summary") or {}).items():
             if isinstance(v, int | float | str):
                 summary[f"{name}/{k}"] = v
-    tables: dict[str, tuple[list[str], list[list[Any]]]] = {}
-    for ev, res in read_results(run.path).items():
-        for target, t in (res.get("targets") or {}).items():
-            for metric, m in (t.get("metrics") or {}).items():
-                key = (
-                    f"eval/{ev}/{metric}"
-                    if target == res.get("last")
-                    else f"eval/{ev}@{target}/{metric}"
-                )
-                summary[key] = m.get("value")
-                if m.get("low") is not None:
-                    summary[f"{key}_ci_low"], summary[f"{key}_ci_high"] = (
-                        m.get("low"),
-                        m.get("high"),
-                    )
-        tables[ev] = _table(read_metrics(run.path / "evals" / ev / "samples.jsonl"))
-    return {
-        "name": run.run_id,
-        "group": group,
-        "job_type": methods[-1] if methods else "run",
-        "tags": tags,
-        "config": flat_config(raw if isinstance(raw, dict) else {}),
-        "curves": curves,
-        "summary": summary,
-        "tables": tables,
+        if record.get("reused_from"):  # trained by another run: its curves are there
+            summary[f"{name}/reused_from"] = record["reused_from"]
+    summary |= eval_summary(run)
+    tables = {
+        p.parent.name: _table(read_metrics(p))
+        for p in sorted((run.path / "evals").glob("*/samples.jsonl"))
     }
+    return out | {"curves": _curves(run), "summary": summary, "tables": tables}
 
 
 def _table(samples: list[dict[str, Any]]) -> tuple[list[str], list[list[Any]]]:
@@ -199,49 +217,69 @@ def _table(samples: list[dict[str, Any]]) -> tuple[list[str], list[list[Any]]]:
     return columns, [[r.get(c) for c in columns] for r in rows]
 
 
+class WandbSink:
+    """One ftlab run as one W&B run, resumed by id (`--resume`, `ftlab wandb log`)."""
+
+    def __init__(self, run: RunDir, head: dict[str, Any], *, project: str, mode: str, live: bool):
+        os.environ.setdefault("WANDB_SILENT", "true")
+        import wandb
+
+        self.name, self.mode, self.project = "W&B", mode, project
+        self.run_path, self.id = run.path.resolve(), _wandb_id(run)
+        self.key = f"wandb:{project}:{self.id}"  # what tracking.json remembers per tracker
+        self.table = wandb.Table
+        settings = wandb.Settings(
+            silent=True, console="off", init_timeout=30, x_disable_stats=not live, quiet=True
+        )
+        self.wb = wandb.init(
+            project=project,
+            name=head["name"],
+            id=self.id,
+            group=head["group"],
+            job_type=head["job_type"],
+            tags=head["tags"],
+            config=head["config"],
+            dir=str(self.run_path),  # wandb's service has its own working directory
+            mode=mode,  # type: ignore[arg-type]
+            resume="allow",
+            reinit="create_new",
+            settings=settings,
+        )
+        self.folder = Path(self.wb.dir).parent
+
+    def log(self, values: dict[str, Any], step: int) -> None:
+        self.wb.log(values, step=step)
+
+    def summary(self, values: dict[str, Any]) -> None:
+        self.wb.summary.update(values)
+
+    def finish(self, payload: dict[str, Any], state: str) -> None:
+        try:
+            for name, (columns, rows) in payload["tables"].items():
+                if rows:
+                    self.wb.log({f"samples/{name}": self.table(columns=columns, data=rows)})
+            self.wb.summary.update(payload["summary"])
+        finally:
+            self.wb.finish(exit_code=0 if state in ("completed", "pruned") else 1)
+        record = {"mode": self.mode, "folder": str(self.folder), "project": self.project}
+        write_json(self.run_path / "wandb.json", record | {"id": self.id})
+
+
 def log_run(run_path: Path, *, project: str, mode: str, notice: bool = True) -> Path | None:
-    """Log one finished run to W&B; returns the W&B run's local folder (None if disabled)."""
+    """Log a run from its directory (`ftlab wandb log`): the steps W&B does not have yet
+    (all of them when the run was not logged live), then its summary and tables. Returns
+    the W&B run's local folder (None if disabled)."""
+    from ftlab.runner import live
+
     resolved, message = resolve_mode(mode)
     if resolved == "disabled":
         return None
     if message and notice:
         print(message)
-    os.environ.setdefault("WANDB_SILENT", "true")
-    import wandb
-
-    run_path = run_path.resolve()  # wandb's service process has its own working directory
-    run = RunDir(run_path)
-    payload = run_payload(run)
-    settings = wandb.Settings(
-        silent=True, console="off", init_timeout=30, x_disable_stats=True, quiet=True
-    )
-    wb = wandb.init(
-        project=project,
-        name=payload["name"],
-        id=_wandb_id(run),
-        group=payload["group"],
-        job_type=payload["job_type"],
-        tags=payload["tags"],
-        config=payload["config"],
-        dir=str(run_path),
-        mode=resolved,  # type: ignore[arg-type]
-        resume="allow",
-        reinit="create_new",
-        settings=settings,
-    )
-    try:
-        for point in payload["curves"]:
-            wb.log(point["values"], step=point["step"])
-        for name, (columns, rows) in payload["tables"].items():
-            if rows:
-                wb.log({f"samples/{name}": wandb.Table(columns=columns, data=rows)})
-        wb.summary.update(payload["summary"])
-        folder = Path(wb.dir).parent
-    finally:
-        wb.finish()
-    record = {"mode": resolved, "folder": str(folder), "project": project, "id": _wandb_id(run)}
-    (run_path / "wandb.json").write_text(json.dumps(record, indent=2))
-    return folder
+    run = RunDir(run_path.resolve())
+    sink = WandbSink(run, head(run), project=project, mode=resolved, live=False)
+    live.replay(run, [sink])
+    return sink.folder
 
 
 def _wandb_id(run: RunDir) -> str:
@@ -252,19 +290,6 @@ def offline_runs(runs_dir: Path) -> list[Path]:
     """Offline W&B folders under the runs directory not yet uploaded."""
     found = sorted(runs_dir.glob("*/wandb/offline-run-*"))
     return [p for p in found if not any(p.glob("*.synced"))]
-
-
-def log_after_run(run_path: Path, tracking: Any) -> None:
-    """Called by the runner at the end of every run; a W&B problem never fails a run."""
-    if tracking.wandb.mode == "disabled":
-        return
-    try:
-        log_run(run_path, project=tracking.wandb.project, mode=tracking.wandb.mode)
-    except Exception as exc:  # noqa: BLE001 - the run itself is done and saved
-        print(
-            f"note: W&B logging failed ({type(exc).__name__}: {exc}); "
-            f"`ftlab wandb log {run_path}` retries it"
-        )
 
 
 def read_offline(folder: Path) -> dict[str, Any]:
@@ -308,6 +333,7 @@ def read_offline(folder: Path) -> dict[str, Any]:
                 "job_type": rec.run.job_type,
                 "tags": list(rec.run.tags),
                 "name": rec.run.display_name,
+                "id": rec.run.run_id,
             }
             out["config"] |= {i.key: json.loads(i.value_json) for i in rec.run.config.update}
         elif which == "config":

@@ -126,8 +126,8 @@ def test_compare_cli_formats(experiment: Path) -> None:
     assert bad.exit_code == 2 and "experiments there: reportdemo" in bad.output
     # --columns / --hide: spec keys by their last parts, costs by name, metrics by --hide
     only = ["compare", "--dir", str(experiment), "--format", "json"]
-    picked = json.loads(run.invoke(app, [*only, "-c", "learning_rate,run_time"]).output)[1]
-    assert "param:stages.sft.train.learning_rate" in picked and "wall_time_s" in picked
+    picked = json.loads(run.invoke(app, [*only, "-c", "learning_rate,recipe_time"]).output)[1]
+    assert "param:stages.sft.train.learning_rate" in picked and "recipe_time_s" in picked
     assert "peak_memory_mb" not in picked and "trainable_params" not in picked
     hidden = json.loads(run.invoke(app, [*only, "--hide", "train.*", "--hide", "ppl.*"]).output)
     assert not any(k.startswith(("param:", "ppl.")) for k in hidden[1]), hidden[1]

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -54,6 +55,7 @@ def test_ingest_is_idempotent_and_sync_drops_deleted_runs(runs: Path) -> None:
 
 def test_reader_without_index_gets_empty_result(tmp_path: Path) -> None:
     assert store.list_runs(tmp_path / "nothing-here") == []
+    assert not (tmp_path / "nothing-here").exists()  # a reader in the wrong cwd made runs/
 
 
 def test_interrupted_run_is_indexed_as_such(runs: Path) -> None:
@@ -299,8 +301,8 @@ def test_time_columns_say_what_they_time_with_units(
         out = CliRunner().invoke(app, args)
         assert out.exit_code == 0, out.output
         header = out.output.replace("\n", " ")
-        assert "run time" in header, args
-        assert " time " not in header.replace("run time", ""), args
+        assert ("run time" if args[0] == "runs" else "recipe time") in header, args
+        assert " time " not in header.replace("run time", "").replace("recipe time", ""), args
     wall = store.list_runs(runs)[0]["wall_time_s"]
     assert f"{wall:.0f}s" in CliRunner().invoke(app, ["runs", "--dir", str(runs)]).output
 
@@ -454,3 +456,92 @@ def test_two_experiments_rows_are_labelled_with_their_experiment(runs: Path) -> 
     store.sync(runs)
     cmp = compare_mod.compare(runs, ["quickstart", "json-align"])
     assert [r.label for r in cmp.rows] == ["quickstart/base", "json-align/base"]
+
+
+def test_a_cached_rerun_costs_what_its_stages_took_to_train(runs: Path) -> None:
+    """A new user saw a re-run whose SFT came from the stage cache priced at its 0.4 s of
+    run time, next to the 40 s run that trained it. Compare's cost is the recipe time: each
+    stage's training time, a reused stage counted at what it took when trained."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from ftlab.cli.main import app
+    from ftlab.reports import compare as compare_mod
+
+    rerun = _rerun(runs, "c003", created=100.0)
+    status = json.loads((runs / rerun / "status.json").read_text())
+    (runs / rerun / "status.json").write_text(json.dumps({**status, "wall_time_s": 0.4}))
+    stage_file = runs / rerun / "stages" / "sft" / "stage.json"
+    stage = json.loads(stage_file.read_text())
+    stage_file.write_text(json.dumps({**stage, "reused_from": RUN_ID}))
+    store.sync(runs)
+    trained_s = json.loads((runs / RUN_ID / "stages/sft/stage.json").read_text())["summary"][
+        "wall_time_s"
+    ]
+    rows = compare_mod.compare(runs, ["quickstart"], all_runs=True).rows
+    assert [r.wall_time_s for r in rows][1] == 0.4
+    assert [r.recipe_time_s for r in rows] == [trained_s, trained_s]
+    out = CliRunner().invoke(app, ["compare", rerun, "--dir", str(runs)])
+    assert out.exit_code == 0, out.output
+    assert f"{trained_s:.0f}s" in out.output and "0.4" not in out.output
+
+
+def test_metrics_are_named_by_their_last_part_as_columns_are(runs: Path) -> None:
+    """A new user typed `-m accuracy` (as `-c r` works for columns) and got 'no metric'."""
+    from ftlab.reports import compare as compare_mod
+
+    store.sync(runs)
+    picked = compare_mod.compare(runs, metrics=["accuracy", "win_rate", "eval_loss"])
+    assert picked.metrics == ["prefs.accuracy", "judge.win_rate", "eval_loss"]
+    with pytest.raises(compare_mod.CompareError, match="ambiguous: judge.position"):
+        compare_mod.compare(runs, metrics=["judge"])
+
+
+def test_runs_commands_say_what_they_did(runs: Path, tmp_path: Path, monkeypatch: Any) -> None:
+    """Fresh-eyes findings: `runs tag` ended its line with 'listed'; `rm` answered 'n' exited
+    without a word; `ftlab runs` from another directory printed an empty table and created
+    runs/ftlab.duckdb.lock there."""
+    from types import SimpleNamespace
+
+    from typer.testing import CliRunner
+
+    from ftlab.cli import manage
+    from ftlab.cli.main import app
+
+    store.sync(runs)
+    cli = CliRunner()
+    tagged = cli.invoke(app, ["runs", "tag", RUN_ID, "keep", "--dir", str(runs)])
+    assert tagged.exit_code == 0 and tagged.output.strip() == f"{RUN_ID}: #keep"
+    monkeypatch.setattr(manage, "sys", SimpleNamespace(stdin=SimpleNamespace(isatty=lambda: True)))
+    kept = cli.invoke(app, ["runs", "rm", RUN_ID, "--dir", str(runs)], input="n\n")
+    assert kept.exit_code == 1 and f"nothing removed; {RUN_ID} is kept" in kept.output
+    assert (runs / RUN_ID).is_dir()
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    lost = cli.invoke(app, ["runs"])
+    assert lost.exit_code == 2 and "no runs directory runs/ here" in lost.output
+    assert not Path("runs").exists()
+
+
+def test_each_seed_shows_a_row_per_training_seed(runs: Path) -> None:
+    """Fresh-eyes finding: runs that differ only by seed were always one 'mean ± sd' row;
+    `--all` still grouped them, so one seed's outlier run could not be seen."""
+    from ftlab.reports import compare as compare_mod
+
+    seeded = _rerun(runs, "s007", created=100.0)
+    with open(runs / seeded / "spec.yaml", "a") as spec:
+        spec.write("train_seed: 7\n")
+    store.sync(runs)
+    assert [r.label for r in compare_mod.compare(runs).rows] == ["base ×2 seeds"]
+    each = compare_mod.compare(runs, each_seed=True)
+    assert [(r.label, r.run_ids) for r in each.rows] == [
+        ("base seed=42", [RUN_ID]),
+        ("base seed=7", [seeded]),
+    ]
+    assert (
+        compare_mod._used(
+            {"stages.sft.method": "full", "stages.sft.adapter.r": 8}, "stages.sft.adapter.r"
+        )
+        is None
+    )  # a full fine-tune's row shows no LoRA rank

@@ -10,7 +10,7 @@ from pydantic import Field
 
 from ftlab.runner.spec.strict import Strict
 
-__all__ = ["Objective", "OutputSpec", "SearchSpec", "TrackingSpec", "WandbSpec"]
+__all__ = ["MlflowSpec", "Objective", "OutputSpec", "SearchSpec", "TrackingSpec", "WandbSpec"]
 
 
 class Objective(Strict):
@@ -64,11 +64,25 @@ class WandbSpec(Strict):
     """`auto` = online when a key is configured and the server answers, else offline."""
 
 
+class MlflowSpec(Strict):
+    """MLflow logging, for teams that self-host (needs `pip install 'ftlab[mlflow]'`)."""
+
+    uri: str = ""
+    """Tracking URI: `http://host:5000` (a `mlflow server`), `sqlite:///path/mlflow.db`;
+    empty = `sqlite:///<output.dir>/mlflow.db` (`mlflow ui --backend-store-uri` it). A
+    user and password go in MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD, never
+    here."""
+    experiment: str = ""
+    """MLflow experiment (default: the ftlab experiment, or the sweep's study)."""
+
+
 class TrackingSpec(Strict):
-    """Experiment tracking."""
+    """Experiment tracking: each tracker gets the run live, while it trains."""
 
     wandb: WandbSpec = WandbSpec()
     """Weights & Biases settings."""
+    mlflow: MlflowSpec | None = None
+    """MLflow settings (`mlflow: {}` logs to the default local store); none = off."""
 
 
 class OutputSpec(Strict):

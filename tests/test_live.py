@@ -1,0 +1,259 @@
+"""Live tracking (issue 20): W&B and MLflow get a run while it trains, a killed run resumes
+the same tracker run without logging a step twice, and the state reaches them."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from ftlab.runner import tracking
+from ftlab.runner.rundir import RunDir, latest_checkpoint
+
+from .conftest import DATA
+
+SPEC = """\
+name: live
+seed: 5
+model: tiny
+data:
+  sft: {{path: {data}/support_sft.jsonl, max_rows: 64, val_fraction: 0.25}}
+stages:
+  - name: sft
+    method: lora
+    adapter: {{r: 4, alpha: 8, dropout: 0.0}}
+    train: {{learning_rate: 5.0e-3, max_steps: {steps}, batch_size: 4, max_length: 64,
+             eval_steps: 8, logging_steps: 1, save_steps: 4, precision: fp32}}
+evals:
+  - {{name: ppl, kind: perplexity, data: sft}}
+tracking: {{wandb: {{project: live-test, mode: offline}}{mlflow}}}
+output: {{dir: {runs}, keep_checkpoints: true}}
+"""
+
+
+def _spec(tmp_path: Path, steps: int, mlflow: str = "") -> Path:
+    path = tmp_path / "live.yaml"
+    runs = tmp_path / "runs"
+    path.write_text(SPEC.format(data=DATA, runs=runs, steps=steps, mlflow=mlflow))
+    return path
+
+
+def _env(tmp_path: Path) -> dict[str, str]:
+    return os.environ | {"WANDB_DIR": str(tmp_path / "wandb-home"), "PYTHONUNBUFFERED": "1"}
+
+
+def _history(folder: Path) -> list[int]:
+    return [int(h["_step"]) for h in tracking.read_offline(folder)["history"] if "_step" in h]
+
+
+def _wait(what: object, timeout: float = 300.0) -> object:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        found = what()  # type: ignore[operator]
+        if found:
+            return found
+        time.sleep(0.5)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.mark.integration
+def test_wandb_gets_steps_while_training_and_a_killed_run_resumes_it(tmp_path: Path) -> None:
+    spec = _spec(tmp_path, steps=64)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ftlab.cli", "run", str(spec)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=_env(tmp_path),
+    )
+    try:
+        runs = tmp_path / "runs"
+
+        def live_rows() -> list[int] | None:
+            for log in runs.glob("live-*/wandb/offline-run-*/*.wandb"):
+                steps = _history(log.parent)
+                if len(steps) >= 3 and latest_checkpoint(log.parents[2] / "stages" / "sft"):
+                    return steps
+            return None
+
+        seen = _wait(live_rows)
+        run = RunDir(next(runs.glob("live-*")))
+        assert run.status()["state"] == "running"  # logged while it trains, not at its end
+        assert seen == sorted(set(seen))  # type: ignore[arg-type]
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    (first,) = run.path.glob("wandb/offline-run-*")
+    before = _history(first)
+    assert max(before) < 64, before
+    resumed = subprocess.run(
+        [sys.executable, "-m", "ftlab.cli", "run", "--resume", run.run_id, "--dir", str(runs)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=_env(tmp_path),
+    )
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    assert run.stage("sft")["resumed_from"], resumed.stdout[-3000:]
+    (second,) = [f for f in run.path.glob("wandb/offline-run-*") if f != first]
+    after = tracking.read_offline(second)
+    steps = [int(h["_step"]) for h in after["history"] if "sft/loss" in h]
+    assert steps and min(steps) > max(before)  # continues past the kill, no step twice
+    assert max(steps) == 64
+    assert after["summary"]["state"] == "completed" and "eval/ppl/loss" in after["summary"]
+    wandb_id = json.loads((run.path / "wandb.json").read_text())["id"]
+    assert tracking.read_offline(first)["id"] == after["id"] == wandb_id  # one W&B run
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _rest(base: str, path: str, body: dict[str, object] | None = None) -> dict[str, object]:
+    import urllib.request
+
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(
+        base + path, data=data, headers={"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(req, timeout=10) as resp:  # noqa: S310 - 127.0.0.1
+        return json.loads(resp.read())  # type: ignore[no-any-return]
+
+
+@pytest.fixture
+def mlflow_server(tmp_path: Path):  # type: ignore[no-untyped-def]
+    """A real `mlflow server` on 127.0.0.1 (its own SQLite store and artifact folder)."""
+    import urllib.request
+
+    port = _free_port()
+    store = tmp_path / "mlflow-server"
+    store.mkdir()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--backend-store-uri",
+            f"sqlite:///{store / 'mlflow.db'}",
+            "--artifacts-destination",
+            str(store / "artifacts"),
+            "--workers",
+            "1",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=(store / "server.log").open("w"),
+    )
+    base = f"http://127.0.0.1:{port}"
+
+    def up() -> bool:
+        try:
+            with urllib.request.urlopen(base + "/health", timeout=2):  # noqa: S310
+                return True
+        except OSError:
+            assert proc.poll() is None, (store / "server.log").read_text()[-2000:]
+            return False
+
+    _wait(up, timeout=120)
+    yield base
+    proc.terminate()
+    proc.wait(timeout=30)
+
+
+@pytest.mark.integration
+def test_mlflow_server_sees_the_run_live_interrupted_and_resumed(
+    tmp_path: Path, mlflow_server: str
+) -> None:
+    spec = _spec(tmp_path, steps=48, mlflow=f", mlflow: {{uri: '{mlflow_server}'}}")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ftlab.cli", "run", str(spec)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=_env(tmp_path),
+    )
+    api = "/api/2.0/mlflow"
+    try:
+
+        def live_points() -> list[dict[str, object]] | None:
+            try:
+                exp = _rest(mlflow_server, f"{api}/experiments/get-by-name?experiment_name=live")
+            except OSError:
+                return None
+            exp_id = exp["experiment"]["experiment_id"]  # type: ignore[index]
+            found = _rest(mlflow_server, f"{api}/runs/search", {"experiment_ids": [exp_id]})
+            for r in found.get("runs", []):  # type: ignore[attr-defined]
+                rid = r["info"]["run_id"]
+                hist = _rest(
+                    mlflow_server, f"{api}/metrics/get-history?run_id={rid}&metric_key=sft/loss"
+                )
+                if len(hist.get("metrics", [])) >= 3 and latest_checkpoint(
+                    next((tmp_path / "runs").glob("live-*")) / "stages" / "sft"
+                ):
+                    return [r]
+            return None
+
+        (live,) = _wait(live_points)  # type: ignore[misc]
+        assert live["info"]["status"] == "RUNNING"  # visible while it trains
+        proc.send_signal(signal.SIGINT)  # Ctrl-C
+        proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    run = RunDir(next((tmp_path / "runs").glob("live-*")))
+    assert run.status()["state"] == "interrupted"
+    rid = live["info"]["run_id"]
+    stopped = _rest(mlflow_server, f"{api}/runs/get?run_id={rid}")["run"]
+    tags = {t["key"]: t["value"] for t in stopped["data"]["tags"]}  # type: ignore[index]
+    assert stopped["info"]["status"] == "KILLED" and tags["ftlab.state"] == "interrupted"  # type: ignore[index]
+    (wb,) = run.path.glob("wandb/offline-run-*")
+    assert tracking.read_offline(wb)["summary"]["state"] == "interrupted"
+    resumed = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "ftlab.cli",
+            "run",
+            "--resume",
+            run.run_id,
+            "--dir",
+            str(tmp_path / "runs"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=_env(tmp_path),
+    )
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    exp_id = live["info"]["experiment_id"]
+    (done,) = _rest(mlflow_server, f"{api}/runs/search", {"experiment_ids": [exp_id]})["runs"]  # type: ignore[misc]
+    assert done["info"]["run_id"] == rid and done["info"]["status"] == "FINISHED"
+    data = done["data"]
+    params = {p["key"]: p["value"] for p in data["params"]}
+    assert params["stages.sft.method"] == "lora" and params["model.name"] == "tiny"
+    tags = {t["key"]: t["value"] for t in data["tags"]}
+    assert tags["ftlab.experiment"] == "live" and tags["ftlab.variant"] == "default"
+    assert tags["ftlab.methods"] == "lora" and tags["ftlab.state"] == "completed"
+    metrics = {m["key"]: m["value"] for m in data["metrics"]}
+    assert metrics["eval/ppl/loss_ci_low"] <= metrics["eval/ppl/loss"]
+    hist = _rest(mlflow_server, f"{api}/metrics/get-history?run_id={rid}&metric_key=sft/loss")
+    steps = [int(m["step"]) for m in hist["metrics"]]  # type: ignore[attr-defined]
+    assert steps == sorted(set(steps)) and max(steps) == 48  # stepwise, none twice
+    files = _rest(mlflow_server, f"{api}/artifacts/list?run_id={rid}")
+    assert {"spec.yaml", "summary.json", "samples"} <= {f["path"] for f in files["files"]}  # type: ignore[attr-defined]
