@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -132,6 +133,71 @@ def mlflow_log(
         live.replay(run, [sink])
         where = mlflow_sink.shown(mlflow_sink.store_uri(uri, run.path.parent))
         console.print(f"{run.run_id}: logged to MLflow ({where})", markup=False, highlight=False)
+
+
+@app.command("dashboard")
+def dashboard_cmd(
+    ref: Annotated[
+        str | None,
+        typer.Argument(metavar="EXPERIMENT|SWEEP", help="Default: the latest experiment."),
+    ] = None,
+    save: Annotated[
+        bool, typer.Option("--save", help="Create the workspace and report in W&B.")
+    ] = False,
+    entity: Annotated[
+        str, typer.Option(help="W&B entity (default: WANDB_ENTITY, else your default one).")
+    ] = "",
+    runs_dir: RunsDir = Path("runs"),
+) -> None:
+    """A W&B workspace and report for comparing an experiment's or a sweep's runs: grouped
+    by variant, the compare baseline as baseline run, eval / loss / alignment / cost (and
+    sweep) sections, the compare table in the report. Written as a definition under
+    <runs>/dashboards/; --save creates them in W&B (needs a key and a reachable server)."""
+    import os
+
+    from ftlab.cli.reports import COSTS, _markdown
+    from ftlab.reports import dashboard
+    from ftlab.reports.compare import CompareError, compare
+    from ftlab.runner import tracking
+
+    try:
+        cmp = compare(runs_dir, [ref] if ref else None)
+    except CompareError as exc:
+        err.print(f"error: {exc}", markup=False, highlight=False)
+        raise typer.Exit(2) from None
+    mode, why = tracking.resolve_mode("auto") if save else ("offline", "")
+    entity = entity or os.environ.get("WANDB_ENTITY", "")
+    if mode == "online" and not entity:
+        import wandb
+
+        entity = wandb.Api(timeout=20).default_entity or ""
+    baseline = tracking.wandb_id(cmp.baseline.run_ids[0]) if cmp.baseline else None
+    table = _markdown(cmp, list(COSTS))
+    dash = dashboard.build(runs_dir, cmp, table, baseline_run=baseline, entity=entity)
+    path = runs_dir / "dashboards" / f"{re.sub(r'[^A-Za-z0-9_.-]', '-', dash.group)}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    again = f"ftlab dashboard {ref or dash.group} --save" + (
+        f" --dir {runs_dir}" if runs_dir != Path("runs") else ""
+    )
+    path.write_text(json.dumps(dash.definition() | {"save_with": again}, indent=2, default=str))
+    console.print(f"W&B dashboard for {dash.group} (project {dash.project}):", markup=False)
+    for section, titles in dash.sections.items():
+        console.print(f"  {section}: {', '.join(titles)}", markup=False, highlight=False)
+    console.print(f"definition written to {rel(path)}", markup=False, highlight=False)
+    if not save:
+        console.print(f"`{again}` creates it in W&B", markup=False, highlight=False)
+        return
+    if mode != "online":
+        err.print(
+            f"not saved: {why.removeprefix('W&B: ').split(',')[0]}; set WANDB_API_KEY (and "
+            f"WANDB_BASE_URL for a self-hosted server), then: {again}",
+            markup=False,
+            highlight=False,
+        )
+        raise typer.Exit(1)
+    dash.workspace.save()
+    dash.report.save()
+    console.print(f"workspace: {dash.workspace.url}\nreport: {dash.report.url}", markup=False)
 
 
 @app.command()

@@ -251,8 +251,9 @@ def _rows(
             rows.append(_row(group, per_run, items, chosen, varying, recipes))
             continue  # else: a run per row (a repeated trial: the same recipe and seed)
         singles = [_row([r], per_run, items, chosen, varying, recipes) for r in group]
+        seeded = len({r["seed"] for r in group}) > 1
         for row, r in zip(singles, group, strict=True):
-            row.label += f" seed={r['seed']}" if len(group) > 1 and r["seed"] is not None else ""
+            row.label += f" seed={r['seed']}" if seeded else ""
         rows += singles
     created = {r["run_id"]: r["created"] or 0.0 for r in runs}
     rows.sort(key=lambda row: min(created[i] for i in row.run_ids))

@@ -150,7 +150,11 @@ def head(run: RunDir) -> dict[str, Any]:
         "tags": sorted(
             {m for m in methods if m} | ({info["variant"]} if info.get("variant") else set())
         ),
-        "config": flat_config(raw),
+        "config": flat_config(raw)  # + what dashboards group by (no dots: W&B nests them)
+        | {
+            "ftlab_variant": info.get("variant") or "",
+            "ftlab_methods": " → ".join(map(str, methods)),
+        },
         "methods": [str(m) for m in methods if m],
         "stages": [str(s.get("name")) for s in stages],
     }
@@ -283,7 +287,12 @@ def log_run(run_path: Path, *, project: str, mode: str, notice: bool = True) -> 
 
 
 def _wandb_id(run: RunDir) -> str:
-    return re.sub(r"[^A-Za-z0-9_-]", "-", run.run_id)[-64:]
+    return wandb_id(run.run_id)
+
+
+def wandb_id(run_id: str) -> str:
+    """The W&B run id of an ftlab run (W&B allows letters, digits, - and _; 64 at most)."""
+    return re.sub(r"[^A-Za-z0-9_-]", "-", run_id)[-64:]
 
 
 def offline_runs(runs_dir: Path) -> list[Path]:

@@ -241,6 +241,55 @@ def test_wandb_offline_files_hold_config_summary_and_tables(experiment: Path) ->
     assert tracking.offline_runs(experiment)  # waiting for `ftlab wandb sync`
 
 
+@pytest.mark.integration
+def test_dashboard_is_a_workspace_and_report_for_the_experiment(
+    experiment: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 20: `ftlab dashboard` builds the W&B workspace and report offline: runs of the
+    experiment's group, grouped by variant, the compare baseline as baseline run, eval /
+    loss / cost sections, the compare table in the report; --save without a key writes the
+    definition and says how to save it."""
+    from typer.testing import CliRunner
+
+    from ftlab.cli.main import app
+
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("NETRC", str(experiment / "no-netrc"))
+    monkeypatch.setattr(tracking, "api_key", lambda: None)
+    done = CliRunner().invoke(app, ["dashboard", "--dir", str(experiment), "--save"])
+    assert done.exit_code == 1, done.output
+    assert "not saved: no API key configured" in done.output
+    assert f"ftlab dashboard reportdemo --save --dir {experiment}" in done.output
+    spec = json.loads((experiment / "dashboards" / "reportdemo.json").read_text())
+    workspace, report = spec["workspace"], spec["report"]
+    settings = workspace["runset_settings"]
+    assert workspace["project"] == "ftlab-test" and settings["filters"] == "Group == 'reportdemo'"
+    assert settings["groupby"] == [{"name": "ftlab_variant"}]
+    baseline = compare_mod.compare(experiment).baseline
+    assert baseline is not None and settings["baseline_run"] == tracking.wandb_id(
+        baseline.run_ids[0]
+    )
+    sections = {x["name"]: x["panels"] for x in workspace["sections"]}
+    assert list(sections) == ["Evaluation", "Loss", "Cost"]  # no alignment curves in SFT
+    bars = {p["title"]: p["metrics"] for p in sections["Evaluation"]}
+    assert bars == {
+        "ppl.loss ↓": ["eval/ppl/loss"],
+        "prefs.accuracy ↑": ["eval/prefs/accuracy"],
+        "eval_loss ↓": ["sft/eval_loss"],
+    }
+    assert all(p["groupby_rangefunc"] == "minmax" for p in sections["Evaluation"])  # seeds
+    assert [p["y"] for p in sections["Loss"]] == [["sft/loss"], ["sft/eval_loss"]]
+    kinds = [b.get("text", "") for b in report["blocks"]]
+    assert any(t.startswith("| run | methods |") and "frozen" in t for t in kinds)
+    grids = [b for b in report["blocks"] if "runsets" in b]
+    assert len(grids) == 3 and grids[0]["runsets"][0]["groupby"] == ["ftlab_variant"]
+    # what the runs logged matches the keys the panels plot
+    run = next(d for d in experiment.iterdir() if (d / "wandb.json").exists())
+    logged = tracking.read_offline(Path(json.loads((run / "wandb.json").read_text())["folder"]))
+    assert logged["config"]["ftlab_variant"] in ("default", "seed2", "frozen")
+    assert "eval/ppl/loss" in logged["summary"] and "sft/eval_loss" in logged["summary"]
+
+
 def test_wandb_mode_auto_never_prompts_or_hangs(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     monkeypatch.setenv("HOME", "/nonexistent")  # no ~/.netrc either

@@ -106,7 +106,8 @@ def test_trials_are_runs_reused_and_pruned(tmp_path) -> None:
     from ftlab.cli.main import app
     from ftlab.reports import store
 
-    path = _write(tmp_path)
+    tracked = "tracking: {wandb: {project: sweep-test, mode: offline}}\noutput:"
+    path = _write(tmp_path, **{"output:": tracked})
     sweep = study_mod.load(path)
     study = study_mod.open_study(sweep)
     lr, r = "stages.sft.train.learning_rate", "stages.sft.adapter.r"
@@ -157,6 +158,23 @@ def test_trials_are_runs_reused_and_pruned(tmp_path) -> None:
     page = html.build(tmp_path / "runs")
     assert "Optimisation history (eval_loss, min)" in page
     assert "Parameter importance" in page and "3 completed of 4 trials" in page
+    # W&B: every trial is a run of the study's group; the pruned one says so (issue 20)
+    from ftlab.runner import tracking
+
+    (logged,) = [tracking.read_offline(f) for f in pruned.path.glob("wandb/offline-run-*")]
+    assert logged["group"] == "sweeptest" and logged["summary"]["state"] == "pruned"
+    # the W&B dashboard of the sweep: no grouping (trials are points), a sweep section
+    shown = CliRunner().invoke(app, ["dashboard", "sweeptest", "--dir", str(tmp_path / "runs")])
+    assert shown.exit_code == 0, shown.output
+    spec = json.loads((tmp_path / "runs" / "dashboards" / "sweeptest.json").read_text())
+    workspace = spec["workspace"]
+    assert workspace["project"] == "sweep-test"
+    assert workspace["runset_settings"]["filters"] == "Group == 'sweeptest'"
+    assert workspace["runset_settings"]["groupby"] == []
+    (sweep_section,) = [x for x in workspace["sections"] if x["name"] == "Sweep"]
+    coords, importance = sweep_section["panels"]
+    assert [c["metric"]["name"] for c in coords["columns"]] == [r, lr, "sft/eval_loss"]
+    assert importance["with_respect_to"] == "sft/eval_loss"
 
 
 @pytest.mark.integration
