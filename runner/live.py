@@ -27,7 +27,7 @@ from typing import Any
 
 from ftlab.runner.rundir import RunDir, read_json, write_json
 
-POLL_S = 1.0
+POLL_S = 2.0
 FINISH_TIMEOUT_S = 60.0
 
 
@@ -108,7 +108,7 @@ class Publisher:
                 continue
             self.saved[sink.key] = new[-1][0]
             write_json(self.run.path / "tracking.json", self.saved)  # before sending
-            self._guard(sink, lambda s=sink, n=new: [s.log(v, step=st) for st, v in n])
+            self._guard(sink, lambda s=sink, n=new: s.log_points(n))
 
     def _send_evals(self) -> None:
         """Eval results as they land (an eval's summary.json written or rewritten)."""

@@ -53,13 +53,14 @@ class MlflowSink:
         self.client = MlflowClient(tracking_uri=uri)
         self.run_path = run.path
         self.curves: set[str] = set()  # keys logged by step: the summary leaves them alone
-        self.step = 0
+        self.sent: dict[str, Any] = {}  # single values already logged
         self.key = f"mlflow:{shown(uri)}"
         name = experiment or head["group"]
         found = self.client.get_experiment_by_name(name)
         local = not uri.startswith(("http://", "https://", "databricks"))
         where = (run.path.parent / "mlartifacts").resolve().as_uri() if local else None
         exp_id = found.experiment_id if found else self.client.create_experiment(name, where)
+        self.exp_id = exp_id
         earlier = self.client.search_runs(
             [exp_id], filter_string=f"tags.`ftlab.run_id` = '{run.run_id}'", max_results=1
         )
@@ -81,35 +82,42 @@ class MlflowSink:
         for i in range(0, len(params), 100):  # MLflow takes 100 params per batch
             self.client.log_batch(self.id, params=params[i : i + 100])
 
-    def log(self, values: dict[str, Any], step: int) -> None:
-        self.curves |= set(values)
-        self.step = max(self.step, step)
-        self._log(values, step)
+    def log_points(self, points: list[tuple[int, dict[str, Any]]]) -> None:
+        """Steps since the last poll, in as few requests as MLflow takes (1000 a batch)."""
+        for _, values in points:
+            self.curves |= set(values)
+        self._log(points)
 
-    def _log(self, values: dict[str, Any], step: int) -> None:
+    def _log(self, points: list[tuple[int, dict[str, Any]]]) -> None:
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
-        metrics = [Metric(_key(k), float(v), now, step) for k, v in values.items()]
-        for i in range(0, len(metrics), 1000):  # MLflow takes 1000 metrics per batch
+        metrics = [
+            Metric(_key(k), float(v), now, step)
+            for step, values in points
+            for k, v in values.items()
+        ]
+        for i in range(0, len(metrics), 1000):
             self.client.log_batch(self.id, metrics=metrics[i : i + 1000])
 
     def summary(self, values: dict[str, Any]) -> None:
-        """Final values (eval results, stage summaries) at the run's last step; a key with
-        a curve keeps its curve (its last point is already the final value)."""
+        """Single values (eval results, stage summaries) as one point each, at step 0 as
+        MLflow's own `log_metric` does (so its charts draw them as bars); a value sent
+        before is not sent again, and a key with a curve keeps its curve."""
         numbers = {
             k: v
             for k, v in values.items()
             if isinstance(v, int | float) and not isinstance(v, bool) and k not in self.curves
         }
-        if numbers:
-            self._log(numbers, self.step)
+        new = {k: v for k, v in numbers.items() if self.sent.get(k) != v}
+        if new:
+            self._log([(0, new)])
+            self.sent |= new
 
     def finish(self, payload: dict[str, Any], state: str) -> None:
         try:
             for point in payload["curves"]:  # also those logged before a --resume
                 self.curves |= set(point["values"])
-                self.step = max(self.step, point["step"])
             self.summary(payload["summary"])
             for name, (columns, rows) in payload["tables"].items():
                 if rows:
@@ -121,6 +129,8 @@ class MlflowSink:
             self.client.set_tag(self.id, "ftlab.state", state)
         finally:
             self.client.set_terminated(self.id, status=STATUS.get(state, "KILLED"))
+        if self.uri.startswith(("http://", "https://")):
+            print(f"MLflow run: {shown(self.uri)}/#/experiments/{self.exp_id}/runs/{self.id}")
 
 
 def _cell(v: Any) -> Any:
@@ -150,6 +160,7 @@ def start(run: RunDir, head: dict[str, Any], spec: Any) -> MlflowSink | None:
         )
         return None
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")  # never minutes of retries
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # ftlab says it
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
     import mlflow  # noqa: F401 - configures its loggers on import; quieted after
 

@@ -251,8 +251,9 @@ class WandbSink:
         )
         self.folder = Path(self.wb.dir).parent
 
-    def log(self, values: dict[str, Any], step: int) -> None:
-        self.wb.log(values, step=step)
+    def log_points(self, points: list[tuple[int, dict[str, Any]]]) -> None:
+        for step, values in points:
+            self.wb.log(values, step=step)
 
     def summary(self, values: dict[str, Any]) -> None:
         self.wb.summary.update(values)

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -99,3 +103,66 @@ def chromium() -> str:
         "the report test needs a Chromium binary: `make services` installs Debian's "
         "chromium (as root), or `apt-get install chromium`"
     )
+
+
+def wait_for(what: Any, timeout: float = 300.0) -> Any:
+    """Poll `what()` until it returns something truthy (then that), or fail."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        found = what()
+        if found:
+            return found
+        time.sleep(0.5)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def mlflow_server(tmp_path: Path):  # type: ignore[no-untyped-def]
+    """A real `mlflow server` on 127.0.0.1 (its own SQLite store and artifact folder)."""
+    import urllib.request
+
+    port = _free_port()
+    store = tmp_path / "mlflow-server"
+    store.mkdir()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--backend-store-uri",
+            f"sqlite:///{store / 'mlflow.db'}",
+            "--artifacts-destination",
+            str(store / "artifacts"),
+            "--workers",
+            "1",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=(store / "server.log").open("w"),
+    )
+    base = f"http://127.0.0.1:{port}"
+
+    def up() -> bool:
+        try:
+            with urllib.request.urlopen(base + "/health", timeout=2):  # noqa: S310
+                return True
+        except OSError:
+            assert proc.poll() is None, (store / "server.log").read_text()[-2000:]
+            return False
+
+    wait_for(up, timeout=120)
+    yield base
+    proc.terminate()
+    proc.wait(timeout=30)

@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -16,7 +15,7 @@ import pytest
 from ftlab.runner import tracking
 from ftlab.runner.rundir import RunDir, latest_checkpoint
 
-from .conftest import DATA
+from .conftest import DATA, wait_for
 
 SPEC = """\
 name: live
@@ -52,16 +51,6 @@ def _history(folder: Path) -> list[int]:
     return [int(h["_step"]) for h in tracking.read_offline(folder)["history"] if "_step" in h]
 
 
-def _wait(what: object, timeout: float = 300.0) -> object:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        found = what()  # type: ignore[operator]
-        if found:
-            return found
-        time.sleep(0.5)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 @pytest.mark.integration
 def test_wandb_gets_steps_while_training_and_a_killed_run_resumes_it(tmp_path: Path) -> None:
     spec = _spec(tmp_path, steps=64)
@@ -82,7 +71,7 @@ def test_wandb_gets_steps_while_training_and_a_killed_run_resumes_it(tmp_path: P
                     return steps
             return None
 
-        seen = _wait(live_rows)
+        seen = wait_for(live_rows)
         run = RunDir(next(runs.glob("live-*")))
         assert run.status()["state"] == "running"  # logged while it trains, not at its end
         assert seen == sorted(set(seen))  # type: ignore[arg-type]
@@ -113,14 +102,6 @@ def test_wandb_gets_steps_while_training_and_a_killed_run_resumes_it(tmp_path: P
     assert tracking.read_offline(first)["id"] == after["id"] == wandb_id  # one W&B run
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _rest(base: str, path: str, body: dict[str, object] | None = None) -> dict[str, object]:
     import urllib.request
 
@@ -130,50 +111,6 @@ def _rest(base: str, path: str, body: dict[str, object] | None = None) -> dict[s
     )
     with urllib.request.urlopen(req, timeout=10) as resp:  # noqa: S310 - 127.0.0.1
         return json.loads(resp.read())  # type: ignore[no-any-return]
-
-
-@pytest.fixture
-def mlflow_server(tmp_path: Path):  # type: ignore[no-untyped-def]
-    """A real `mlflow server` on 127.0.0.1 (its own SQLite store and artifact folder)."""
-    import urllib.request
-
-    port = _free_port()
-    store = tmp_path / "mlflow-server"
-    store.mkdir()
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "mlflow",
-            "server",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--backend-store-uri",
-            f"sqlite:///{store / 'mlflow.db'}",
-            "--artifacts-destination",
-            str(store / "artifacts"),
-            "--workers",
-            "1",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=(store / "server.log").open("w"),
-    )
-    base = f"http://127.0.0.1:{port}"
-
-    def up() -> bool:
-        try:
-            with urllib.request.urlopen(base + "/health", timeout=2):  # noqa: S310
-                return True
-        except OSError:
-            assert proc.poll() is None, (store / "server.log").read_text()[-2000:]
-            return False
-
-    _wait(up, timeout=120)
-    yield base
-    proc.terminate()
-    proc.wait(timeout=30)
 
 
 @pytest.mark.integration
@@ -209,7 +146,7 @@ def test_mlflow_server_sees_the_run_live_interrupted_and_resumed(
                     return [r]
             return None
 
-        (live,) = _wait(live_points)  # type: ignore[misc]
+        (live,) = wait_for(live_points)  # type: ignore[misc]
         assert live["info"]["status"] == "RUNNING"  # visible while it trains
         proc.send_signal(signal.SIGINT)  # Ctrl-C
         proc.communicate(timeout=120)

@@ -130,3 +130,64 @@ def test_quickstart_report_leaderboard_fits_and_is_the_readme_screenshot(
         page.locator("#leaderboard").scroll_into_view_if_needed()
         page.screenshot(path=str(artifacts / "quickstart-report.png"), full_page=False)
         browser.close()
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_quickstart_in_the_mlflow_ui_is_the_readme_screenshot(
+    quickstart: Path, mlflow_server: str
+) -> None:
+    """Issue 20: the quickstart's runs logged to a real `mlflow server` (`ftlab mlflow log`,
+    the backfill path) and compared in MLflow's own UI in headless Chromium; the
+    screenshot (test-artifacts/mlflow-quickstart.png) is README's docs/mlflow.png."""
+    import json
+    import subprocess
+    import sys
+    import urllib.request
+
+    from playwright.sync_api import sync_playwright
+
+    from .conftest import ROOT, chromium
+
+    latest = {
+        r["variant"]: r["run_id"]
+        for r in store.query(quickstart, "SELECT variant, run_id FROM runs ORDER BY created")
+    }
+    logged = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "ftlab.cli",
+            "mlflow",
+            "log",
+            *latest.values(),
+            "--uri",
+            mlflow_server,
+            "--dir",
+            str(quickstart),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert logged.returncode == 0, logged.stdout[-2000:] + logged.stderr[-2000:]
+    api = mlflow_server + "/api/2.0/mlflow"
+    with urllib.request.urlopen(f"{api}/experiments/get-by-name?experiment_name=quickstart") as r:
+        exp = json.loads(r.read())["experiment"]["experiment_id"]
+    artifacts = ROOT / "test-artifacts"
+    artifacts.mkdir(exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium(), args=["--no-sandbox"])
+        page = browser.new_page(viewport={"width": 1400, "height": 900})
+        page.goto(f"{mlflow_server}/#/experiments/{exp}/runs?compareRunsMode=CHART")
+        search = page.get_by_placeholder("Search metric charts")
+        search.wait_for(timeout=60_000)
+        for close in page.locator("button[aria-label*='lose']").all():  # the assistant panel
+            close.click(timeout=2000)
+        search.fill("eval/perplexity")
+        page.wait_for_timeout(2000)
+        body = page.inner_text("body")
+        assert all(run_id in body for run_id in latest.values()), body[:2000]
+        assert "eval/perplexity/loss" in body
+        page.screenshot(path=str(artifacts / "mlflow-quickstart.png"), full_page=False)
+        browser.close()

@@ -349,6 +349,7 @@ def test_a_failing_trial_is_recorded_and_the_study_goes_on(tmp_path) -> None:
             "when: {stages.sft.adapter.r: 8}}",
             "[5.0e-3, 1.0e-7]": "[5.0e-3]",
             "pruner: median": "pruner: none",
+            "output:": "tracking: {wandb: {mode: offline}, mlflow: {}}\noutput:",
         },
     )
     sweep = study_mod.load(path)
@@ -358,8 +359,25 @@ def test_a_failing_trial_is_recorded_and_the_study_goes_on(tmp_path) -> None:
     study_mod.run_sweep(sweep)
     first, second = study.get_trials()[:2]
     assert first.state == TrialState.FAIL and "no_such_proj" in first.user_attrs["error"]
-    assert RunDir(tmp_path / "runs" / first.user_attrs["run_id"]).status()["state"] == "failed"
+    failed = RunDir(tmp_path / "runs" / first.user_attrs["run_id"])
+    assert failed.status()["state"] == "failed"
     assert second.state == TrialState.COMPLETE
+    # the trackers carry the state (issue 20): W&B's summary, MLflow's status and tag
+    from mlflow import MlflowClient
+
+    from ftlab.runner import tracking
+
+    (logged,) = [tracking.read_offline(f) for f in failed.path.glob("wandb/offline-run-*")]
+    assert logged["summary"]["state"] == "failed"
+    client = MlflowClient(f"sqlite:///{tmp_path / 'runs' / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("sweeptest")
+    assert exp is not None
+    states = {
+        r.data.tags["ftlab.run_id"]: (r.info.status, r.data.tags["ftlab.state"])
+        for r in client.search_runs([exp.experiment_id])
+    }
+    assert states[failed.run_id] == ("FAILED", "failed")
+    assert states[second.user_attrs["run_id"]] == ("FINISHED", "completed")
 
 
 @pytest.mark.integration
