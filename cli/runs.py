@@ -32,7 +32,9 @@ def validate(files: Annotated[list[Path], typer.Argument(help="Spec files.")]) -
             bad += 1
             err.print(exc.format(), markup=False, highlight=False)
             continue
-        names = ", ".join(name for name, _ in runs)
+        names = ", ".join(  # a name per run: `lr3 seed 1, lr3 seed 2` with `seeds:`
+            name + (f" seed {spec.train_seed}" if spec.seeds else "") for name, spec in runs
+        )
         console.print(Text.assemble(("ok", "green"), f" {file}: {len(runs)} run(s): {names}"))
     if bad:
         raise typer.Exit(2)

@@ -71,11 +71,22 @@ def wandb_show(run_ref: RunRef, runs_dir: RunsDir = Path("runs")) -> None:
     if not record:
         err.print(f"error: {run_dir} has no W&B run (tracking.wandb.mode was disabled?)")
         raise typer.Exit(2)
-    logged = tracking.read_offline(Path(record["folder"]))
+    # a resumed run is one W&B run in several offline logs (one per process): read them all
+    folders = sorted(run_dir.glob("wandb/offline-run-*")) or [Path(record["folder"])]
+    parts = [tracking.read_offline(f) for f in folders if list(f.glob("*.wandb"))]
+    if not parts:
+        err.print(f"error: no offline W&B log under {run_dir}/wandb yet")
+        raise typer.Exit(2)
+    logged = parts[-1] | {
+        "config": {k: v for p in parts for k, v in p["config"].items()},
+        "summary": {k: v for p in parts for k, v in p["summary"].items()},
+        "history": [h for p in parts for h in p["history"]],
+    }
+    resumed = f" in {len(parts)} offline logs (resumed)" if len(parts) > 1 else ""
     console.print(
         f"{record['mode']} W&B run {record['id']} in project {record['project']}: group "
         f"{logged.get('group')}, job_type {logged.get('job_type')}, tags {logged.get('tags')}, "
-        f"{len(logged['config'])} config keys, {len(logged['history'])} history rows"
+        f"{len(logged['config'])} config keys, {len(logged['history'])} history rows{resumed}"
     )
     for k, v in sorted(logged["summary"].items()):
         if not k.startswith("_"):
@@ -205,6 +216,14 @@ def sync(runs_dir: RunsDir = Path("runs")) -> None:
     """Rebuild/update the DuckDB index from the run directories (idempotent)."""
     from ftlab.reports import store
 
+    if not runs_dir.is_dir():
+        err.print(
+            f"error: no runs directory {runs_dir}/ here: run from the directory you ran "
+            "`ftlab run` in, or pass --dir",
+            markup=False,
+            highlight=False,
+        )
+        raise typer.Exit(2)
     n, removed = store.sync(runs_dir)
     console.print(
         f"indexed {n} run(s), removed {removed} stale row set(s) in {runs_dir / store.DB_NAME}"

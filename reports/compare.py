@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, field
+import re
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -329,6 +330,15 @@ def _test_against(
                 else stats.Difference(cell.value - ref.value, math.nan, math.nan, math.nan, "", 0)
             )
         assert cell.diff is not None
+        if cell.diff.test and (_weighted(row, metric) or _weighted(base, metric)):
+            shift = (cell.value - ref.value) - cell.diff.delta  # Δ as the shown values differ
+            d = cell.diff
+            cell.diff = replace(d, delta=d.delta + shift, low=d.low + shift, high=d.high + shift)
+            weighted = (
+                f"{metric}: Δ is the difference of the values shown (weighted over tokens); "
+                "its test is on the per-item values"
+            )
+            notes += [weighted] if weighted not in notes else []
         if cell.diff.test and not cell.diff.paired:
             notes.append(f"{row.label} vs {base.label} on {metric}: different items, unpaired")
         cell.seed_noise = stats.within_seed_noise(cell.diff.delta, cell.sd or 0.0, ref.sd or 0.0)
@@ -336,6 +346,15 @@ def _test_against(
     for (cell, _), p in zip(tested, stats.holm([d.p for _, d in tested]), strict=True):
         cell.p_adjusted = None if math.isnan(p) else p
     return notes
+
+
+def _weighted(row: Row, metric: str) -> bool:
+    """Whether the row's value is not the plain mean of its item scores (perplexity's loss
+    is weighted by tokens): a Δ from the items would not be the difference shown."""
+    vector, cell = row.items.get(metric), row.cells.get(metric)
+    if vector is None or cell is None or np.isnan(vector).all():
+        return False
+    return abs(float(np.nanmean(vector)) - cell.value) > 1e-9
 
 
 def _two_level(
@@ -443,8 +462,9 @@ def _pick_baseline(rows: list[Row], baseline: str | None) -> Row | None:
     if baseline is None:
         done = [r for r in rows if r.state == "completed"]
         return (done or rows)[0] if len(rows) > 1 else None
-    for row in rows:
-        if baseline == row.label or any(i.startswith(baseline) for i in row.run_ids):
+    for row in rows:  # its label, the label without ' ×3 seeds' / ' seed=1', or a run id
+        bare = re.sub(r"( ×\d+ seeds| seed=\S+| ·\w+)+$", "", row.label)
+        if baseline in (row.label, bare) or any(i.startswith(baseline) for i in row.run_ids):
             return row
     labels = ", ".join(r.label for r in rows)
     raise CompareError(f"baseline {baseline!r} is not among the compared runs ({labels})")

@@ -26,6 +26,12 @@ def select_runs(
         "SELECT run_id, experiment, variant, state, created, wall_time_s, spec_json, study,"
         " trial, seed, coalesce(archived, false) AS archived FROM runs ORDER BY created"
     )
+    if not root.is_dir():
+        raise CompareError(
+            f"no runs directory {root}/ here: run from the directory you ran `ftlab run` "
+            "in, or pass --dir"
+        )
+    refs = [_run_dir_name(ref) for ref in refs]
     runs = store.rows(con, sql) if con is not None else store.query(root, sql)
     if not runs:
         raise CompareError(f"no runs indexed under {root} (run an experiment, or `ftlab sync`)")
@@ -64,10 +70,16 @@ def _latest(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [r for r in runs if id(r) in kept]
 
 
+def _run_dir_name(ref: str) -> str:
+    """A run directory given as a path stands for its run id."""
+    path = Path(ref)
+    return path.name if len(path.parts) > 1 and (path / "run.json").is_file() else ref
+
+
 def hidden_notes(root: Path, refs: list[str], shown: list[dict[str, Any]]) -> list[str]:
     every = select_runs(root, refs, all_runs=True)
     archived = sum(bool(r.get("archived")) for r in every)
     older = len(every) - len(shown) - archived
-    notes = [f"{older} older runs of these variants not shown"] if older else []
-    notes += [f"{archived} archived runs not shown"] if archived else []
+    notes = [f"{older} older run{'s' * (older > 1)} of these variants not shown"] if older else []
+    notes += [f"{archived} archived run{'s' * (archived > 1)} not shown"] if archived else []
     return [f"{n} (--all shows every run)" for n in notes]

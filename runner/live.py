@@ -164,12 +164,17 @@ def sinks(run: RunDir, tracking_spec: Any, *, live: bool) -> list[Any]:
             print(message)
         try:
             out.append(tracking.WandbSink(run, head, project=wb.project, mode=mode, live=live))
+            if live:
+                later = " (`ftlab wandb sync` uploads it)" if mode == "offline" else ""
+                print(f"W&B: {mode} run {out[-1].id} in project {wb.project}{later}")
         except Exception as exc:  # noqa: BLE001 - the run goes on without it
             print(f"note: W&B did not start ({type(exc).__name__}: {exc}); `ftlab wandb log` later")
     if tracking_spec.mlflow is not None:
         sink = mlflow_sink.start(run, head, tracking_spec.mlflow)
         if sink is not None:
             out.append(sink)
+            if live:
+                print(f"MLflow: {sink.where()}")
     return out
 
 

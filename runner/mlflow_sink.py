@@ -58,9 +58,12 @@ class MlflowSink:
         name = experiment or head["group"]
         found = self.client.get_experiment_by_name(name)
         local = not uri.startswith(("http://", "https://", "databricks"))
-        where = (run.path.parent / "mlartifacts").resolve().as_uri() if local else None
+        beside = (
+            Path(uri.removeprefix("sqlite:///")).parent if uri.startswith("sqlite:///") else None
+        )
+        where = ((beside or run.path.parent) / "mlartifacts").resolve().as_uri() if local else None
         exp_id = found.experiment_id if found else self.client.create_experiment(name, where)
-        self.exp_id = exp_id
+        self.exp_id, self.exp_name = exp_id, name
         earlier = self.client.search_runs(
             [exp_id], filter_string=f"tags.`ftlab.run_id` = '{run.run_id}'", max_results=1
         )
@@ -81,6 +84,14 @@ class MlflowSink:
         params = [Param(_key(k), str(v)[:6000]) for k, v in head["config"].items()]
         for i in range(0, len(params), 100):  # MLflow takes 100 params per batch
             self.client.log_batch(self.id, params=params[i : i + 100])
+
+    def where(self) -> str:
+        """Where to look, said once at the start of a run."""
+        if self.uri.startswith(("http://", "https://")):
+            return f"{shown(self.uri)}/#/experiments/{self.exp_id}/runs/{self.id}"
+        return (
+            f"experiment {self.exp_name} in {self.uri} (`mlflow ui --backend-store-uri {self.uri}`)"
+        )
 
     def log_points(self, points: list[tuple[int, dict[str, Any]]]) -> None:
         """Steps since the last poll, in as few requests as MLflow takes (1000 a batch)."""
@@ -129,8 +140,6 @@ class MlflowSink:
             self.client.set_tag(self.id, "ftlab.state", state)
         finally:
             self.client.set_terminated(self.id, status=STATUS.get(state, "KILLED"))
-        if self.uri.startswith(("http://", "https://")):
-            print(f"MLflow run: {shown(self.uri)}/#/experiments/{self.exp_id}/runs/{self.id}")
 
 
 def _cell(v: Any) -> Any:
@@ -161,6 +170,7 @@ def start(run: RunDir, head: dict[str, Any], spec: Any) -> MlflowSink | None:
         return None
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")  # never minutes of retries
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # ftlab says it
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
     import mlflow  # noqa: F401 - configures its loggers on import; quieted after
 

@@ -250,6 +250,11 @@ class WandbSink:
             settings=settings,
         )
         self.folder = Path(self.wb.dir).parent
+        self._record()  # `ftlab wandb show` finds the run while it trains
+
+    def _record(self) -> None:
+        record = {"mode": self.mode, "folder": str(self.folder), "project": self.project}
+        write_json(self.run_path / "wandb.json", record | {"id": self.id})
 
     def log_points(self, points: list[tuple[int, dict[str, Any]]]) -> None:
         for step, values in points:
@@ -266,8 +271,7 @@ class WandbSink:
             self.wb.summary.update(payload["summary"])
         finally:
             self.wb.finish(exit_code=0 if state in ("completed", "pruned") else 1)
-        record = {"mode": self.mode, "folder": str(self.folder), "project": self.project}
-        write_json(self.run_path / "wandb.json", record | {"id": self.id})
+        self._record()
 
 
 def log_run(run_path: Path, *, project: str, mode: str, notice: bool = True) -> Path | None:

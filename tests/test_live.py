@@ -74,6 +74,7 @@ def test_wandb_gets_steps_while_training_and_a_killed_run_resumes_it(tmp_path: P
         seen = wait_for(live_rows)
         run = RunDir(next(runs.glob("live-*")))
         assert run.status()["state"] == "running"  # logged while it trains, not at its end
+        assert (run.path / "wandb.json").exists()  # `ftlab wandb show` finds it meanwhile
         assert seen == sorted(set(seen))  # type: ignore[arg-type]
         os.kill(proc.pid, signal.SIGKILL)
         proc.communicate(timeout=60)
@@ -98,6 +99,15 @@ def test_wandb_gets_steps_while_training_and_a_killed_run_resumes_it(tmp_path: P
     assert steps and min(steps) > max(before)  # continues past the kill, no step twice
     assert max(steps) == 64
     assert after["summary"]["state"] == "completed" and "eval/ppl/loss" in after["summary"]
+    shown = subprocess.run(
+        [sys.executable, "-m", "ftlab.cli", "wandb", "show", run.run_id, "--dir", str(runs)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert "in 2 offline logs (resumed)" in shown.stdout, shown.stdout + shown.stderr
+    rows = int(shown.stdout.split(" history rows")[0].rsplit(" ", 1)[-1])
+    assert rows == len(_history(first)) + len(after["history"])  # both parts counted
     wandb_id = json.loads((run.path / "wandb.json").read_text())["id"]
     assert tracking.read_offline(first)["id"] == after["id"] == wandb_id  # one W&B run
 
@@ -178,6 +188,8 @@ def test_mlflow_server_sees_the_run_live_interrupted_and_resumed(
         env=_env(tmp_path),
     )
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    assert f"MLflow: {mlflow_server}/#/experiments/" in resumed.stdout  # where to look
+    assert f"W&B: offline run {tracking.wandb_id(run.run_id)}" in resumed.stdout
     exp_id = live["info"]["experiment_id"]
     (done,) = _rest(mlflow_server, f"{api}/runs/search", {"experiment_ids": [exp_id]})["runs"]  # type: ignore[misc]
     assert done["info"]["run_id"] == rid and done["info"]["status"] == "FINISHED"

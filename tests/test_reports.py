@@ -77,6 +77,10 @@ def test_compare_groups_seeds_and_tests_against_the_baseline(experiment: Path) -
     loss = frozen.cells["ppl.loss"]
     assert loss.diff is not None and loss.diff.test == "paired bootstrap" and loss.diff.paired
     assert loss.diff.delta > 0 and loss.significant  # not learning is worse, and it shows
+    # the token-weighted loss: Δ is the difference of the values shown (fresh-eyes: a Δ of
+    # item means beside weighted values did not add up), and a note says so
+    assert loss.diff.delta == pytest.approx(loss.value - seeds.value)
+    assert any("ppl.loss: Δ is the difference of the values shown" in n for n in cmp.notes)
     assert loss.p_adjusted is not None and loss.p_adjusted >= loss.diff.p
     acc = frozen.cells["prefs.accuracy"]
     assert acc.diff is not None and acc.diff.test == "mcnemar" and acc.diff.n == 30

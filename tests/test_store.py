@@ -519,9 +519,12 @@ def test_runs_commands_say_what_they_did(runs: Path, tmp_path: Path, monkeypatch
     assert (runs / RUN_ID).is_dir()
     (tmp_path / "elsewhere").mkdir()
     monkeypatch.chdir(tmp_path / "elsewhere")
-    lost = cli.invoke(app, ["runs"])
-    assert lost.exit_code == 2 and "no runs directory runs/ here" in lost.output
-    assert not Path("runs").exists()
+    for args in (["runs"], ["compare"], ["report"], ["dashboard"], ["sync"]):
+        lost = cli.invoke(app, args)
+        assert lost.exit_code == 2 and "no runs directory runs/ here" in lost.output, args
+        assert not Path("runs").exists(), args  # `sync` made an empty index here
+    by_path = cli.invoke(app, ["compare", str(runs / RUN_ID), "--dir", str(runs)])
+    assert by_path.exit_code == 0 and "base" in by_path.output, by_path.output
 
 
 def test_each_seed_shows_a_row_per_training_seed(runs: Path) -> None:
@@ -534,6 +537,10 @@ def test_each_seed_shows_a_row_per_training_seed(runs: Path) -> None:
         spec.write("train_seed: 7\n")
     store.sync(runs)
     assert [r.label for r in compare_mod.compare(runs).rows] == ["base ×2 seeds"]
+    named = compare_mod.compare(runs, each_seed=True, baseline="base seed=7").baseline
+    assert named is not None and named.run_ids == [seeded]
+    # --baseline by the variant's name, not only the full label 'base ×2 seeds'
+    assert compare_mod.compare(runs, baseline="base").baseline is not None
     each = compare_mod.compare(runs, each_seed=True)
     assert [(r.label, r.run_ids) for r in each.rows] == [
         ("base seed=42", [RUN_ID]),

@@ -205,7 +205,10 @@ def no_secrets(raw: Raw, prefix: str) -> list[Problem]:
                     ".".join(map(str, path)),
                     "no secrets in a spec (it is copied into every run, the index and W&B)",
                     HIDDEN,
-                    "put the key in an environment variable; judges name it in api_key_env",
+                    "put the user and password in MLFLOW_TRACKING_USERNAME / "
+                    "MLFLOW_TRACKING_PASSWORD, not the URI"
+                    if path[:2] == ("tracking", "mlflow")
+                    else "put the key in an environment variable; judges name it in api_key_env",
                     prefix,
                 )
             )

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from ftlab.runner.spec.strict import Strict
 
@@ -74,6 +74,16 @@ class MlflowSpec(Strict):
     here."""
     experiment: str = ""
     """MLflow experiment (default: the ftlab experiment, or the sweep's study)."""
+
+    @field_validator("uri")
+    @classmethod
+    def _a_uri(cls, value: str) -> str:
+        if value and "://" not in value and not value.startswith("databricks"):
+            raise ValueError(
+                "a tracking URI: sqlite:///path/mlflow.db, http://host:5000, "
+                f"postgresql://… (for a local file write sqlite:///{value})"
+            )
+        return value
 
 
 class TrackingSpec(Strict):
