@@ -143,7 +143,8 @@ def rm_cmd(
         err.print(f"error: {exc}", markup=False, highlight=False)
         raise typer.Exit(2) from None
     console.print(
-        f"removed {found.run_id} ({dropped} stage-cache entries pointed at it)",
+        f"removed {found.run_id} ({dropped} stage-cache "
+        f"{'entry' if dropped == 1 else 'entries'} pointed at it; trackers keep their copy)",
         markup=False,
         highlight=False,
     )

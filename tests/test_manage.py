@@ -68,7 +68,7 @@ def test_tag_note_archive_and_rm_keep_index_and_cache_consistent(tmp_path: Path)
     asks = CliRunner().invoke(app, ["runs", "rm", second, *d])
     assert asks.exit_code == 2 and "--yes" in asks.output and (runs / second).is_dir()
     assert "0 stage-cache entries" in _ftlab("runs", "rm", second, "-y", *d)
-    assert "1 stage-cache entries" in _ftlab("runs", "rm", first, "-y", *d)
+    assert "1 stage-cache entry" in _ftlab("runs", "rm", first, "-y", *d)
     assert not (runs / first).exists() and list((runs / "cache" / "stages").glob("*")) == []
     assert store.query(runs, "SELECT count(*) AS n FROM runs")[0]["n"] == 0
     assert store.query(runs, "SELECT count(*) AS n FROM stages")[0]["n"] == 0
