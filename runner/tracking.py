@@ -233,7 +233,7 @@ class WandbSink:
         self.key = f"wandb:{project}:{self.id}"  # what tracking.json remembers per tracker
         self.table = wandb.Table
         settings = wandb.Settings(
-            silent=True, console="off", init_timeout=30, x_disable_stats=not live, quiet=True
+            silent=True, console="off", init_timeout=90, x_disable_stats=not live, quiet=True
         )
         self.wb = wandb.init(
             project=project,

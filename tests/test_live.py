@@ -60,6 +60,7 @@ def test_wandb_gets_steps_while_training_and_a_killed_run_resumes_it(tmp_path: P
         stderr=subprocess.STDOUT,
         text=True,
         env=_env(tmp_path),
+        start_new_session=True,  # its own process group: the kill takes W&B's service too
     )
     try:
         runs = tmp_path / "runs"
@@ -76,7 +77,7 @@ def test_wandb_gets_steps_while_training_and_a_killed_run_resumes_it(tmp_path: P
         assert run.status()["state"] == "running"  # logged while it trains, not at its end
         assert (run.path / "wandb.json").exists()  # `ftlab wandb show` finds it meanwhile
         assert seen == sorted(set(seen))  # type: ignore[arg-type]
-        os.kill(proc.pid, signal.SIGKILL)
+        os.killpg(proc.pid, signal.SIGKILL)  # the whole job, as a pre-empted node loses it
         proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
@@ -94,6 +95,7 @@ def test_wandb_gets_steps_while_training_and_a_killed_run_resumes_it(tmp_path: P
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     assert run.stage("sft")["resumed_from"], resumed.stdout[-3000:]
     (second,) = [f for f in run.path.glob("wandb/offline-run-*") if f != first]
+    assert list(second.glob("*.wandb")), resumed.stdout[-3000:]
     after = tracking.read_offline(second)
     steps = [int(h["_step"]) for h in after["history"] if "sft/loss" in h]
     assert steps and min(steps) > max(before)  # continues past the kill, no step twice
