@@ -74,3 +74,15 @@ def fail(exc: BaseException) -> None:
         err.print(f"error: {exc}", markup=False, highlight=False)
         raise typer.Exit(2)
     raise exc
+
+
+def require_runs_dir(runs_dir: Path) -> None:
+    """Exit 2 saying so when the runs directory is not here (a reader creates nothing)."""
+    if not runs_dir.is_dir():
+        err.print(
+            f"error: no runs directory {runs_dir}/ here: run from the directory you ran "
+            "`ftlab run` in, or pass --dir",
+            markup=False,
+            highlight=False,
+        )
+        raise typer.Exit(2)

@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from ftlab.cli.app import Format, Output, RunsDir, app, console, err
+from ftlab.cli.app import Format, Output, RunsDir, app, console, err, require_runs_dir
 from ftlab.reports.units import fmt_num, fmt_s
 
 runs_app = typer.Typer(
@@ -34,14 +34,7 @@ def list_runs_cmd(
         return
     from ftlab.reports import store
 
-    if not runs_dir.is_dir():
-        err.print(
-            f"error: no runs directory {runs_dir}/ here: run from the directory you ran "
-            "`ftlab run` in, or pass --dir",
-            markup=False,
-            highlight=False,
-        )
-        raise typer.Exit(2)
+    require_runs_dir(runs_dir)
     rows = store.list_runs(runs_dir, experiment=experiment, archived=archived)
     if fmt == Output.json:
         print(json.dumps(rows, indent=2, default=str))

@@ -10,7 +10,7 @@ from typing import Annotated, Any
 
 import typer
 
-from ftlab.cli.app import RunsDir, app, console, err
+from ftlab.cli.app import RunsDir, app, console, err, require_runs_dir
 from ftlab.cli.results import rel
 
 wandb_app = typer.Typer(no_args_is_help=True, help="W&B: log runs again, upload offline runs.")
@@ -216,14 +216,7 @@ def sync(runs_dir: RunsDir = Path("runs")) -> None:
     """Rebuild/update the DuckDB index from the run directories (idempotent)."""
     from ftlab.reports import store
 
-    if not runs_dir.is_dir():
-        err.print(
-            f"error: no runs directory {runs_dir}/ here: run from the directory you ran "
-            "`ftlab run` in, or pass --dir",
-            markup=False,
-            highlight=False,
-        )
-        raise typer.Exit(2)
+    require_runs_dir(runs_dir)
     n, removed = store.sync(runs_dir)
     console.print(
         f"indexed {n} run(s), removed {removed} stale row set(s) in {runs_dir / store.DB_NAME}"
