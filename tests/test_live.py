@@ -44,7 +44,11 @@ def _spec(tmp_path: Path, steps: int, mlflow: str = "") -> Path:
 
 
 def _env(tmp_path: Path) -> dict[str, str]:
-    return os.environ | {"WANDB_DIR": str(tmp_path / "wandb-home"), "PYTHONUNBUFFERED": "1"}
+    """The run's own W&B service: an earlier in-process test leaves WANDB_SERVICE pointing
+    at pytest's service, which would outlive the killed run and hold its id ("run ID … is
+    in use" on resume — what a run started from inside another W&B process would see)."""
+    env = {k: v for k, v in os.environ.items() if k != "WANDB_SERVICE"}
+    return env | {"WANDB_DIR": str(tmp_path / "wandb-home"), "PYTHONUNBUFFERED": "1"}
 
 
 def _history(folder: Path) -> list[int]:
