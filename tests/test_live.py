@@ -55,17 +55,23 @@ def _history(folder: Path) -> list[int]:
     return [int(h["_step"]) for h in tracking.read_offline(folder)["history"] if "_step" in h]
 
 
-@pytest.mark.integration
-def test_wandb_gets_steps_while_training_and_a_killed_run_resumes_it(tmp_path: Path) -> None:
-    spec = _spec(tmp_path, steps=160)  # ample time to be killed mid-stage
-    proc = subprocess.Popen(
+def _start(spec: Path, tmp_path: Path) -> subprocess.Popen[str]:
+    """`ftlab run SPEC` in the background, in its own process group (a kill of the group
+    takes W&B's service too, as a pre-empted node loses it)."""
+    return subprocess.Popen(
         [sys.executable, "-m", "ftlab.cli", "run", str(spec)],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
         env=_env(tmp_path),
-        start_new_session=True,  # its own process group: the kill takes W&B's service too
+        start_new_session=True,
     )
+
+
+@pytest.mark.integration
+def test_wandb_gets_steps_while_training_and_a_killed_run_resumes_it(tmp_path: Path) -> None:
+    spec = _spec(tmp_path, steps=160)  # ample time to be killed mid-stage
+    proc = _start(spec, tmp_path)
     try:
         runs = tmp_path / "runs"
 
@@ -134,13 +140,7 @@ def test_mlflow_server_sees_the_run_live_interrupted_and_resumed(
     tmp_path: Path, mlflow_server: str
 ) -> None:
     spec = _spec(tmp_path, steps=48, mlflow=f", mlflow: {{uri: '{mlflow_server}'}}")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "ftlab.cli", "run", str(spec)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env=_env(tmp_path),
-    )
+    proc = _start(spec, tmp_path)
     api = "/api/2.0/mlflow"
     try:
 
