@@ -16,7 +16,7 @@ import io
 import json
 import random
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -57,13 +57,28 @@ class Dataset:
     report: list[dict[str, Any]] = field(default_factory=list)  # rows dropped per step
 
 
-def load(source: DataSource, *, base_dir: Path, seed: int) -> Dataset:
-    """Read, convert, check, normalise, clean and split one dataset.
+def load(
+    source: DataSource,
+    *,
+    base_dir: Path,
+    seed: int,
+    sources: Mapping[str, DataSource] | None = None,
+    name: str = "",
+) -> Dataset:
+    """Read, convert, check, normalise, filter and split one dataset; a mixture draws
+    from its `sources` (the spec's `data:`), each loaded as its own dataset.
 
     Rows sharing a prompt always land on the same side of the train/validation split.
     """
-    from ftlab.runner import prefdata
+    from ftlab.runner import prefdata, recipes
 
+    if source.mix:
+        parts = {
+            p.source: load((sources or {})[p.source], base_dir=base_dir, seed=seed)
+            for p in source.mix
+        }
+        train, val, digest, steps = recipes.mix(name, source, parts, seed=seed)
+        return Dataset(train=train, val=val, content_hash=digest, report=steps)
     report = prefdata.Report()
     raw = list(_read(source, base_dir))
     try:
@@ -83,9 +98,38 @@ def load(source: DataSource, *, base_dir: Path, seed: int) -> Dataset:
         rows = [(where, with_system(row, source.system_prompt)) for where, row in rows]
     if read_as == "preference":
         rows = prefdata.drop_identical(rows, report)
-    rows = prefdata.dedupe(rows, report)
+    rows = recipes.apply_filters(prefdata.dedupe(rows, report), source.filters, report)
     if not rows:
         raise DataError(f"{source.path}: no rows left; " + "; ".join(report.lines()))
+    val, train = _split(rows, source, seed)
+    if source.convert == "pairs_to_judge":
+        from ftlab.evals.judge_prompts import judge_conversations, rubric_text
+
+        rubric = rubric_text(source.rubric, base_dir)
+        val, train = judge_conversations(val, rubric), judge_conversations(train, rubric)
+    digest = hashlib.sha256()
+    digest.update(
+        json.dumps(
+            {
+                "format": source.format,
+                "seed": seed,
+                "overlong": source.overlong,  # what the stages do with rows past max_length
+                "val": val,
+                "train": train,
+            },
+            sort_keys=True,
+        ).encode()
+    )
+    return Dataset(train=train, val=val, content_hash=digest.hexdigest()[:16], report=report.steps)
+
+
+def _split(
+    rows: list[tuple[str, dict[str, Any]]], source: DataSource, seed: int
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(validation, train): prompt groups shuffled with the seed, cut by val_fraction;
+    rows sharing a prompt always on the same side."""
+    from ftlab.runner import prefdata
+
     rng = random.Random(seed)
     groups: dict[str, list[int]] = {}
     for i, (_, row) in enumerate(rows):
@@ -106,18 +150,7 @@ def load(source: DataSource, *, base_dir: Path, seed: int) -> Dataset:
         cut += 1
     val = [rows[i][1] for i in order[:cut]]
     train = [rows[i][1] for i in order[cut:]]
-    if source.convert == "pairs_to_judge":
-        from ftlab.evals.judge_prompts import judge_conversations, rubric_text
-
-        rubric = rubric_text(source.rubric, base_dir)
-        val, train = judge_conversations(val, rubric), judge_conversations(train, rubric)
-    digest = hashlib.sha256()
-    digest.update(
-        json.dumps(
-            {"format": source.format, "seed": seed, "val": val, "train": train}, sort_keys=True
-        ).encode()
-    )
-    return Dataset(train=train, val=val, content_hash=digest.hexdigest()[:16], report=report.steps)
+    return val, train
 
 
 def with_system(row: dict[str, Any], text: str) -> dict[str, Any]:

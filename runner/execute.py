@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ftlab.runner import data as data_mod
-from ftlab.runner import evaluate, launch, live, models, tracking
+from ftlab.runner import evaluate, launch, lengths, live, models, tracking
 from ftlab.runner.cache import Cache
 from ftlab.runner.envinfo import snapshot
 from ftlab.runner.methods import METHODS
@@ -155,13 +155,17 @@ def preflight(
             if warning := models.length_warning(stage, config):
                 print(f"warning: {warning}")
     if liger := [s.name for s in spec.needed_stages() if s.train.liger]:
-        _check_liger(liger)
+        models.check_liger(liger)
     names = {s.data for s in spec.needed_stages()} | {ev.data for ev in spec.evals if ev.data}
     names |= {name for ev in spec.evals for name in _eval_datasets(ev).values()}
     datasets = {
-        name: data_mod.load(spec.data[name], base_dir=spec_dir, seed=spec.seed)
+        name: data_mod.load(
+            spec.data[name], base_dir=spec_dir, seed=spec.seed, sources=spec.data, name=name
+        )
         for name in sorted(names)
     }
+    for stage in spec.needed_stages() if warn else []:  # `overlong` leaves rows to train on
+        lengths.for_stage(spec, stage, datasets[stage.data], tokenizer_from=ref)
     return ref, datasets
 
 
@@ -171,22 +175,6 @@ def _eval_datasets(ev: Any) -> dict[str, str]:
 
     kind = EVALS.get(ev.kind)
     return kind.datasets(kind.params_model.model_validate(ev.params))
-
-
-def _check_liger(stages: list[str]) -> None:
-    """Liger's kernels are Triton kernels: a CUDA GPU and the package, or say what to do."""
-    import importlib.util
-
-    import torch
-
-    where = f"stages {', '.join(stages)}: train.liger: true"
-    if not torch.cuda.is_available():
-        raise models.ModelError(
-            f"{where} needs a CUDA GPU (Liger's kernels are Triton kernels); on this "
-            "machine set train.liger: false"
-        )
-    if importlib.util.find_spec("liger_kernel") is None:
-        raise models.ModelError(f"{where} needs the liger-kernel package: pip install liger-kernel")
 
 
 def execute(
@@ -380,6 +368,9 @@ def _run_stage(
     reused = _reused(run, spec, stage, stage_hash)
     if reused is not None:
         return reused
+    data = lengths.for_stage(spec, stage, data, tokenizer_from=upstream.path if upstream else ref)
+    summary, warning = lengths.describe(data.report, data=stage.data)
+    print(f"stage {stage.name}: {summary}" + (f"\nwarning: {warning}" if warning else ""))
     work = run.stage_dir(stage.name)
     resume_from = latest_checkpoint(work) if resume else None
     if resume_from is None and (work / "checkpoints").exists():
@@ -408,12 +399,7 @@ def _run_stage(
         log=lambda rec: run.log_metrics({"stage": stage.name, **rec}),
     )
     if resume_from:
-        step = int(resume_from.name.rsplit("-", 1)[-1])
-        dropped = run.drop_metrics_after(stage.name, step)  # they are logged again
-        print(
-            f"stage {stage.name}: resuming from {resume_from.name}"
-            + (f" ({dropped} metric records after step {step} replaced)" if dropped else "")
-        )
+        _resuming(run, stage.name, resume_from)
     result = _train(run, spec, ctx)
     if not spec.output.keep_checkpoints:
         shutil.rmtree(work / "checkpoints", ignore_errors=True)
@@ -436,6 +422,15 @@ def _run_stage(
     run.write_stage(stage.name, record)
     _stage_cache(spec).put(stage_hash, record)
     return record
+
+
+def _resuming(run: RunDir, stage: str, resume_from: Path) -> None:
+    step = int(resume_from.name.rsplit("-", 1)[-1])
+    dropped = run.drop_metrics_after(stage, step)  # they are logged again
+    print(
+        f"stage {stage}: resuming from {resume_from.name}"
+        + (f" ({dropped} metric records after step {step} replaced)" if dropped else "")
+    )
 
 
 def _reused(run: RunDir, spec: Spec, stage: StageSpec, stage_hash: str) -> dict[str, Any] | None:

@@ -462,3 +462,19 @@ def _cpu_flags() -> set[str]:
     except OSError:
         pass
     return set()
+
+
+def check_liger(stages: list[str]) -> None:
+    """Liger's kernels are Triton kernels: a CUDA GPU and the package, or say what to do."""
+    import importlib.util
+
+    import torch
+
+    where = f"stages {', '.join(stages)}: train.liger: true"
+    if not torch.cuda.is_available():
+        raise ModelError(
+            f"{where} needs a CUDA GPU (Liger's kernels are Triton kernels); on this "
+            "machine set train.liger: false"
+        )
+    if importlib.util.find_spec("liger_kernel") is None:
+        raise ModelError(f"{where} needs the liger-kernel package: pip install liger-kernel")

@@ -32,7 +32,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from ftlab.runner import lengths as lengths_mod
 from ftlab.runner import optimizers
+from ftlab.runner.lengths import Tokens
 from ftlab.runner.methods.base import Footprint
 
 
@@ -203,14 +205,6 @@ def _yaml(value: Any) -> str:
     return str(value).lower() if isinstance(value, bool) else str(value)
 
 
-@dataclass(frozen=True)
-class Tokens:
-    """What counts a stage's tokens: the model's tokenizer, or none (estimates)."""
-
-    tokenizer: Any  # None when no tokenizer loads from `where`
-    where: str  # the folder (or hub id) the tokenizer was looked for in
-
-
 def _config(spec: Any) -> tuple[Any, Tokens]:
     """The model config and its tokenizer, without loading weights. A folder holding only
     config.json (planning before a download) plans from the config alone."""
@@ -221,16 +215,17 @@ def _config(spec: Any) -> tuple[Any, Tokens]:
         shape = name.split(":", 1)[1]
         if shape not in models.RANDOM_SHAPES:
             models.resolve(name)  # raises the helpful unknown-shape error
-        return models.random_config(shape), _tokens(str(models.ensure_tiny()))
+        return models.random_config(shape), _tokens(str(models.ensure_tiny()), spec)
     ref = models.resolve(name, revision=spec.model.revision, seed=spec.seed)
-    return models.load_config(ref), _tokens(ref.path)
+    return models.load_config(ref), _tokens(ref.path, spec)
 
 
-def _tokens(where: str) -> Tokens:
+def _tokens(where: str, spec: Any) -> Tokens:
+    """The tokenizer as training uses it: the spec's `model.chat_template` applied."""
     from ftlab.runner import models
 
     try:
-        return Tokens(models.load_tokenizer(where), where)
+        return Tokens(models.load_tokenizer(where, chat_template=spec.model.chat_template), where)
     except Exception:  # noqa: BLE001 - no or an unloadable tokenizer: token counts are estimated
         return Tokens(None, where)
 
@@ -326,56 +321,6 @@ def _extra_models(
     return fp.reward_models * (total - trainable) * w_bytes + value_head
 
 
-def _token_lengths(
-    rows: list[dict[str, Any]], tokens: Tokens, max_length: int
-) -> tuple[list[int], str]:
-    """Tokens per example (at most max_length) and, when they are estimates, why: without
-    a tokenizer, characters / 4; without a chat template, the messages as plain text."""
-    tok = tokens.tokenizer
-    if tok is None:
-        note = (
-            f"≈ tokens estimated as characters / 4: no tokenizer in {tokens.where} "
-            "(copy the model's tokenizer files there for exact counts)"
-        )
-        return [min(-(-len(_plain_text(r)) // 4), max_length) for r in rows], note
-    templated = bool(getattr(tok, "chat_template", None))
-    lengths = []
-    for row in rows:
-        if "messages" in row and templated:
-            ids = tok.apply_chat_template(row["messages"], tokenize=True)
-            if isinstance(ids, dict) or hasattr(ids, "keys"):
-                ids = ids["input_ids"]
-        else:
-            ids = tok(_plain_text(row))["input_ids"]
-        lengths.append(min(len(ids), max_length))
-    if templated or not any("messages" in r for r in rows):
-        return lengths, ""
-    return lengths, (
-        f"≈ the tokenizer in {tokens.where} has no chat template: messages counted as "
-        "plain text (role: content), without the template's markers"
-    )
-
-
-def cut_note(lengths: list[int], max_length: int) -> str:
-    """A warning when rows reach `train.max_length` (lengths are capped there): they are cut
-    at the end, where the replies the loss is on are."""
-    cut = sum(1 for n in lengths if n >= max_length)
-    if not cut:
-        return ""
-    return (
-        f"{cut} of {len(lengths)} training rows reach train.max_length {max_length} and are "
-        "cut at the end, where the replies (the loss) are; raise train.max_length"
-    )
-
-
-def _plain_text(row: dict[str, Any]) -> str:
-    if "messages" in row:
-        return "\n".join(f"{m['role']}: {m['content']}" for m in row["messages"])
-    if "completion" in row:
-        return str(row["prompt"]) + str(row["completion"])
-    return str(row.get("prompt", "")) + str(row.get("chosen", ""))
-
-
 def _optimizer_notes(stage: Any, fp: Footprint) -> tuple[str, ...]:
     if fp.optimizer and fp.optimizer != stage.train.optimizer:
         return fp.notes
@@ -398,16 +343,38 @@ def plan_runs(path: Path, overrides: list[str]) -> list[RunPlan]:
     return plans
 
 
-def _plan_stage(*, spec: Any, stage: Any, config: Any, tokens: Tokens, spec_dir: Path) -> StagePlan:
+def _stage_rows(
+    spec: Any, stage: Any, tokens: Tokens, spec_dir: Path, fp: Footprint
+) -> tuple[list[int], str, tuple[str, str]]:
+    """Tokens per training row (≤ max_length) after `overlong`, the estimate note, and the
+    data line and overlong warning the run prints."""
     from ftlab.runner import data as data_mod
+
+    t = stage.train
+    ds = data_mod.load(
+        spec.data[stage.data], base_dir=spec_dir, seed=spec.seed, sources=spec.data, name=stage.data
+    )
+    ds = lengths_mod.fit(
+        ds,
+        data=stage.data,
+        tokens=tokens,
+        max_length=t.max_length,
+        policy=spec.data[stage.data].overlong,
+        applies=not fp.generated,
+    )
+    rows, tokens_note = lengths_mod.row_lengths(ds.train, tokens)
+    notes = lengths_mod.describe(ds.report, data=stage.data)
+    return [min(n.total, t.max_length) for n in rows], tokens_note, notes
+
+
+def _plan_stage(*, spec: Any, stage: Any, config: Any, tokens: Tokens, spec_dir: Path) -> StagePlan:
     from ftlab.runner.methods import METHODS
     from ftlab.runner.models import length_warning, resolve_precision
 
     t = stage.train
     method = METHODS.get(stage.method)
     fp = method.footprint(stage)
-    ds = data_mod.load(spec.data[stage.data], base_dir=spec_dir, seed=spec.seed)
-    lengths, tokens_note = _token_lengths(ds.train, tokens, t.max_length)
+    lengths, tokens_note, data_notes = _stage_rows(spec, stage, tokens, spec_dir, fp)
     weights = fp.weights
     if stage.adapter_mode == "continue" and stage.from_:
         weights = (
@@ -449,11 +416,7 @@ def _plan_stage(*, spec: Any, stage: Any, config: Any, tokens: Tokens, spec_dir:
         seq_len=seq,
         precision=precision,
         memory=memory,
-        notes=tuple(
-            n
-            for n in (tokens_note, length_warning(stage, config), cut_note(lengths, t.max_length))
-            if n
-        )
+        notes=tuple(n for n in (tokens_note, length_warning(stage, config), *data_notes) if n)
         + _optimizer_notes(stage, fp),
     )
 

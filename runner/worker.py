@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _train(run_dir: Path, name: str, resume_from: Path | None, rank: int, launch_dir: Path) -> None:
-    from ftlab.runner import execute, models
+    from ftlab.runner import execute, lengths, models
     from ftlab.runner.methods import METHODS
     from ftlab.runner.methods.base import StageContext
     from ftlab.runner.rundir import RunDir, read_json, write_json
@@ -71,12 +71,14 @@ def _train(run_dir: Path, name: str, resume_from: Path | None, rank: int, launch
         return factory(spec=spec, datasets=datasets, rank=rank, **entry["args"])
 
     portable = read_json(launch_dir / "callbacks.json") or []
+    upstream = artifacts.get(stage.from_) if stage.from_ else None
+    source = upstream.path if upstream else ref  # the rows as rank 0 of `ftlab run` saw them
     ctx = StageContext(
         spec=spec,
         stage=stage,
         model=ref,
-        upstream=artifacts.get(stage.from_) if stage.from_ else None,
-        data=datasets[stage.data],
+        upstream=upstream,
+        data=lengths.for_stage(spec, stage, datasets[stage.data], tokenizer_from=source),
         work_dir=run.stage_dir(name),
         precision=models.resolve_precision(stage.train.precision),
         artifacts=artifacts,

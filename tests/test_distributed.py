@@ -25,8 +25,8 @@ name: ddp
 seed: 5
 model: tiny
 data:
-  sft: {{path: {data}/support_sft.jsonl, max_rows: 64, val_fraction: 0.25}}
-  prefs: {{path: {data}/support_prefs.jsonl, format: preference, max_rows: 48,
+  sft: {{path: {data}/support_sft.jsonl, overlong: truncate, max_rows: 64, val_fraction: 0.25}}
+  prefs: {{path: {data}/support_prefs.jsonl, overlong: truncate, format: preference, max_rows: 48,
           val_fraction: 0.25}}
 stages:
   - name: sft

@@ -75,8 +75,8 @@ name: evaltest
 seed: 7
 model: tiny
 data:
-  sft: {{path: {data}/support_sft.jsonl, val_fraction: 0.1}}
-  prefs: {{path: {data}/support_prefs.jsonl, format: preference, max_rows: 120,
+  sft: {{path: {data}/support_sft.jsonl, overlong: truncate, val_fraction: 0.1}}
+  prefs: {{path: {data}/support_prefs.jsonl, overlong: truncate, format: preference, max_rows: 120,
            val_fraction: 0.25}}
 stages:
   - name: sft
@@ -184,7 +184,8 @@ def test_ftlab_eval_adds_evals_to_a_finished_run_without_training(eval_runs, tmp
     stage_json = (dpo.run_dir / "stages/align/stage.json").read_text()
     extra = tmp_path / "more_evals.yaml"
     extra.write_text(
-        f"data:\n  held: {{path: {DATA}/support_sft.jsonl, max_rows: 40, val_fraction: 0.25}}\n"
+        f"data:\n  held: {{path: {DATA}/support_sft.jsonl, overlong: truncate, max_rows: 40,"
+        " val_fraction: 0.25}\n"
         "evals:\n  - {kind: perplexity, data: held, on: [base, last], limit: 6}\n"
     )
     result = CliRunner().invoke(

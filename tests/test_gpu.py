@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 
 from ftlab.runner import models
+from ftlab.runner.lengths import Tokens, row_lengths
 from ftlab.runner.methods import METHODS
-from ftlab.runner.plan import Tokens, _token_lengths, estimate, meta_counts
+from ftlab.runner.plan import estimate, meta_counts
 
 from .helpers import Snapshot, context, tiny_spec
 
@@ -56,8 +57,8 @@ def test_method_on_real_shape_with_memory_plan(method: str, tmp_path) -> None:
     config = models.load_config(ref)
     counts = meta_counts(config, method, spec.stages[0].adapter)
     assert counts.trainable == s["trainable_params"]
-    lengths, _ = _token_lengths(ctx.data.train, Tokens(tok, ref.path), 128)
-    seq = max(lengths)
+    rows, _ = row_lengths(ctx.data.train, Tokens(tok, ref.path))
+    seq = max(min(n.total, 128) for n in rows)
     planned = sum(
         estimate(
             counts=counts,
@@ -99,7 +100,7 @@ def test_sharded_strategy_through_the_launcher(strategy: str, tmp_path) -> None:
         f"""name: sharded
 model: {SHAPE}
 data:
-  sft: {{path: {DATA}/support_sft.jsonl, max_rows: 64, val_fraction: 0.25}}
+  sft: {{path: {DATA}/support_sft.jsonl, overlong: truncate, max_rows: 64, val_fraction: 0.25}}
 stages:
   - name: sft
     method: lora

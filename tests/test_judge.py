@@ -238,9 +238,10 @@ def test_judge_in_a_run_with_stand_in_label_and_calibration(tmp_path) -> None:
     spec_file.write_text(f"""\
 name: judged
 data:
-  sft: {{path: {data}/support_sft.jsonl, max_rows: 48, val_fraction: 0.125}}
+  sft: {{path: {data}/support_sft.jsonl, overlong: truncate, max_rows: 48, val_fraction: 0.125}}
   prompts: {{path: {data}/support_eval.jsonl, format: prompts, val_fraction: 0.0}}
-  prefs: {{path: {data}/support_prefs.jsonl, format: preference, max_rows: 60, val_fraction: 0.2}}
+  prefs: {{path: {data}/support_prefs.jsonl, overlong: truncate, format: preference,
+           max_rows: 60, val_fraction: 0.2}}
 stages:
   - name: sft
     method: lora
@@ -410,7 +411,8 @@ def test_a_run_with_a_keyed_judge_and_wandb_writes_the_key_nowhere(
     data = EXPERIMENTS / "data"
     spec_file = tmp_path / "spec.yaml"
     spec_file.write_text(
-        f"name: keyed\ndata:\n  sft: {{path: {data}/support_sft.jsonl, max_rows: 24}}\n"
+        f"name: keyed\ndata:\n  sft: {{path: {data}/support_sft.jsonl, max_rows: 24,"
+        " overlong: truncate}\n"
         f"  prompts: {{path: {data}/support_eval.jsonl, format: prompts, val_fraction: 0.0}}\n"
         "stages: [{name: sft, method: lora, train: {max_steps: 2, max_length: 64, "
         "precision: fp32}}]\n"

@@ -22,7 +22,7 @@ name: live
 seed: 5
 model: tiny
 data:
-  sft: {{path: {data}/support_sft.jsonl, max_rows: 64, val_fraction: 0.25}}
+  sft: {{path: {data}/support_sft.jsonl, overlong: truncate, max_rows: 64, val_fraction: 0.25}}
 stages:
   - name: sft
     method: lora

@@ -18,7 +18,7 @@ SPEC = """\
 name: managed
 model: tiny
 data:
-  sft: {{path: {data}/support_sft.jsonl, max_rows: 32, val_fraction: 0.25}}
+  sft: {{path: {data}/support_sft.jsonl, overlong: truncate, max_rows: 32, val_fraction: 0.25}}
 stages:
   - {{name: sft, method: lora, train: {{max_steps: 2, batch_size: 8, max_length: 64}}}}
 output: {{dir: {runs}}}

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from ftlab.runner import models
+from ftlab.runner.data import DataError
 from ftlab.runner.methods.common import count_parameters, peft_config
 from ftlab.runner.plan import meta_counts, plan_runs
 from ftlab.runner.spec.schema import AdapterSpec
@@ -20,7 +21,7 @@ from .helpers import run_spec
 
 FULL_SPEC = """\
 name: p
-data: {sft: {path: data/support_sft.jsonl}}
+data: {sft: {path: data/support_sft.jsonl, overlong: truncate}}
 stages: [{name: sft, method: full, train: {max_length: 128}}]
 """
 
@@ -57,10 +58,14 @@ def test_plan_says_when_rows_are_cut_at_max_length() -> None:
     """A judge trained at max_length 256 lost the verdict at the end of every prompt, and
     nothing said so (found by a fresh-eyes user)."""
     over = ["stages.judge.train.max_length=256"]
+    with pytest.raises(DataError, match="600 of 600 rows .* no training row is left"):
+        plan_runs(EXPERIMENTS / "quickstart.yaml", over)
+    over.append("data.judge_pairs.overlong=truncate")
     (plan, *_) = plan_runs(EXPERIMENTS / "quickstart.yaml", over)
     judge, sft = plan.stages
-    assert any("540 of 540 training rows reach train.max_length 256" in n for n in judge.notes)
-    assert not any("reach train.max_length" in n for n in sft.notes)
+    cut = "600 of 600 rows of data judge_pairs are longer than train.max_length 256: kept and cut"
+    assert any(cut in n for n in judge.notes), judge.notes
+    assert not any("longer than train.max_length" in n for n in sft.notes)
 
 
 def test_seven_b_full_finetune_needs_far_more_than_qlora() -> None:
@@ -198,15 +203,16 @@ def test_plan_cli_with_a_tokenizer_but_no_chat_template(write, sft_data, tmp_pat
     spec = write("s.yaml", FULL_SPEC + f"model: {folder}\n")
     out = _plan_cli(str(spec))
     assert f"the tokenizer in {folder} has no chat template" in out
-    (plan,) = plan_runs(spec, [])
-    (exact,) = plan_runs(spec, ["model=tiny"])
+    keep = ["data.sft.overlong=truncate"]  # the same rows in both counts
+    (plan,) = plan_runs(spec, keep)
+    (exact,) = plan_runs(spec, [*keep, "model=tiny"])
     assert 0.5 < plan.stages[0].tokens_per_epoch / exact.stages[0].tokens_per_epoch <= 1
 
 
 STEPS_SPEC = """\
 name: steps
 data:
-  sft: {{path: data/support_sft.jsonl, max_rows: 48, val_fraction: 0.125}}
+  sft: {{path: data/support_sft.jsonl, overlong: truncate, max_rows: 48, val_fraction: 0.125}}
 stages:
   - name: sft
     method: lora
@@ -245,7 +251,7 @@ def test_plan_steps_are_the_optimizer_steps_a_real_run_does(
 SEVENTY_B = """\
 name: big
 model: random:llama-70b
-data: {sft: {path: data/support_sft.jsonl, max_rows: 64}}
+data: {sft: {path: data/support_sft.jsonl, overlong: truncate, max_rows: 64}}
 stages: [{name: sft, method: full, train: {precision: bf16, batch_size: 1}}]
 resources: {processes: 8, strategy: deepspeed, deepspeed: {stage: 3}}
 """

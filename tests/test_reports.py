@@ -27,8 +27,8 @@ name: reportdemo
 seed: 3
 model: tiny
 data:
-  sft: {{path: {data}/support_sft.jsonl, max_rows: 96, val_fraction: 0.25}}
-  prefs: {{path: {data}/support_prefs.jsonl, format: preference, max_rows: 60,
+  sft: {{path: {data}/support_sft.jsonl, overlong: truncate, max_rows: 96, val_fraction: 0.25}}
+  prefs: {{path: {data}/support_prefs.jsonl, overlong: truncate, format: preference, max_rows: 60,
           val_fraction: 0.5}}
 stages:
   - name: sft

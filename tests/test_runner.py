@@ -20,7 +20,7 @@ from ftlab.runner.spec.load import SpecError, expand_runs
 SPEC = """\
 name: cachetest
 data:
-  sft: {{path: data/support_sft.jsonl, max_rows: 48, val_fraction: 0.125}}
+  sft: {{path: data/support_sft.jsonl, overlong: truncate, max_rows: 48, val_fraction: 0.125}}
 stages:
   - name: sft
     method: lora
@@ -327,7 +327,7 @@ name: seeded
 seed: 1
 seeds: [1, 2]
 data:
-  sft: {{path: data/support_sft.jsonl, max_rows: 48, val_fraction: 0.125}}
+  sft: {{path: data/support_sft.jsonl, overlong: truncate, max_rows: 48, val_fraction: 0.125}}
 stages:
   - {{name: judge, method: full, train: {{max_steps: 2}}}}
   - {{name: sft, method: lora, train: {{max_steps: 2}}}}

@@ -234,7 +234,8 @@ def test_a_run_that_finishes_while_the_index_is_held_is_completed(
     runs_dir = tmp_path / "runs"
     spec_file = write(
         "s.yaml",
-        "name: busy\ndata:\n  sft: {path: data/support_sft.jsonl, max_rows: 16}\n"
+        "name: busy\ndata:\n  sft: {path: data/support_sft.jsonl, overlong: truncate,"
+        " max_rows: 16}\n"
         "stages:\n  - {name: sft, method: lora, train: {max_steps: 2, max_length: 64, "
         f"precision: fp32}}}}\noutput: {{dir: {runs_dir}}}\n",
     )

@@ -24,7 +24,7 @@ SPEC = """\
 name: sweeptest
 seed: 3
 data:
-  sft: {{path: {data}/support_sft.jsonl, max_rows: 48, val_fraction: 0.25}}
+  sft: {{path: {data}/support_sft.jsonl, overlong: truncate, max_rows: 48, val_fraction: 0.25}}
 stages:
   - name: sft
     method: lora
@@ -416,8 +416,8 @@ TWO_STAGES = """\
 name: twostage
 seed: 3
 data:
-  sft: {{path: {data}/support_sft.jsonl, max_rows: 24, val_fraction: 0.25}}
-  prefs: {{path: {data}/support_prefs.jsonl, format: preference, max_rows: 40,
+  sft: {{path: {data}/support_sft.jsonl, overlong: truncate, max_rows: 24, val_fraction: 0.25}}
+  prefs: {{path: {data}/support_prefs.jsonl, overlong: truncate, format: preference, max_rows: 40,
           val_fraction: 0.2}}
 stages:
   - name: sft

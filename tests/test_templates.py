@@ -150,7 +150,8 @@ def test_templates_trl_cannot_patch_train_with_assistant_only_loss(
     spec_file = tmp_path / "s.yaml"
     spec_file.write_text(
         f"name: tpl\nmodel: {{name: tiny, chat_template: {name}}}\n"
-        f"data:\n  sft: {{path: {DATA}/support_sft.jsonl, max_rows: 48, val_fraction: 0.25}}\n"
+        f"data:\n  sft: {{path: {DATA}/support_sft.jsonl, overlong: truncate, max_rows: 48,"
+        " val_fraction: 0.25}\n"
         "stages:\n  - name: sft\n    method: lora\n    adapter: {r: 8, dropout: 0.0}\n"
         "    train: {learning_rate: 5.0e-3, max_steps: 12, batch_size: 4, max_length: 128, "
         "precision: fp32}\n"

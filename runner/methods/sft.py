@@ -192,14 +192,12 @@ def truncate(dataset: Any, max_length: int) -> Any:
 
 
 def _lengths(tokenizer: Any, ctx: StageContext) -> list[int]:
-    """Tokens per training row (capped at max_length); warns when rows are cut there."""
-    from ftlab.runner.plan import Tokens, _token_lengths, cut_note
+    """Tokens per training row, capped at max_length (the run printed what is longer and
+    what `data.<name>.overlong` did with it)."""
+    from ftlab.runner.lengths import Tokens, row_lengths
 
-    tokens = Tokens(tokenizer, str(ctx.model.path))
-    lengths = _token_lengths(ctx.data.train, tokens, ctx.stage.train.max_length)[0]
-    if note := cut_note(lengths, ctx.stage.train.max_length):
-        print(f"warning: stage {ctx.stage.name}: {note}")
-    return lengths
+    rows, _ = row_lengths(ctx.data.train, Tokens(tokenizer, str(ctx.model.path)))
+    return [min(n.total, ctx.stage.train.max_length) for n in rows]
 
 
 def _template_record(ctx: StageContext, tokenizer: Any, masking: str) -> dict[str, Any]:

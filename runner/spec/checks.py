@@ -161,7 +161,31 @@ def cross_check(raw: Raw, spec: Spec, prefix: str) -> list[Problem]:
         )
     _check_evals(spec, add)
     _check_template(raw, spec, add)
+    _check_mixes(spec, add)
     return problems
+
+
+def _check_mixes(spec: Spec, add: Any) -> None:
+    """A mixture's sources: declared datasets (not mixtures) of the mixture's format."""
+    for name, ds in spec.data.items():
+        for j, part in enumerate(ds.mix):
+            at = ("data", name, "mix", j, "source")
+            src = spec.data.get(part.source)
+            if src is None or src.mix:
+                files = [n for n, d in spec.data.items() if not d.mix]
+                add(
+                    at,
+                    f"a dataset declared under data: that is a file ({', '.join(files)})",
+                    part.source + (" (a mix itself)" if src is not None else ""),
+                    did_you_mean(part.source, files).strip(),
+                )
+            elif src.format != ds.format:
+                add(
+                    at,
+                    f"a dataset in the mix's format {ds.format}",
+                    f"'{part.source}' ({src.format})",
+                    f"set format: {src.format} on data.{name}, or convert the source",
+                )
 
 
 def _check_template(raw: Raw, spec: Spec, add: Any) -> None:

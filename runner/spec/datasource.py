@@ -3,9 +3,10 @@ and what it is converted from."""
 
 from __future__ import annotations
 
-from typing import Literal
+import re
+from typing import Annotated, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from ftlab.runner.spec.strict import Strict
 
@@ -14,8 +15,79 @@ DataFormat = Literal[
 ]
 
 
+Part = Literal["reply", "prompt", "all"]
+
+
+class LengthFilter(Strict):
+    """Keep rows whose text (`of`: the reply, the prompt or all of it) is within bounds in
+    words and characters; 0 = no bound. Token bounds: `train.max_length` and `overlong`."""
+
+    kind: Literal["length"]
+    of: Part = "reply"
+    min_words: int = Field(0, ge=0)
+    max_words: int = Field(0, ge=0)
+    min_chars: int = Field(0, ge=0)
+    max_chars: int = Field(0, ge=0)
+
+
+class NearDedupe(Strict):
+    """Drop rows whose text is a near-duplicate of an earlier row's: MinHash over word
+    n-grams (datasketch's MinHashLSH), estimated Jaccard similarity ≥ `threshold`."""
+
+    kind: Literal["near_dedupe"]
+    of: Part = "all"
+    threshold: float = Field(0.8, gt=0.0, le=1.0)
+    ngram: int = Field(3, ge=1, le=16)
+    num_perm: int = Field(128, ge=16, le=1024)
+
+
+class RegexFilter(Strict):
+    """Drop the rows whose text matches `pattern` (Python `re`, searched), or with
+    `action: keep` keep only those."""
+
+    kind: Literal["regex"]
+    pattern: str
+    of: Part = "all"
+    action: Literal["drop", "keep"] = "drop"
+
+    @field_validator("pattern")
+    @classmethod
+    def _compiles(cls, value: str) -> str:
+        try:
+            re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"a Python regular expression ({exc})") from None
+        return value
+
+
+Filter = Annotated[LengthFilter | NearDedupe | RegexFilter, Field(discriminator="kind")]
+
+
+class MixPart(Strict):
+    """One source of a mixture: another dataset of `data:` and its weight."""
+
+    source: str
+    weight: float = Field(gt=0.0)
+
+
 class DataSource(Strict):
-    """One dataset: a local file or a hub dataset name."""
+    """One dataset: a local file, a hub dataset name, or a mixture of other datasets."""
+
+    @model_validator(mode="after")
+    def _path_or_mix(self) -> DataSource:
+        if bool(self.path) == bool(self.mix):
+            raise ValueError(
+                "a dataset is a path (a file or hub id) or a mix: of other datasets; "
+                + ("give one of them" if not self.path else "keep one of them")
+            )
+        if self.size and not self.mix:
+            raise ValueError("size: is the row count of a mix:; use max_rows for a file")
+        if self.mix and (self.filters or self.convert != "none" or self.system_prompt):
+            raise ValueError(
+                "a mix: draws from datasets already converted and filtered; put filters:, "
+                "convert: and system_prompt: on its sources"
+            )
+        return self
 
     @model_validator(mode="after")
     def _convert_matches_format(self) -> DataSource:
@@ -43,8 +115,21 @@ class DataSource(Strict):
             )
         return self
 
-    path: str
+    path: str = ""
     """A .jsonl/.json/.csv/.parquet file (relative to the spec file) or a hub dataset id."""
+    mix: list[MixPart] = Field([], max_length=32)
+    """A mixture instead of a file: other datasets of `data:` (same format) with weights,
+    e.g. [{source: chat, weight: 0.7}, {source: code, weight: 0.3}]. Training rows are
+    sampled from each source's training split with the seed in those proportions; the
+    validation rows are every source's validation split. Weights are search-space paths
+    (`data.<name>.mix.0.weight`)."""
+    size: int = Field(0, ge=0)
+    """mix: training rows to draw; 0 = as many as the sources give without repeating a row
+    (a larger size repeats rows of the sources that run short, and says so)."""
+    filters: list[Filter] = Field([], max_length=32)
+    """Quality filters, in order, after conversion and exact deduplication and before the
+    split: {kind: length, …}, {kind: near_dedupe, …}, {kind: regex, …}; each step's
+    dropped rows are in the data report."""
     format: DataFormat = "messages"
     """Row layout: messages, sharegpt, alpaca, prompt_completion, preference, unpaired,
     prompts (a `prompt` plus any columns: online RL, judged replies, and with `reference`
@@ -57,6 +142,11 @@ class DataSource(Strict):
     """Fraction of rows held out for validation, drawn reproducibly from the seed."""
     max_rows: int = Field(0, ge=0)
     """Use at most this many rows (after shuffling with the seed); 0 = all rows."""
+    overlong: Literal["drop", "truncate", "error"] = "drop"
+    """Rows longer than the stage's `train.max_length` (tokens, chat template applied):
+    drop them (said in the data report and by `ftlab plan`), truncate (keep them cut at
+    the end: their replies lose the end-of-turn token, so the model learns not to stop),
+    or error (stop before training)."""
     convert: Literal["none", "ratings_to_pairs", "pairs_to_unpaired", "pairs_to_judge"] = "none"
     """Turn raw feedback into the declared format first: ratings/rankings of several
     responses per prompt → preference pairs, preference pairs → unpaired (KTO), or
