@@ -18,6 +18,7 @@ from ftlab.cli import manage  # noqa: F401
 
 # isort: on
 from ftlab.cli.app import app, err
+from ftlab.runner import progress
 
 
 def _quiet_libraries() -> None:
@@ -50,6 +51,7 @@ def main() -> None:
 
     signal.signal(signal.SIGTERM, _terminate)  # a scheduler's or `kill`'s stop
     _quiet_libraries()
+    progress.setup()  # a live display in a terminal, milestone lines in a file
     try:
         app()
     except StoreBusy as exc:  # another process holds the index: say so, no traceback

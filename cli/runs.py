@@ -4,6 +4,7 @@ merge-adapters, runs."""
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -201,11 +202,20 @@ def run(
         Path | None,
         typer.Option("--dir", help="Runs directory: output.dir for new runs [default: runs]."),
     ] = None,
+    quiet: Annotated[
+        bool,
+        typer.Option(
+            "--quiet", "-q", help="No progress: warnings, errors and the final table only."
+        ),
+    ] = False,
 ) -> None:
-    """Train every run of a spec (the spec as written, plus each variant)."""
-    from ftlab.runner import execute, rundir
-    from ftlab.runner.rundir import RunBusy
+    """Train every run of a spec (the spec as written, plus each variant). Progress: a live
+    display in a terminal, a line per milestone when the output is a file or pipe
+    (FTLAB_PROGRESS=live|plain|quiet chooses)."""
+    from ftlab.runner import progress
 
+    if quiet:
+        progress.setup(quiet=True)
     flags = {
         "processes": processes,
         "nodes": nodes,
@@ -236,10 +246,22 @@ def run(
         raise
     except Exception as exc:  # noqa: BLE001 - bad input: reported without a traceback
         fail(exc)
-    results = []
-    for make_run, spec_obj, is_resume in planned:
+    _train_all(planned)
+
+
+def _train_all(planned: list[tuple[Any, Any, bool]]) -> None:
+    """Each planned run in turn, under the progress display; the table and a done line
+    at the end (or the runs so far and what to do, when one stops)."""
+    from ftlab.runner import execute, progress, rundir
+    from ftlab.runner.rundir import RunBusy
+
+    results: list[Any] = []
+    started = time.time()
+    for n, (make_run, spec_obj, is_resume) in enumerate(planned, 1):
         rd = make_run()  # created when its turn comes: an interrupt leaves no empty runs
-        console.rule(_header(rd, spec_obj))
+        progress.at(run=f"run {n}/{len(planned)} {rd.info().get('variant', '')}")
+        if progress.mode() != "quiet":
+            console.rule(_header(rd, spec_obj))
         try:
             results.append(execute.execute(rd, spec_obj, resume=is_resume))
         except RunBusy as exc:
@@ -260,6 +282,23 @@ def run(
             )
             raise typer.Exit(1) from None
     print_results(results)
+    console.print(_done(results, time.time() - started), markup=False, highlight=False)
+
+
+def _done(results: list[Any], seconds: float) -> str:
+    """The last line: what ran, how long, where the results are and what to run next."""
+    from ftlab.runner import rundir
+
+    exp = {rundir.RunDir(r.run_dir).info().get("experiment", "") for r in results}
+    where = rundir.cwd_relative(results[0].run_dir.parent) if results else "runs"
+    compare = f"`ftlab compare {next(iter(exp))}`" if len(exp) == 1 else "`ftlab compare`"
+    took = (
+        f"{int(seconds // 60)} min {int(seconds % 60)} s" if seconds >= 60 else f"{seconds:.0f} s"
+    )
+    return (
+        f"done: {len(results)} run(s) completed in {took}; results in {where}/ (index "
+        f"{where}/ftlab.duckdb); next: {compare}, `ftlab report`"
+    )
 
 
 def _interrupted(rd: Any) -> str:

@@ -83,7 +83,8 @@ def generate(
     progress: bool = True,
 ) -> list[str]:
     import torch
-    from tqdm.auto import tqdm
+
+    from ftlab.runner.progress import Bar
 
     device = next(model.parameters()).device
     side = tokenizer.padding_side
@@ -94,13 +95,8 @@ def generate(
         tokenizer.pad_token = pad_token_for(tokenizer)
     out: list[str] = []
     try:
-        for start in tqdm(
-            range(0, len(rows), params.batch_size),
-            desc=desc,
-            unit="batch",
-            leave=False,
-            disable=not progress,
-        ):
+        bar = Bar(len(rows), desc, unit="reply", quiet=not progress)
+        for start in range(0, len(rows), params.batch_size):
             batch = [prompt_text(tokenizer, r) for r in rows[start : start + params.batch_size]]
             enc = tokenizer(batch, return_tensors="pt", padding=True, add_special_tokens=False)
             sample = params.temperature > 0
@@ -117,6 +113,8 @@ def generate(
                 )
             new = ids[:, enc["input_ids"].shape[1] :]
             out += [t.strip() for t in tokenizer.batch_decode(new, skip_special_tokens=True)]
+            bar.update(len(batch))
+        bar.close()
     finally:
         tokenizer.padding_side = side
     return out

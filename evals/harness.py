@@ -11,7 +11,10 @@ gets a 95% interval computed from those rows (Wilson for 0/1 metrics, bootstrap 
 
 from __future__ import annotations
 
+import contextlib
+import io
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -148,25 +151,28 @@ def _evaluate(inp: EvalInput, p: HarnessParams, *, include: Path, local: list[st
             "the spec); `lm-eval ls tasks` lists lm-eval's own"
         )
     lm = HFLM(pretrained=inp.model, tokenizer=inp.tokenizer, batch_size=p.batch_size)
-    try:
-        return simple_evaluate(
-            model=lm,
-            tasks=p.tasks,
-            task_manager=manager,
-            num_fewshot=p.num_fewshot,
-            limit=inp.limit,
-            log_samples=True,
-            apply_chat_template=p.apply_chat_template,
-            system_instruction=p.system_instruction,
-            gen_kwargs=p.gen_kwargs or None,
-            bootstrap_iters=0,  # ftlab computes intervals from the per-sample rows
-            random_seed=inp.seed,
-            numpy_random_seed=inp.seed,
-            torch_random_seed=inp.seed,
-            fewshot_random_seed=inp.seed,
-            verbosity="ERROR",
-        )
+    bars = io.StringIO()  # lm-eval's own tqdm bars ("Running loglikelihood requests"):
+    try:  # ftlab's display names the eval instead; kept only to show with an error
+        with contextlib.redirect_stderr(bars):
+            return simple_evaluate(
+                model=lm,
+                tasks=p.tasks,
+                task_manager=manager,
+                num_fewshot=p.num_fewshot,
+                limit=inp.limit,
+                log_samples=True,
+                apply_chat_template=p.apply_chat_template,
+                system_instruction=p.system_instruction,
+                gen_kwargs=p.gen_kwargs or None,
+                bootstrap_iters=0,  # ftlab computes intervals from the per-sample rows
+                random_seed=inp.seed,
+                numpy_random_seed=inp.seed,
+                torch_random_seed=inp.seed,
+                fewshot_random_seed=inp.seed,
+                verbosity="ERROR",
+            )
     except Exception as exc:  # noqa: BLE001 - turned into an actionable message
+        sys.stderr.write(bars.getvalue()[-2000:])
         text = f"{type(exc).__name__}: {exc}"
         offline = ("offline", "connect", "resolve", "hub", "Couldn't reach", "LocalEntryNotFound")
         if any(word.lower() in text.lower() for word in offline):

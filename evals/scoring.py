@@ -69,7 +69,8 @@ def response_logprobs(
     response is always scored whole where it fits.
     """
     import torch
-    from tqdm.auto import tqdm
+
+    from ftlab.runner.progress import Bar
 
     device = next(model.parameters()).device
     encoded = []
@@ -81,9 +82,7 @@ def response_logprobs(
     order = sorted(range(len(encoded)), key=lambda i: -sum(map(len, encoded[i])))
     out: list[tuple[float, int]] = [(0.0, 0)] * len(encoded)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    bar = tqdm(
-        total=len(encoded), desc=desc, unit="seq", leave=False, dynamic_ncols=True, disable=quiet
-    )
+    bar = Bar(len(encoded), desc, unit="sequence", quiet=quiet)
     with torch.no_grad():
         for start in range(0, len(order), batch_size):
             idx = order[start : start + batch_size]

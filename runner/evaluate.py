@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from ftlab.evals import EVALS
 from ftlab.evals.base import EvalInput
-from ftlab.runner import plugins
+from ftlab.runner import plugins, progress
 from ftlab.runner.cache import Cache
 from ftlab.runner.rundir import RunDir, read_json, write_json, write_text
 
@@ -111,6 +111,7 @@ def run_evals(
                 against[ev.key],
             ):
                 run.set_status(stage=f"eval {ev.key} ({target}): generating")
+                progress.at(stage=f"eval {ev.key} ({target})")
                 job.replies[(target, ev.key)] = _replies(
                     ev, model, eval_rows(ev, datasets), identity[target], spec
                 )
@@ -118,6 +119,8 @@ def run_evals(
             if target not in targets(spec, ev) or target == against[ev.key]:
                 continue  # a model is not judged against itself
             run.set_status(stage=f"eval {ev.key} ({target})")
+            progress.at(stage=f"eval {ev.key} ({target})")
+            progress.note(progress.prefix())
             started = time.time()
             hit, cached = _evaluate(job, ev, target, model, against[ev.key])
             summary = summaries[ev.key]

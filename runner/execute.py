@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ftlab.runner import data as data_mod
-from ftlab.runner import evaluate, launch, lengths, live, models, tracking
+from ftlab.runner import evaluate, launch, lengths, live, models, progress, tracking
 from ftlab.runner.cache import Cache
 from ftlab.runner.envinfo import snapshot
 from ftlab.runner.methods import METHODS
@@ -221,8 +221,9 @@ def _execute(
         if skipped := [s.name for s in spec.stages if s not in needed]:
             why = "no later stage or eval of this run uses them"
             print(f"skipping stage(s) {', '.join(skipped)}: {why}")
-        for stage in needed:
+        for i, stage in enumerate(needed, 1):
             run.set_status(stage=stage.name)
+            progress.at(stage=f"stage {i}/{len(needed)} {stage.name} ({stage.method})")
             results[stage.name] = _run_stage(
                 run,
                 spec,
@@ -370,7 +371,9 @@ def _run_stage(
         return reused
     data = lengths.for_stage(spec, stage, data, tokenizer_from=upstream.path if upstream else ref)
     summary, warning = lengths.describe(data.report, data=stage.data)
-    print(f"stage {stage.name}: {summary}" + (f"\nwarning: {warning}" if warning else ""))
+    progress.note(f"stage {stage.name}: {summary}")
+    if warning:
+        print(f"warning: {warning}")
     work = run.stage_dir(stage.name)
     resume_from = latest_checkpoint(work) if resume else None
     if resume_from is None and (work / "checkpoints").exists():
@@ -444,7 +447,7 @@ def _reused(run: RunDir, spec: Spec, stage: StageSpec, stage_hash: str) -> dict[
         return None
     record = {**cached, "state": "completed", "reused_from": cached["run_id"], "stage": stage.name}
     record["evaluator"] = stage.name in spec.evaluator_stages()
-    print(
+    progress.note(
         f"stage {stage.name}: reusing cached {stage.method} artifact from run "
         f"{cached['run_id']} (same inputs, hash {stage_hash})"
     )

@@ -15,7 +15,6 @@ import hashlib
 import json
 import os
 import socket
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -293,7 +292,8 @@ def _pretrain(model: Any, tokenizer: Any, recipe: dict[str, Any], *, seed: int) 
     import math
 
     import torch
-    from tqdm.auto import tqdm
+
+    from ftlab.runner.progress import Bar
 
     text = (ASSETS / "tiny_corpus.txt").read_text(encoding="utf-8")
     ids: list[int] = []
@@ -316,14 +316,8 @@ def _pretrain(model: Any, tokenizer: Any, recipe: dict[str, Any], *, seed: int) 
     )
     order = torch.Generator().manual_seed(seed)
     model.train()
-    bar = tqdm(
-        range(steps),
-        desc="building the tiny model (once): pretraining",
-        unit="step",
-        file=sys.stderr,
-        mininterval=5.0,
-    )
-    for _ in bar:
+    bar = Bar(steps, "building the tiny model (once): pretraining")
+    for _ in range(steps):
         batch = data[torch.randint(0, len(data), (recipe["batch_size"],), generator=order)]
         loss = model(input_ids=batch, labels=batch).loss
         loss.backward()
@@ -331,7 +325,9 @@ def _pretrain(model: Any, tokenizer: Any, recipe: dict[str, Any], *, seed: int) 
         opt.step()
         sched.step()
         opt.zero_grad(set_to_none=True)
-        bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
+        bar.set_postfix({"loss": f"{loss.item():.3f}"})
+        bar.update()
+    bar.close()
     model.eval()
 
 

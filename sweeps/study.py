@@ -305,7 +305,7 @@ def objective_values(run_dir: Path, spec: Spec) -> list[float]:
 def make_objective(sweep: Sweep) -> Any:
     import optuna
 
-    from ftlab.runner import execute
+    from ftlab.runner import execute, progress
     from ftlab.runner.execute import RunStopped
 
     origin = {p.path: sweep.raw.loc(("search", "space", p.path)) for p in sweep.params}
@@ -324,6 +324,9 @@ def make_objective(sweep: Sweep) -> Any:
         )
         trial.set_user_attr("run_id", rd.run_id)
         print(f"trial {trial.number}: {', '.join(overrides)} → {rd.run_id}")
+        progress.at(
+            run=f"trial {trial.number}" + (f" of {s.n_trials}" if (s := spec.search) else "")
+        )
         ref, datasets = execute.preflight(spec, spec_dir=sweep.file.resolve().parent)
         hashes = execute.stage_hashes(
             spec, spec_dir=sweep.file.parent, model=ref.identity, datasets=datasets

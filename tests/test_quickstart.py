@@ -25,19 +25,39 @@ QLORA_VS_LORA = 0.10
 
 @pytest.fixture(scope="module")
 def quickstart(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from typer.testing import CliRunner
-
-    from ftlab.cli.main import app
+    import subprocess
+    import sys
 
     runs = tmp_path_factory.mktemp("quickstart") / "runs"
     spec = EXPERIMENTS / "quickstart.yaml"
-    result = CliRunner().invoke(app, ["run", str(spec), f"output.dir={runs}"])
-    assert result.exit_code == 0, result.output
+    log = runs.parent / "run.log"  # a file, as in CI: no terminal
+    with log.open("w") as out:
+        result = subprocess.run(
+            [sys.executable, "-m", "ftlab.cli", "run", str(spec), f"output.dir={runs}"],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    output = log.read_text()
+    assert result.returncode == 0, output[-3000:]
     # the judge stage trains once, every other variant reuses it, and no table lists it
-    assert result.output.count("stage judge: reusing cached full artifact") == 2
-    table = result.output[result.output.index("Runs") :]
+    assert output.count("stage judge: reusing cached full artifact") == 2
+    table = output[output.index("Runs") :]
     assert "full → " not in table and "lora" in table
     return runs
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_quickstart_log_in_a_file_is_one_line_per_milestone(quickstart: Path) -> None:
+    """No carriage-return progress soup and no library bars in a CI log (issue 22)."""
+    log = (quickstart.parent / "run.log").read_text()
+    assert "\r" not in log
+    for noise in ("it/s", "Running loglikelihood", "Tokenizing inputs", "0%|"):
+        assert noise not in log, noise
+    assert "run 1/3 lora · stage 1/2 judge (full) · training: step 136/136" in log
+    assert "run 3/3 full · stage 2/2 sft (full)" in log
+    assert "run 1/3 lora · eval lm_eval (sft)" in log
+    assert log.rstrip().splitlines()[-1].startswith("done: 3 run(s) completed in ")
 
 
 def _per_item(runs: Path, eval_name: str, metric: str) -> dict[tuple[str, str], list[float]]:

@@ -313,3 +313,70 @@ def test_sweep_over_a_mixture_weight_runs_three_trials(tmp_path: Path) -> None:
         steps = {s["step"]: s for s in RunDir(run).stage("sft")["summary"]["data_report"]}
         assert steps["mix garden"]["out"] + steps["mix kitchen"]["out"] == 48
     assert len(weights) == 3
+
+
+# ---------------------------------------------------------------- one progress display
+
+
+def _ftlab_in_pty(cwd: Path, *args: str) -> str:
+    """`ftlab ARGS` with a pseudo-terminal as its stdout and stderr (a user's terminal)."""
+    import fcntl
+    import os
+    import pty
+    import struct
+    import subprocess
+    import sys
+    import termios
+
+    main, child = pty.openpty()
+    fcntl.ioctl(child, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 160, 0, 0))  # rows, cols
+    env = {k: v for k, v in os.environ.items() if k not in ("FTLAB_PROGRESS", "TQDM_DISABLE")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ftlab.cli", *args],
+        cwd=cwd,
+        stdin=subprocess.DEVNULL,
+        stdout=child,
+        stderr=child,
+        env={**env, "COLUMNS": "160"},
+    )
+    os.close(child)
+    chunks = []
+    while True:
+        try:
+            data = os.read(main, 65536)
+        except OSError:  # the child closed the terminal
+            break
+        if not data:
+            break
+        chunks.append(data)
+    proc.wait(timeout=600)
+    os.close(main)
+    assert proc.returncode == 0, b"".join(chunks).decode(errors="replace")[-3000:]
+    return b"".join(chunks).decode(errors="replace")
+
+
+@pytest.mark.integration
+def test_terminal_gets_one_live_display_a_file_gets_plain_lines(garden: Path) -> None:
+    import subprocess
+    import sys
+
+    spec = garden.read_text().replace("max_steps: 2", "max_steps: 40")
+    garden.write_text(spec)
+    live = _ftlab_in_pty(garden.parent, "run", garden.name)
+    assert "\r" in live  # redrawn in place
+    assert "run 1/1 default · stage 1/1 sft (lora) · training:" in live, live[-2000:]
+    assert "ETA" in live and "/40" in live
+    assert "done: 1 run(s) completed" in live
+
+    logged = subprocess.run(
+        [sys.executable, "-m", "ftlab.cli", "run", garden.name, "-q", "seed=7"],  # trains anew
+        cwd=garden.parent,
+        capture_output=True,
+        text=True,
+        env={**__import__("os").environ, "FTLAB_PROGRESS": ""},
+    )
+    out = logged.stdout + logged.stderr
+    assert logged.returncode == 0, out
+    assert "\r" not in out and "training:" not in out and "stage sft: data" not in out
+    assert "warning: 4 of 40 rows of data qa" in out  # quiet keeps warnings
+    assert "Runs" in out and "done: 1 run(s) completed" in out

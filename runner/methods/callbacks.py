@@ -1,4 +1,4 @@
-"""Trainer callbacks shared by every method: step metrics and a quiet progress bar."""
+"""Trainer callbacks shared by every method: step metrics and the stage's progress."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ from collections.abc import Callable
 from typing import Any
 
 from transformers import TrainerCallback
-from transformers.trainer_callback import ProgressCallback
 
 
 class MetricsCallback(TrainerCallback):
@@ -34,28 +33,29 @@ class MetricsCallback(TrainerCallback):
             )
 
 
-class QuietProgress(ProgressCallback):
-    """transformers' progress bar, with the latest loss on the bar instead of a log line."""
+class StageProgress(TrainerCallback):
+    """The stage's steps on ftlab's display (runner/progress.py), the latest loss beside
+    them; rank 0 only. Evaluation passes are short and get no bar."""
 
-    def __init__(self, description: str) -> None:
-        super().__init__()
-        self.description = description
+    def __init__(self) -> None:
+        self.bar: Any = None
 
     def on_train_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
-        super().on_train_begin(args, state, control, **kw)
-        if self.training_bar is not None:
-            self.training_bar.set_description(self.description)
-            self.training_bar.update(state.global_step)  # resumed runs start part-way
-            self.current_step = state.global_step
+        from ftlab.runner.progress import Bar
 
-    def on_prediction_step(
-        self, args: Any, state: Any, control: Any, eval_dataloader: Any = None, **kw: Any
-    ) -> None:
-        pass  # evaluation passes are short; their bars only add noise
+        quiet = not state.is_world_process_zero
+        self.bar = Bar(state.max_steps, "training", initial=state.global_step, quiet=quiet)
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+        if self.bar is not None and state.global_step > self.bar.n:
+            self.bar.update(state.global_step - self.bar.n)
 
     def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **kw: Any) -> None:
-        if self.training_bar is None or not logs:
-            return
-        shown = {k: f"{logs[k]:.3f}" for k in ("loss", "eval_loss") if k in logs}
-        if shown:
-            self.training_bar.set_postfix(shown, refresh=False)
+        shown = {k: f"{logs[k]:.3f}" for k in ("loss", "eval_loss") if k in (logs or {})}
+        if self.bar is not None and shown:
+            self.bar.set_postfix(shown)
+
+    def on_train_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None

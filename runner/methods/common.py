@@ -234,10 +234,10 @@ def run_trainer(
     """Train (or resume), evaluate before and after, save the artifact, summarise."""
     from transformers.trainer_callback import ProgressCallback
 
-    from ftlab.runner.methods.callbacks import QuietProgress
+    from ftlab.runner.methods.callbacks import StageProgress
 
     trainer.remove_callback(ProgressCallback)
-    trainer.add_callback(QuietProgress(f"{ctx.stage.name} ({method})"))
+    trainer.add_callback(StageProgress())
     trainable, total = count_parameters(trainer.model)
     loraplus(ctx, trainer)
     initial = _initial_eval_loss(ctx, trainer)

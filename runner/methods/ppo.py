@@ -157,10 +157,10 @@ def _response_mask(response: Any, eos_id: int) -> Any:
 def train_ppo(ctx: StageContext) -> StageResult:
     import torch
     from peft import PeftModel, get_peft_model
-    from tqdm.auto import tqdm
 
     from ftlab.runner.methods import ppo_math as pm
     from ftlab.runner.models import load_tokenizer
+    from ftlab.runner.progress import Bar
 
     started = time.time()
     params = PPOParams.model_validate(ctx.stage.params)
@@ -202,7 +202,7 @@ def train_ppo(ctx: StageContext) -> StageResult:
         step = _load_checkpoint(ctx.resume_from, model, value_head, optimizer, kl_ctl)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=ctx.precision == "bf16")
     order = list(range(len(prompts)))
-    bar = tqdm(total=total_steps, initial=step, desc=f"{ctx.stage.name} (ppo)", dynamic_ncols=True)
+    bar = Bar(total_steps, "training", initial=step)
     rewards_logged: list[float] = []
     kls: list[float] = []
     while step < total_steps:
@@ -233,7 +233,7 @@ def train_ppo(ctx: StageContext) -> StageResult:
         rewards_logged.append(record["reward"])
         kls.append(record["kl"])
         bar.update(1)
-        bar.set_postfix(reward=f"{record['reward']:.3f}", kl=f"{record['kl']:.3f}", refresh=False)
+        bar.set_postfix({"reward": f"{record['reward']:.3f}", "kl": f"{record['kl']:.3f}"})
         if step % t.save_steps == 0 and step < total_steps:
             _save_checkpoint(
                 ctx.work_dir / "checkpoints" / f"checkpoint-{step}",

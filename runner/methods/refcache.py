@@ -101,7 +101,8 @@ def with_reference_cache(trainer_cls: type, cache_dir: Path | None) -> type:
             under DDP the other ranks look for a file that rank 0 never wrote."""
             import torch
             from torch.utils.data import DataLoader
-            from tqdm.auto import tqdm
+
+            from ftlab.runner.progress import Bar
 
             loader = self.accelerator.prepare(
                 DataLoader(
@@ -125,12 +126,14 @@ def with_reference_cache(trainer_cls: type, cache_dir: Path | None) -> type:
                 model = self.ref_model or self.model
             chosen, rejected = [], []
             quiet = not self.accelerator.is_main_process
-            bar = tqdm(loader, desc=f"reference log-probs ({name})", disable=quiet, leave=False)
-            for batch in bar:
+            bar = Bar(len(loader), f"reference log-probs ({name})", unit="batch", quiet=quiet)
+            for batch in loader:
                 c, r = self.compute_ref_log_probs(model, batch)
                 c, r = self.accelerator.gather_for_metrics((c, r))
                 chosen.append(c.cpu())
                 rejected.append(r.cpu())
+                bar.update()
+            bar.close()
             return torch.cat(chosen), torch.cat(rejected)
 
     ReferenceCached.__name__ = ReferenceCached.__qualname__ = trainer_cls.__name__
