@@ -338,6 +338,28 @@ def report_cmd(
         err.print(f"error: {exc}", markup=False, highlight=False)
         raise typer.Exit(2) from None
     console.print(f"report: {path} ({path.stat().st_size / 1024:.0f} KB, opens offline)")
+    _report_to_mlflow(runs_dir, refs or [], path, all_runs=all_runs)
+
+
+def _report_to_mlflow(runs_dir: Path, refs: list[str], page: Path, *, all_runs: bool) -> None:
+    """The report as an artifact (`report/<file>.html`) of every reported run that was
+    logged to MLflow (live or `ftlab mlflow log`): open it from any of them in MLflow."""
+    from ftlab.reports.selection import select_runs
+    from ftlab.runner import mlflow_sink
+    from ftlab.runner.rundir import RunDir
+
+    attached, notes = [], set()
+    for row in select_runs(runs_dir, refs, all_runs=all_runs):
+        run = RunDir(runs_dir / row["run_id"])
+        for uri in mlflow_sink.logged_to(run):
+            if note := mlflow_sink.attach(run, uri, [page], "report"):
+                notes.add(note)
+            else:
+                attached.append(run.run_id)
+    if attached:
+        console.print(f"  logged to MLflow as report/{page.name} of {len(attached)} run(s)")
+    for note in sorted(notes):
+        console.print(f"  note: not logged to MLflow: {note}", markup=False, highlight=False)
 
 
 def records(cmp: Any, costs: list[str]) -> list[dict[str, Any]]:

@@ -241,8 +241,15 @@ def sweep(
     gpus_per_trial: Annotated[int, typer.Option(help="GPUs pinned to each worker.")] = 1,
     out: Annotated[Path | None, typer.Option("-o", "--out", help="best: file to write.")] = None,
     runs_dir: RunsDir = Path("runs"),
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="No progress: warnings, errors, results.")
+    ] = False,
 ) -> None:
     """Optuna sweep (see the help above)."""
+    if quiet:
+        from ftlab.runner import progress
+
+        progress.setup(quiet=True)
     try:
         if args[0] == "status":
             status(args[1:], storage=storage, runs_dir=runs_dir, console=console)

@@ -166,7 +166,7 @@ def dashboard_cmd(
     <runs>/dashboards/; --save creates them in W&B (needs a key and a reachable server)."""
     import os
 
-    from ftlab.cli.reports import COSTS, _markdown
+    from ftlab.cli.reports import COSTS, _markdown, records
     from ftlab.reports import dashboard
     from ftlab.reports.compare import CompareError, compare
     from ftlab.runner import tracking
@@ -191,10 +191,25 @@ def dashboard_cmd(
         f" --dir {runs_dir}" if runs_dir != Path("runs") else ""
     )
     path.write_text(json.dumps(dash.definition() | {"save_with": again}, indent=2, default=str))
+    online = save and mode == "online"
+    table_run = tracking.log_comparison(
+        path.with_suffix(""),
+        records(cmp, list(COSTS)),
+        project=dash.project,
+        group=dash.group,
+        mode="online" if online else "offline",
+    )
     console.print(f"W&B dashboard for {dash.group} (project {dash.project}):", markup=False)
     for section, titles in dash.sections.items():
         console.print(f"  {section}: {', '.join(titles)}", markup=False, highlight=False)
     console.print(f"definition written to {rel(path)}", markup=False, highlight=False)
+    console.print(
+        f"comparison table: W&B run '{dash.group} comparison' (key "
+        f"{tracking.comparison_key(dash.group)})"
+        + ("" if online else f", offline in {rel(table_run)}; `ftlab wandb sync` uploads it"),
+        markup=False,
+        highlight=False,
+    )
     if not save:
         console.print(f"`{again}` creates it in W&B", markup=False, highlight=False)
         return

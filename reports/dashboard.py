@@ -42,6 +42,10 @@ class Dashboard:
         }
 
 
+def _safe(group: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_]", "_", group)  # as runner.tracking.comparison_key
+
+
 def _key(metric: str, last_stage: str) -> str:
     """The W&B summary key of a compare metric or sweep objective."""
     if metric in STAGE_METRICS:
@@ -178,6 +182,10 @@ def build(
             "(the table below is `ftlab compare`)."
         ),
         wr.MarkdownBlock(text=table_md),
+        wr.P("The same rows as a W&B Table (logged by `ftlab dashboard`):"),
+        wr.WeaveBlockSummaryTable(
+            entity=entity, project=project, table_name=f"comparison_{_safe(group)}"
+        ),
     ]
     for name, panels in sections.items():
         blocks += [wr.H2(name), wr.PanelGrid(runsets=[runset], panels=panels)]

@@ -160,7 +160,14 @@ def fit(
             "out) or truncate (keep them cut at the end)"
         )
     if policy == "truncate":
+        no_reply = sum(1 for n in train if n.prompt >= max_length)
+        if no_reply == len(train):
+            raise DataError(
+                f"{what}, and every training prompt alone reaches it: cut there, no reply "
+                "token is left to learn from. Raise train.max_length"
+            )
         step["reason"] = "kept, cut at max_length (their replies lose the end)"
+        step["no_reply"] = no_reply  # cut before the reply began: nothing to learn
         return replace(ds, report=[*ds.report, step])
     keep_train = [r for i, r in enumerate(ds.train) if i not in set(over_train)]
     keep_val = [r for i, r in enumerate(ds.val) if i not in set(over_val)]
@@ -180,17 +187,25 @@ def describe(report: list[dict[str, Any]], *, data: str) -> tuple[str, str]:
     step = report[-1]
     t = step["tokens"]
     approx = "≈" if step.get("estimated") else ""
-    mix = ", ".join(f"{s['step'][4:]} {s['out']}" for s in report if s["step"].startswith("mix "))
+    drawn = [s for s in report if s["step"].startswith("mix ")]
+    mix = ", ".join(
+        f"{s['step'][4:]} {s['out']}" + (f" ({s['repeated']} repeated)" if s["repeated"] else "")
+        for s in drawn
+    )
     line = (
-        f"data {data}: {step['rows']['train']} train{f' ({mix})' if mix else ''} / "
+        f"data {data}: {step['rows']['train']} train{f' (mix drew {mix})' if mix else ''} / "
         f"{step['rows']['val']} validation rows; "
         f"tokens{approx} prompt {t['prompt']['p50']}/"
         f"{t['prompt']['max']}, reply {t['completion']['p50']}/{t['completion']['max']}, "
         f"total {t['total']['p50']}/{t['total']['max']} (median/max), max_length "
         f"{step['max_length']}"
     )
-    dropped = [f"{s['step']} {s['dropped']}" for s in report[:-1] if s["dropped"] > 0]
-    if dropped and not mix:
+    dropped = [
+        f"{s['step']} {s['dropped']}"
+        for s in report[:-1]
+        if s["dropped"] > 0 and not s["step"].startswith("mix ")
+    ]
+    if dropped:
         line += f"; dropped before the split: {', '.join(dropped)}"
     over = sum(step["over"].values()) if step["over"] else 0
     if not over:
@@ -200,10 +215,13 @@ def describe(report: list[dict[str, Any]], *, data: str) -> tuple[str, str]:
         f"{step['max_length']}"
     )
     if step["policy"] == "truncate":
+        lost = step.get("no_reply", 0)
         return line, (
             f"{head}: kept and cut at {step['max_length']} tokens (data.{data}.overlong: "
             "truncate) — their replies lose the end, end-of-turn included, so the model "
-            "learns not to stop; `overlong: drop` leaves them out"
+            "learns not to stop"
+            + (f"; {lost} lose the whole reply" if lost else "")
+            + "; `overlong: drop` leaves them out"
         )
     return line, (
         f"{head}: dropped (data.{data}.overlong: drop; `truncate` keeps them cut at the "

@@ -187,3 +187,35 @@ def importlib_missing() -> bool:
     import importlib.util
 
     return importlib.util.find_spec("mlflow") is None
+
+
+def logged_to(run: RunDir) -> list[str]:
+    """The MLflow tracking URIs this run was logged to (live or `ftlab mlflow log`), as
+    `tracking.json` records them (without credentials)."""
+    from ftlab.runner.rundir import read_json
+
+    saved = read_json(run.path / "tracking.json", {}) or {}
+    return [k.removeprefix("mlflow:") for k in saved if k.startswith("mlflow:")]
+
+
+def attach(run: RunDir, uri: str, files: list[Path], folder: str) -> str:
+    """Log `files` as artifacts (under `folder`) of the MLflow run this ftlab run was
+    logged to at `uri` (found by its `ftlab.run_id` tag). Returns '' or why it did not."""
+    if importlib_missing():
+        return "the mlflow package is not installed (pip install 'ftlab[mlflow]')"
+    if uri.startswith(("http://", "https://")) and not _answers(uri):
+        return f"MLflow server {shown(uri)} did not answer"
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    from mlflow import MlflowClient
+
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    client = MlflowClient(tracking_uri=uri)
+    ids = [e.experiment_id for e in client.search_experiments()]
+    found = client.search_runs(
+        ids, filter_string=f"tags.`ftlab.run_id` = '{run.run_id}'", max_results=1
+    )
+    if not found:
+        return f"run {run.run_id} is not in MLflow at {shown(uri)} (`ftlab mlflow log` it first)"
+    for path in files:
+        client.log_artifact(found[0].info.run_id, str(path), folder)
+    return ""

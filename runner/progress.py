@@ -12,12 +12,13 @@ Modes (`FTLAB_PROGRESS`, inherited by worker processes):
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 import time
 from typing import Any
 
 _where: dict[str, str] = {"run": "", "stage": ""}
-PLAIN_EVERY_S = 5.0  # plain mode: a step line at a quarter only this long after the last
+PLAIN_AFTER_S = 5.0  # plain mode: quarter lines only for work that has taken this long
 
 
 def setup(quiet: bool = False) -> str:
@@ -69,7 +70,7 @@ class Bar:
     ) -> None:
         self.total, self.n, self.what, self.unit = max(total, 0), initial, what, unit
         self.mode = "quiet" if quiet else mode()  # quiet: another rank's, or asked so
-        self.started = self.last_line = time.monotonic()
+        self.started = time.monotonic()
         self.start_n = initial
         self.postfix = ""
         self.next_quarter = 1
@@ -77,12 +78,16 @@ class Bar:
         if self.mode == "live":
             from tqdm.auto import tqdm
 
+            size = shutil.get_terminal_size((0, 0))  # 0 × 0: a terminal that has no size,
+            cols = size.columns  # where tqdm would draw nothing (`script`'s terminal)
             self._tqdm = tqdm(
                 total=self.total,
+                ncols=None if cols >= 40 else 100,
+                nrows=None if size.lines > 0 else 24,
                 initial=initial,
                 desc=self.label(),
                 disable=False,  # TQDM_DISABLE silences the libraries, not ftlab
-                dynamic_ncols=True,
+                dynamic_ncols=cols >= 40,
                 leave=False,
                 bar_format="{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} "
                 "[{elapsed}, ETA {remaining}{postfix}]",
@@ -107,9 +112,7 @@ class Bar:
             while self.next_quarter <= 4 and self.n >= self.total * self.next_quarter / 4:
                 self.next_quarter += 1
                 crossed = True
-            now = time.monotonic()
-            if crossed and now - self.last_line >= PLAIN_EVERY_S:  # quick work: no lines
-                self.last_line = now
+            if crossed and time.monotonic() - self.started >= PLAIN_AFTER_S:  # quick: no lines
                 self._line()
 
     def set_postfix(self, values: dict[str, str]) -> None:

@@ -120,7 +120,11 @@ def mix(
     )
     rng = random.Random(seed)
     train: list[dict[str, Any]] = []
-    report = []
+    report = [  # what each source's own steps dropped (dedupe, filters), by source
+        {**s, "step": f"{p.source}: {s['step']}"}
+        for p in source.mix
+        for s in parts[p.source].report
+    ]
     for part, n, have in zip(source.mix, shares(weights, size), avail, strict=True):
         rows = parts[part.source].train
         picked = rng.sample(rows, n) if n <= have else [*rows, *rng.choices(rows, k=n - have)]
@@ -131,8 +135,8 @@ def mix(
                 "in": have,
                 "out": n,
                 "dropped": max(have - n, 0),
-                "reason": f"weight {part.weight:g} of {sum(weights):g}"
-                + (f"; {n - have} rows repeated (size {size})" if n > have else ""),
+                "reason": f"weight {part.weight:g} of {sum(weights):g}",
+                "repeated": max(n - have, 0),
             }
         )
     rng.shuffle(train)

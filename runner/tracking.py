@@ -300,9 +300,50 @@ def wandb_id(run_id: str) -> str:
     return re.sub(r"[^A-Za-z0-9_-]", "-", run_id)[-64:]
 
 
+def comparison_key(group: str) -> str:
+    """The W&B summary key of an experiment's (or study's) comparison table."""
+    return "comparison_" + re.sub(r"[^A-Za-z0-9_]", "_", group)
+
+
+def log_comparison(
+    folder: Path, records: list[dict[str, Any]], *, project: str, group: str, mode: str
+) -> Path:
+    """The rows of `ftlab compare` (values, interval bounds, Δ, p) as a W&B Table in a run
+    of the experiment's group (job_type `comparison`; one run per group, replaced by the
+    next `ftlab dashboard`). Returns the W&B run's local folder."""
+    os.environ.setdefault("WANDB_SILENT", "true")
+    import wandb
+
+    columns: list[Any] = list(dict.fromkeys(k for r in records for k in r))
+    data: list[Any] = [[r.get(c) for c in columns] for r in records]
+    folder.mkdir(parents=True, exist_ok=True)
+    settings = wandb.Settings(
+        silent=True, console="off", init_timeout=90, x_disable_stats=True, quiet=True
+    )
+    wb = wandb.init(
+        project=project,
+        name=f"{group} comparison",
+        id=wandb_id(f"{group}-comparison"),
+        group=group,
+        job_type="comparison",
+        dir=str(folder),
+        mode=mode,  # type: ignore[arg-type]
+        resume="allow",
+        reinit="create_new",
+        settings=settings,
+    )
+    try:
+        wb.log({comparison_key(group): wandb.Table(columns=columns, data=data)})
+    finally:
+        wb.finish()
+    return Path(wb.dir).parent
+
+
 def offline_runs(runs_dir: Path) -> list[Path]:
-    """Offline W&B folders under the runs directory not yet uploaded."""
+    """Offline W&B folders under the runs directory not yet uploaded (runs, and the
+    comparison runs `ftlab dashboard` writes)."""
     found = sorted(runs_dir.glob("*/wandb/offline-run-*"))
+    found += sorted(runs_dir.glob("dashboards/*/wandb/offline-run-*"))
     return [p for p in found if not any(p.glob("*.synced"))]
 
 

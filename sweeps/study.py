@@ -324,9 +324,8 @@ def make_objective(sweep: Sweep) -> Any:
         )
         trial.set_user_attr("run_id", rd.run_id)
         print(f"trial {trial.number}: {', '.join(overrides)} → {rd.run_id}")
-        progress.at(
-            run=f"trial {trial.number}" + (f" of {s.n_trials}" if (s := spec.search) else "")
-        )
+        n = f" ({trial.number + 1}/{s.n_trials})" if (s := spec.search) else ""
+        progress.at(run=f"trial {trial.number}{n}")
         ref, datasets = execute.preflight(spec, spec_dir=sweep.file.resolve().parent)
         hashes = execute.stage_hashes(
             spec, spec_dir=sweep.file.parent, model=ref.identity, datasets=datasets

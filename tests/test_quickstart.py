@@ -194,6 +194,27 @@ def test_quickstart_in_the_mlflow_ui_is_the_readme_screenshot(
     api = mlflow_server + "/api/2.0/mlflow"
     with urllib.request.urlopen(f"{api}/experiments/get-by-name?experiment_name=quickstart") as r:
         exp = json.loads(r.read())["experiment"]["experiment_id"]
+    # `ftlab report` puts the HTML report beside each run logged to MLflow
+    reported = subprocess.run(
+        [sys.executable, "-m", "ftlab.cli", "report", "--dir", str(quickstart)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert reported.returncode == 0, reported.stdout[-2000:] + reported.stderr[-2000:]
+    assert "logged to MLflow as report/latest.html of 3 run(s)" in reported.stdout
+    query = json.dumps({"experiment_ids": [exp]}).encode()
+    search = urllib.request.Request(
+        f"{api}/runs/search", query, {"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(search) as r:
+        mlflow_runs = json.loads(r.read())["runs"]
+    for mlflow_run in mlflow_runs:
+        rid = mlflow_run["info"]["run_id"]
+        url = f"{mlflow_server}/api/2.0/mlflow/artifacts/list?run_id={rid}&path=report"
+        with urllib.request.urlopen(url) as r:
+            files = [f["path"] for f in json.loads(r.read()).get("files", [])]
+        assert files == ["report/latest.html"], files
     artifacts = ROOT / "test-artifacts"
     artifacts.mkdir(exist_ok=True)
     with sync_playwright() as p:

@@ -209,7 +209,21 @@ def test_filter_spec_errors_name_the_key(tmp_path: Path) -> None:
         load_spec(spec)
     text = str(err.value)
     assert "data.qa.filters.0" in text and "regular expression" in text, text
-    assert "data.qa.filters.1" in text and "near_dedupe" in text, text
+    assert "data.qa.filters.1.kind" in text and "Did you mean 'near_dedupe'?" in text, text
+    # an unknown key inside a filter: the filter's own keys and a did-you-mean (a fresh-eyes
+    # user saw an empty key list and a made-up `filters.1.length` segment)
+    spec.write_text(
+        SPEC.replace(
+            "val_fraction: 0.1}",
+            "val_fraction: 0.1, filters: [{kind: length, "
+            "min_word: 3}, {kind: near_dedupe, treshold: 0.5}]}",
+        )
+    )
+    with pytest.raises(SpecError) as err:
+        load_spec(spec)
+    text = str(err.value)
+    assert "data.qa.filters.0.min_word" in text and "Did you mean 'min_words'?" in text, text
+    assert "data.qa.filters.1.treshold" in text and "num_perm, of, threshold" in text, text
 
 
 # ---------------------------------------------------------------- mixtures
@@ -274,6 +288,59 @@ def test_mixture_draws_the_weights_reproducibly(tmp_path: Path) -> None:
     assert n == 154 and abs(g / n - 0.7) < 0.01
     steps = {s["step"]: s for s in full.report}  # type: ignore[attr-defined]
     assert steps["mix garden"]["out"] == 108 and steps["mix kitchen"]["out"] == 46
+
+
+def test_mixture_reports_its_sources_steps_and_repeats(tmp_path: Path) -> None:
+    """A source's filters show in the mix's data report and line; repeated rows are said
+    on the console, not only in stage.json (fresh-eyes findings)."""
+    from ftlab.runner.lengths import Tokens as T
+    from ftlab.runner.lengths import describe, fit
+
+    spec = _mix_dir(tmp_path, size=400)
+    spec.write_text(
+        spec.read_text().replace(
+            "garden: {path: garden.jsonl, val_fraction: 0.1}",
+            "garden: {path: garden.jsonl, val_fraction: 0.1, "
+            "filters: [{kind: regex, pattern: 'number 1[0-9]\\b'}]}",
+        )
+    )
+    ds = _mixed(spec)
+    steps = {s["step"]: s for s in ds.report}  # type: ignore[attr-defined]
+    assert steps["garden: filters.0 (regex)"]["dropped"] == 10
+    assert steps["mix garden"]["repeated"] == 280 - 99
+    fitted = fit(ds, data="both", tokens=T(None, "x"), max_length=512, policy="drop")  # type: ignore[arg-type]
+    line, _ = describe(fitted.report, data="both")
+    assert "(mix drew garden 280 (181 repeated), kitchen 120 (12 repeated))" in line, line
+    assert "garden: filters.0 (regex) 10" in line
+
+
+def test_mixture_refuses_settings_it_would_ignore(tmp_path: Path) -> None:
+    from ftlab.runner.spec.errors import SpecError
+    from ftlab.runner.spec.load import load_spec
+
+    spec = _mix_dir(tmp_path)
+    text = spec.read_text()
+    spec.write_text(text.replace("    size: 0", "    size: 0\n    val_fraction: 0.5"))
+    with pytest.raises(SpecError, match="set val_fraction on its sources"):
+        load_spec(spec)
+    spec.write_text(text.replace("source: kitchen, weight: 0.3", "source: garden, weight: 0.3"))
+    with pytest.raises(SpecError, match="names garden twice"):
+        load_spec(spec)
+
+
+def test_truncating_every_reply_away_is_an_error_not_a_crash(tmp_path: Path) -> None:
+    """`overlong: truncate` at a max_length no longer than the prompts left nothing to
+    learn and the run failed later with KeyError 'eval_loss' (a fresh-eyes user)."""
+    from ftlab.runner import models
+    from ftlab.runner.data import DataError
+    from ftlab.runner.lengths import Tokens as T
+    from ftlab.runner.lengths import fit
+
+    path = _write_rows(tmp_path / "qa.jsonl", garden_rows())
+    ds = load(DataSource(path=str(path)), base_dir=tmp_path, seed=0)
+    tok = T(models.load_tokenizer(str(models.ensure_tiny())), "tiny")
+    with pytest.raises(DataError, match="no reply token is left"):
+        fit(ds, data="qa", tokens=tok, max_length=16, policy="truncate")
 
 
 def test_mixture_spec_errors(tmp_path: Path) -> None:
@@ -380,3 +447,59 @@ def test_terminal_gets_one_live_display_a_file_gets_plain_lines(garden: Path) ->
     assert "\r" not in out and "training:" not in out and "stage sft: data" not in out
     assert "warning: 4 of 40 rows of data qa" in out  # quiet keeps warnings
     assert "Runs" in out and "done: 1 run(s) completed" in out
+
+
+def test_plain_progress_prints_quarters_only_for_work_that_takes_a_while(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from ftlab.runner import progress
+
+    monkeypatch.setenv("FTLAB_PROGRESS", "plain")
+    now = [0.0]
+    monkeypatch.setattr(progress.time, "monotonic", lambda: now[0])
+    progress.at(run="run 1/1 x", stage="stage 1/1 sft (lora)")
+    bar = progress.Bar(12, "training")
+    for step in range(1, 13):
+        now[0] = {1: 0.3, 2: 0.6, 3: 1.0}.get(step, step * 0.9)
+        bar.update()
+    bar.close()
+    lines = capsys.readouterr().out.splitlines()
+    # 3/12 came after 1 s (quick so far: no line); 6/12 and 12/12 after 5 s or more
+    assert [line.split(": ", 1)[1].split(" · ")[0] for line in lines] == [
+        "step 6/12",
+        "step 9/12",
+        "step 12/12",
+    ], lines
+    assert lines[0].startswith("run 1/1 x · stage 1/1 sft (lora) · training: step 6/12")
+
+
+def test_live_bar_shows_in_a_terminal_that_reports_no_size() -> None:
+    """`script` gives its pseudo-terminal no size: tqdm drew nothing at 0 columns."""
+    import os
+    import pty
+    import subprocess
+    import sys
+
+    code = (
+        "from ftlab.runner import progress\nprogress.setup()\n"
+        "b = progress.Bar(4, 'training')\nfor _ in range(4): b.update()\nb.close()"
+    )
+    main, child = pty.openpty()  # no TIOCSWINSZ: 0 rows, 0 columns
+    env = {k: v for k, v in os.environ.items() if k not in ("FTLAB_PROGRESS", "COLUMNS")}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code], stdout=child, stderr=child, stdin=subprocess.DEVNULL, env=env
+    )
+    os.close(child)
+    out = b""
+    while True:
+        try:
+            data = os.read(main, 65536)
+        except OSError:
+            break
+        if not data:
+            break
+        out += data
+    proc.wait(timeout=60)
+    os.close(main)
+    text = out.decode(errors="replace")
+    assert "training:   0%" in text and "/4 [" in text and "ETA" in text, repr(text)

@@ -292,6 +292,18 @@ def test_dashboard_is_a_workspace_and_report_for_the_experiment(
     logged = tracking.read_offline(Path(json.loads((run / "wandb.json").read_text())["folder"]))
     assert logged["config"]["ftlab_variant"] in ("default", "seed2", "frozen")
     assert "eval/ppl/loss" in logged["summary"] and "sft/eval_loss" in logged["summary"]
+    # the compare rows as a W&B Table in a `comparison` run of the group, which the report
+    # embeds, and `ftlab wandb sync` finds (offline here)
+    assert "comparison table: W&B run 'reportdemo comparison'" in done.output
+    (table_run,) = [p for p in tracking.offline_runs(experiment) if "dashboards" in str(p)]
+    table = tracking.read_offline(table_run)
+    assert (table["group"], table["job_type"]) == ("reportdemo", "comparison")
+    assert table["summary"]["comparison_reportdemo._type"] == "table-file"
+    (table_file,) = table_run.glob("files/media/table/comparison_reportdemo_*.table.json")
+    logged_table = json.loads(table_file.read_text())
+    assert {"run", "ppl.loss", "ppl.loss:delta", "ppl.loss:p"} <= set(logged_table["columns"])
+    assert len(logged_table["data"]) == len(compare_mod.compare(experiment).rows)
+    assert any(b.get("table_name") == "comparison_reportdemo" for b in report["blocks"])
 
 
 def test_wandb_mode_auto_never_prompts_or_hangs(monkeypatch: pytest.MonkeyPatch) -> None:

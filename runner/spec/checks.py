@@ -20,6 +20,12 @@ def _model_at(root: type[BaseModel], loc: tuple[Any, ...]) -> type[BaseModel] | 
     """The pydantic model class that owns the location `loc` in the schema."""
     current: Any = root
     for part in loc:
+        members = _members(current)
+        if len(members) > 1:  # a tagged union (filters): pydantic's loc names the member
+            tagged = [m for m in members if part in _tags(m)]
+            if tagged:
+                current = tagged[0]
+                continue
         current = _unwrap(current)
         if isinstance(current, type) and issubclass(current, BaseModel):
             fields = {f.alias or n: f for n, f in current.model_fields.items()}
@@ -34,7 +40,24 @@ def _model_at(root: type[BaseModel], loc: tuple[Any, ...]) -> type[BaseModel] | 
     return current if isinstance(current, type) and issubclass(current, BaseModel) else None
 
 
+def _members(annotation: Any) -> list[Any]:
+    """The pydantic models of a (possibly Annotated) union."""
+    if typing.get_origin(annotation) is typing.Annotated:
+        annotation = typing.get_args(annotation)[0]
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        args = typing.get_args(annotation)
+        return [a for a in args if isinstance(a, type) and issubclass(a, BaseModel)]
+    return []
+
+
+def _tags(model: Any) -> tuple[Any, ...]:
+    field = model.model_fields.get("kind")
+    return typing.get_args(field.annotation) if field is not None else ()
+
+
 def _unwrap(annotation: Any) -> Any:
+    if typing.get_origin(annotation) is typing.Annotated:
+        annotation = typing.get_args(annotation)[0]
     origin = typing.get_origin(annotation)
     if origin in (typing.Union, types.UnionType):
         for arg in typing.get_args(annotation):
@@ -50,8 +73,22 @@ def schema_problems(raw: Raw, exc: ValidationError, prefix: str) -> list[Problem
         dotted = ".".join(map(str, loc))
         where = raw.loc(loc)
         found = short(err.get("input"), loc)
-        if err["type"] == "extra_forbidden" and loc:
-            owner = _model_at(Spec, loc[:-1])
+        if err["type"] == "union_tag_invalid":
+            tags = [t.strip(" '") for t in str(err["ctx"]["expected_tags"]).split(",")]
+            tag = str(err["ctx"]["tag"])
+            problems.append(
+                Problem(
+                    where.file,
+                    where.line,
+                    f"{dotted}.{err['ctx']['discriminator'].strip(chr(39))}",
+                    f"one of {', '.join(tags)}",
+                    tag,
+                    did_you_mean(tag, tags).strip(),
+                    prefix,
+                )
+            )
+        elif err["type"] == "extra_forbidden" and loc:
+            owner = _model_at(Spec, tuple(err["loc"][:-1])) or _model_at(Spec, loc[:-1])
             allowed = sorted(f.alias or n for n, f in owner.model_fields.items()) if owner else []
             problems.append(
                 Problem(
@@ -89,7 +126,9 @@ def schema_problems(raw: Raw, exc: ValidationError, prefix: str) -> list[Problem
 def _data_loc(data: Any, loc: tuple[Any, ...]) -> tuple[Any, ...]:
     """Drop pydantic's union tags (e.g. 'list[str]') from a loc; keep real keys."""
     out: list[Any] = []
-    for part in loc:
+    for i, part in enumerate(loc):
+        if isinstance(data, dict) and part not in data and i + 1 < len(loc) and loc[i + 1] in data:
+            continue  # a tagged union's member name (a filter's kind), not a key
         if isinstance(data, dict) and part in data:
             data = data[part]
         elif isinstance(data, list) and isinstance(part, int) and 0 <= part < len(data):
@@ -184,7 +223,7 @@ def _check_mixes(spec: Spec, add: Any) -> None:
                     at,
                     f"a dataset in the mix's format {ds.format}",
                     f"'{part.source}' ({src.format})",
-                    f"set format: {src.format} on data.{name}, or convert the source",
+                    "mix datasets of one format (a source's convert: can produce it)",
                 )
 
 

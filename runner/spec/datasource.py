@@ -82,11 +82,15 @@ class DataSource(Strict):
             )
         if self.size and not self.mix:
             raise ValueError("size: is the row count of a mix:; use max_rows for a file")
-        if self.mix and (self.filters or self.convert != "none" or self.system_prompt):
+        own = {"filters", "convert", "system_prompt", "val_fraction", "max_rows", "split"}
+        if self.mix and (given := sorted(own & self.model_fields_set)):
             raise ValueError(
-                "a mix: draws from datasets already converted and filtered; put filters:, "
-                "convert: and system_prompt: on its sources"
+                "a mix: draws training rows from its sources' training splits and takes "
+                f"their validation rows; set {', '.join(given)} on its sources"
             )
+        sources = [p.source for p in self.mix]
+        if dup := sorted({s for s in sources if sources.count(s) > 1}):
+            raise ValueError(f"mix: names {', '.join(dup)} twice; give each source once")
         return self
 
     @model_validator(mode="after")

@@ -99,7 +99,8 @@ class TrainSpec(Strict):
     grad_accum: int = Field(1, ge=1, le=65_536)
     """Gradient-accumulation steps (effective batch = batch_size × grad_accum × devices)."""
     max_length: int = Field(512, ge=8, le=1_048_576)
-    """Truncate tokenised examples to this many tokens."""
+    """The longest training row in tokens (chat template applied); longer rows are dropped,
+    cut or refused as the dataset's `overlong` says (default: dropped, and said so)."""
     warmup_ratio: float = Field(0.0, ge=0.0, lt=1.0)
     """Fraction of steps used for linear warm-up."""
     scheduler: Literal[
