@@ -191,24 +191,13 @@ def dashboard_cmd(
         f" --dir {runs_dir}" if runs_dir != Path("runs") else ""
     )
     path.write_text(json.dumps(dash.definition() | {"save_with": again}, indent=2, default=str))
-    online = save and mode == "online"
-    table_run = tracking.log_comparison(
-        path.with_suffix(""),
-        records(cmp, list(COSTS)),
-        project=dash.project,
-        group=dash.group,
-        mode="online" if online else "offline",
-    )
+
     console.print(f"W&B dashboard for {dash.group} (project {dash.project}):", markup=False)
     for section, titles in dash.sections.items():
         console.print(f"  {section}: {', '.join(titles)}", markup=False, highlight=False)
     console.print(f"definition written to {rel(path)}", markup=False, highlight=False)
-    console.print(
-        f"comparison table: W&B run '{dash.group} comparison' (key "
-        f"{tracking.comparison_key(dash.group)})"
-        + ("" if online else f", offline in {rel(table_run)}; `ftlab wandb sync` uploads it"),
-        markup=False,
-        highlight=False,
+    _log_table(
+        path.with_suffix(""), records(cmp, list(COSTS)), dash, online=save and mode == "online"
     )
     if not save:
         console.print(f"`{again}` creates it in W&B", markup=False, highlight=False)
@@ -224,6 +213,23 @@ def dashboard_cmd(
     dash.workspace.save()
     dash.report.save()
     console.print(f"workspace: {dash.workspace.url}\nreport: {dash.report.url}", markup=False)
+
+
+def _log_table(folder: Path, rows: list[dict[str, Any]], dash: Any, *, online: bool) -> None:
+    """The compare rows as a W&B Table in the group's `comparison` run, and say where."""
+    from ftlab.runner import tracking
+
+    mode = "online" if online else "offline"
+    table_run = tracking.log_comparison(
+        folder, rows, project=dash.project, group=dash.group, mode=mode
+    )
+    console.print(
+        f"comparison table: W&B run '{dash.group} comparison' (key "
+        f"{tracking.comparison_key(dash.group)})"
+        + ("" if online else f", offline in {rel(table_run)}; `ftlab wandb sync` uploads it"),
+        markup=False,
+        highlight=False,
+    )
 
 
 @app.command()
