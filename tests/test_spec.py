@@ -392,6 +392,18 @@ def test_mangled_yaml_never_crashes(tmp_path_factory, mutations, drop) -> None:
         assert exc.problems and all(p.expected for p in exc.problems)
 
 
+def test_block_scalar_before_a_comment_is_a_spec_error(tmp_path) -> None:
+    """Hypothesis found it: a `|` inserted before the judge stage's comment made ruamel
+    fail an internal assert (a traceback, not a spec error)."""
+    text = (EXPERIMENTS / "quickstart.yaml").read_text()
+    pos = 4648 % (len(text) + 1)
+    path = tmp_path / "spec.yaml"
+    path.write_text(text[:pos] + "|" + text[pos:])
+    with pytest.raises(SpecError) as err:
+        expand_runs(path)
+    assert err.value.problems[0].expected == "valid YAML"
+
+
 def test_missing_data_file_is_a_spec_problem_with_line(write) -> None:
     with pytest.raises(SpecError) as err:
         load_spec(write("a.yaml", MINIMAL.replace("support_sft.jsonl", "support_sf.jsonl")))
