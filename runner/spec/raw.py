@@ -113,21 +113,10 @@ def read_yaml(path: Path) -> Raw:
                 )
             ]
         ) from None
-    except (YAMLError, ValueError, TypeError, RecursionError) as exc:
-        raise SpecError([Problem(file, 0, "", "valid YAML", str(exc))]) from None
-    except AssertionError:  # ruamel's own checks, e.g. a `|` block scalar before a comment
-        raise SpecError(
-            [
-                Problem(
-                    file,
-                    0,
-                    "",
-                    "valid YAML",
-                    "YAML the reader cannot parse (its internal check failed)",
-                    "look for a stray `|` or `>` (block scalar) or a misplaced comment",
-                )
-            ]
-        ) from None
+    except (YAMLError, ValueError, TypeError, RecursionError, AssertionError) as exc:
+        # AssertionError: ruamel's own checks, e.g. a `|` block scalar before a comment
+        found = str(exc) or "YAML the reader cannot parse (a stray | or >, or a comment?)"
+        raise SpecError([Problem(file, 0, "", "valid YAML", found)]) from None
     if node is None:
         node = {}
     if not isinstance(node, dict):
