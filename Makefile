@@ -8,7 +8,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 TORCH_SPEC ?= $(if $(shell command -v nvidia-smi),torch>=2.4,torch==2.13.0)
 
-.PHONY: setup services quickstart test test-fast lint gpu-test clean
+.PHONY: setup setup-dev services quickstart test test-fast lint gpu-test clean
 
 # The sweep tests start a throwaway PostgreSQL server (Debian's postgresql package); as
 # root with apt-get, install it when missing. Elsewhere that test fails saying how to get it.
@@ -22,11 +22,19 @@ services:
 	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) \
 	    || echo "note: Chromium not installed (apt-get install chromium); the HTML report test needs it"; }
 
+# setup: what running experiments needs (the quickstart); setup-dev adds the test and
+# lint tools and the MLflow server the tests start (about a minute and a half more here).
 setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet "$(TORCH_SPEC)"
+	$(BIN)/pip install --quiet -e .
+	touch $@
+
+setup-dev: $(VENV)/.installed-dev
+
+$(VENV)/.installed-dev: $(VENV)/.installed
 	$(BIN)/pip install --quiet -e ".[dev]"
 	touch $@
 
@@ -35,7 +43,7 @@ quickstart: setup
 	$(BIN)/ftlab compare
 	$(BIN)/ftlab report
 
-test: setup services
+test: setup-dev services
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy cli runner evals sweeps reports
@@ -43,18 +51,18 @@ test: setup services
 
 # The quick loop while developing: everything but the tests that train (integration),
 # run for minutes (slow) or need CUDA (gpu).
-test-fast: setup
+test-fast: setup-dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy cli runner evals sweeps reports
 	$(BIN)/python -m pytest -m "not gpu and not slow and not integration" -q
 
-lint: setup
+lint: setup-dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy cli runner evals sweeps reports
 
-gpu-test: setup
+gpu-test: setup-dev
 	$(BIN)/python -m pytest -m gpu -q -s
 
 clean:

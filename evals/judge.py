@@ -68,6 +68,7 @@ class JudgeEval(EvalKind):
     details = (
         ("position_consistency", "position consistency"),
         ("calibration_agreement", "agreement with held-out human preferences"),
+        ("calibration_consistency", "position consistency on them"),
         ("lc_win_rate", "length-controlled win rate"),
         ("unparsable_rate", "unparsable"),
     )
@@ -153,7 +154,7 @@ class JudgeEval(EvalKind):
                 raise EvalError("mode: reference needs rows with a reference reply")
             out = judge.single(prompts, replies, refs, inp.rows, inp.seed)
         if inp.datasets.get("calibration"):
-            out.metrics["calibration_agreement"] = judge.calibrate(inp.datasets["calibration"])
+            out.metrics.update(judge.calibrate(inp.datasets["calibration"]))
         out.metrics["judge_calls"] = Metric(float(judge.backend.calls), n=len(prompts))
         out.notes += notes
         return out
@@ -477,16 +478,23 @@ class Judge:
         }
         return EvalOutput(metrics=metrics, samples=samples, headline="score")
 
-    def calibrate(self, pairs: list[dict[str, Any]]) -> Metric:
-        """Agreement with human preferences: 1 when the judge picks `chosen` (in both
-        orders), 0.5 for a tie or a flip, 0 when it picks `rejected`."""
+    def calibrate(self, pairs: list[dict[str, Any]]) -> dict[str, Metric]:
+        """Agreement with human pairs (1: `chosen` in both orders, 0.5: tie or flip, 0:
+        `rejected`) and position consistency on them (the verdict survives the swap)."""
         pairs = pairs[: self.p.calibration_limit]
         results = self.compare(
             [str(r["prompt"]) for r in pairs],
             [str(r["chosen"]) for r in pairs],
             [str(r["rejected"]) for r in pairs],
         )
-        outcomes = [r["outcome"] for r in results if r["outcome"] is not None]
-        n = len(outcomes)
-        agree = sum(outcomes)
-        return Metric(agree / n if n else float("nan"), *wilson(agree, n), n=n)
+        agree = [r["outcome"] for r in results if r["outcome"] is not None]
+        same = [float(r["consistent"]) for r in results if r["consistent"] is not None]
+        return {
+            "calibration_agreement": _share(agree),
+            "calibration_consistency": _share(same),
+        }
+
+
+def _share(values: list[float]) -> Metric:
+    n = len(values)
+    return Metric(sum(values) / n if n else float("nan"), *wilson(sum(values), n), n=n)

@@ -46,6 +46,10 @@ class RewardSpec(BaseModel):
     """Weight of this term in the total reward."""
     params: dict[str, Any] = Field(default_factory=dict)
     """Keyword arguments of the reward function's factory."""
+    log_only: bool = False
+    """Compute and log it at every step (rewards/<name>/mean), never optimise it: its
+    weight in the summed reward is 0 — a task metric to watch while another reward
+    trains (reward hacking shows as one rising while this one falls)."""
 
 
 def text_of(completion: Any) -> str:
@@ -197,5 +201,5 @@ def build(specs: list[RewardSpec]) -> tuple[list[RewardFn], list[float]]:
         fn = REWARDS.get(rs.name)(**rs.params)
         fn.__name__ = rs.name  # trl logs rewards/<__name__>/mean
         fns.append(fn)
-        weights.append(rs.weight)
+        weights.append(0.0 if rs.log_only else rs.weight)
     return fns, weights

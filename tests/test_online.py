@@ -209,3 +209,113 @@ def test_reward_module_spec_runs_variants_and_a_sweep_in_one_process(tmp_path: P
     study_mod.run_sweep(sweep)
     trials = study_mod.open_study(sweep).get_trials()
     assert [t.state.name for t in trials] == ["COMPLETE", "COMPLETE"]
+
+
+GRPO_OPTIONS = {
+    "loss_type": "dr_grpo",
+    "importance_sampling_level": "sequence",  # GSPO
+    "scale_rewards": "none",
+    "epsilon": 0.1,
+    "epsilon_high": 0.28,
+    "mask_truncated_completions": True,
+    "num_iterations": 2,
+    "top_entropy_quantile": 0.5,
+    "beta": 0.01,
+}
+
+
+@pytest.mark.integration
+def test_grpo_options_reach_trls_config(tmp_path: Path, sft_model) -> None:
+    """Issue 21: each GRPO setting trl 1.16 offers is passed through as written; RLOO
+    gets the ones its config has."""
+    from transformers import TrainerCallback
+
+    class Args(TrainerCallback):
+        def on_train_begin(self, args, state, control, **kw):  # type: ignore[no-untyped-def]
+            self.args = args
+
+    seen = Args()
+    records: list[dict] = []
+    ctx = _ctx("grpo", tmp_path, records, sft_model, seen)
+    ctx.stage.params.update(GRPO_OPTIONS)
+    # an eval-only reward: computed and logged at every step, weight 0 in the sum
+    ctx.stage.params["rewards"].append({"name": "length", "log_only": True, "weight": 3.0})
+    ctx.stage.train.max_steps = 2
+    METHODS.get("grpo").train(ctx)
+    assert type(seen.args).__name__ == "GRPOConfig"
+    assert {k: getattr(seen.args, k) for k in GRPO_OPTIONS} == GRPO_OPTIONS
+    assert seen.args.reward_weights == [1.0, 0.0]
+    steps = [r for r in records if "reward" in r]
+    # num_iterations 2: the second step reuses the first's generations, no new rewards
+    assert len(steps) == 1 and all("rewards/length/mean" in r for r in steps)
+    for r in steps:  # the optimised reward is the keyword term alone
+        assert r["reward"] == pytest.approx(r["rewards/keywords/mean"], abs=1e-6)
+
+    seen = Args()
+    ctx = _ctx("rloo", tmp_path / "rloo", [], sft_model, seen)
+    ctx.stage.params.update(epsilon_high=0.3, num_iterations=2, mask_truncated_completions=True)
+    ctx.stage.train.max_steps = 1
+    METHODS.get("rloo").train(ctx)
+    assert (seen.args.epsilon_high, seen.args.num_iterations) == (0.3, 2)
+    assert seen.args.mask_truncated_completions is True
+
+
+@pytest.mark.parametrize(
+    ("method", "line", "says"),
+    [
+        ("grpo", "loss_type: dr-grpo", "Did you mean 'dr_grpo'"),
+        ("grpo", "importance_sampling_level: sequnce", "Did you mean 'sequence'"),
+        ("grpo", "scale_rewards: true", "'group', 'batch' or 'none'"),
+        ("grpo", "top_entropy_quantile: 1.5", "less than or equal to 1"),
+        ("rloo", "loss_type: dapo", "stages.0.params.loss_type"),
+        ("grpo", "epsilon_high: 0", "greater than 0"),
+    ],
+)
+def test_bad_grpo_option_is_a_spec_error(method: str, line: str, says: str, write) -> None:
+    from typer.testing import CliRunner
+
+    from ftlab.cli.main import app
+
+    write("data/p.jsonl", '{"prompt": "hi"}\n{"prompt": "ho"}\n')
+    path = write(
+        "s.yaml",
+        "name: t\ndata:\n  p: {path: data/p.jsonl, format: prompts}\n"
+        f"stages:\n  - name: g\n    method: {method}\n    data: p\n"
+        f"    params:\n      rewards: [{{name: keywords}}]\n      {line}\n",
+    )
+    result = CliRunner().invoke(app, ["validate", str(path)])
+    assert result.exit_code != 0
+    assert says in result.output, result.output
+    assert "Traceback" not in result.output
+
+
+def test_a_stage_whose_every_reward_is_log_only_is_a_spec_error(write) -> None:
+    from typer.testing import CliRunner
+
+    from ftlab.cli.main import app
+
+    write("data/p.jsonl", '{"prompt": "hi"}\n')
+    path = write(
+        "s.yaml",
+        "name: t\ndata:\n  p: {path: data/p.jsonl, format: prompts}\n"
+        "stages:\n  - name: g\n    method: grpo\n    data: p\n"
+        "    params: {rewards: [{name: keywords, log_only: true}]}\n",
+    )
+    result = CliRunner().invoke(app, ["validate", str(path)])
+    assert result.exit_code != 0
+    assert "nothing is optimised" in result.output and "stages.0.params.rewards" in result.output
+
+
+@pytest.mark.integration
+def test_full_parameter_grpo_changes_every_weight(tmp_path: Path, sft_model) -> None:
+    tok = models.load_tokenizer(models.resolve("tiny"))
+    snap = Snapshot(tok("Hello", return_tensors="pt")["input_ids"])
+    ctx = _ctx("grpo", tmp_path, [], sft_model, snap)
+    ctx.stage.params["full"] = True
+    ctx.stage.train.max_steps = 2
+    ctx.stage.train.learning_rate = 1e-3
+    result = METHODS.get("grpo").train(ctx)
+    assert snap.trainable == set(snap.before)
+    changed = [n for n in snap.trainable if not torch.equal(snap.before[n], snap.after[n])]
+    assert len(changed) == len(snap.trainable)
+    assert result.artifact.kind == "full"

@@ -250,3 +250,36 @@ def test_reference_cache_key_follows_the_token_ids() -> None:
     assert rows_hash(datasets.Dataset.from_dict(moved)) != base
     with_ref = datasets.Dataset.from_dict({**rows, "ref_chosen_logps": [-1.0, -2.0]})
     assert rows_hash(with_ref) == base
+
+
+@pytest.mark.integration
+def test_full_parameter_dpo_changes_every_weight(sft_artifact: Artifact, tmp_path) -> None:
+    """Issue 21: `params: {full: true}` trains the whole model (no adapter): the held-out
+    loss falls, every parameter moves, and the artifact is full weights that reload to
+    the trained model's logits."""
+    spec = _spec("dpo", full=True)
+    spec.stages[1].train.learning_rate = 5e-4
+    tok = models.load_tokenizer(models.resolve("tiny"))
+    probe = tok("My order is late.", return_tensors="pt")["input_ids"]
+    snap = Snapshot(probe)
+    records: list[dict] = []
+    ctx = stage_ctx(
+        spec,
+        spec.stages[1],
+        "pref",
+        tmp_path,
+        upstream=sft_artifact,
+        log=records.append,
+        extra_callbacks=[snap],
+    )
+    result = METHODS.get("dpo").train(ctx)
+    evals = [r for r in records if "eval_loss" in r]
+    assert evals[-1]["eval_loss"] < evals[0]["eval_loss"], evals
+    assert snap.trainable == set(snap.before)  # no frozen weight, no adapter
+    assert result.summary["trainable_params"] == result.summary["total_params"]
+    for name in snap.trainable:
+        assert not torch.equal(snap.before[name], snap.after[name]), name
+    assert result.artifact.kind == "full"
+    model, _ = load_artifact(result.artifact.path)
+    with torch.no_grad():
+        assert torch.allclose(model.eval()(input_ids=probe).logits, snap.logits, atol=1e-4)

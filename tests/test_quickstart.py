@@ -114,8 +114,27 @@ def test_the_trained_judge_agrees_with_held_out_human_pairs(quickstart: Path) ->
     )
     got = {(r["variant"], r["target"], r["metric"]): r["value"] for r in rows}
     print({k: round(v, 3) for k, v in got.items() if k[2] != "judge_calls"})
-    # measured 0.79 on 24 held-out pairs (README); the judge never trained on them
+    # measured 0.87 and 0.80 on the 30 held-out pairs (README); the judge never trained
+    # on them
     assert got[("lora", "sft", "calibration_agreement")] >= 0.70
+    assert got[("lora", "sft", "calibration_consistency")] >= 0.70
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_the_trained_judge_prefers_sft_replies_over_the_base_models(quickstart: Path) -> None:
+    """Each SFT method's replies against the base model's, in both orders: the judge's
+    wins outnumber its losses significantly (sign test on the items with a verdict that
+    survived the swap; a flip is a tie). Measured: LoRA 27 won / 3 lost / 30 tied of 60,
+    QLoRA 30/6/24, full 42/0/18 (README)."""
+    wins = _per_item(quickstart, "judge_vs_base", "win")
+    for variant in ("lora", "qlora", "full"):
+        outcomes = wins[(variant, "sft")]
+        assert len(outcomes) == 60
+        won, lost = outcomes.count(1.0), outcomes.count(0.0)
+        p = binomtest(won, won + lost, 0.5, alternative="greater").pvalue
+        print("judge vs base", variant, won, lost, p)
+        assert p < 0.01, (variant, won, lost)
 
 
 @pytest.mark.slow

@@ -395,10 +395,10 @@ def test_mangled_yaml_never_crashes(tmp_path_factory, mutations, drop) -> None:
 def test_block_scalar_before_a_comment_is_a_spec_error(tmp_path) -> None:
     """Hypothesis found it: a `|` inserted before the judge stage's comment made ruamel
     fail an internal assert (a traceback, not a spec error)."""
-    text = (EXPERIMENTS / "quickstart.yaml").read_text()
-    pos = 4648 % (len(text) + 1)
     path = tmp_path / "spec.yaml"
-    path.write_text(text[:pos] + "|" + text[pos:])
+    path.write_text(
+        "name: t\nstages:\n  # the judge: one\n|  # once; two\n  - name: judge\n    method: full\n"
+    )
     with pytest.raises(SpecError) as err:
         expand_runs(path)
     assert err.value.problems[0].expected == "valid YAML"

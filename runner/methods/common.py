@@ -245,11 +245,13 @@ def run_trainer(
     final = _evaluate(trainer, reuse_last=not trainer.args.load_best_model_at_end)
     config = getattr(trainer.model, "config", None)
     quant = getattr(config, "quantization_config", None) if method == "qlora" else None
+    from peft import PeftModel
+
     artifact = save_artifact(
         trainer,
         tokenizer,
         ctx.work_dir / "artifact",
-        kind="full" if method == "full" else "adapter",
+        kind="adapter" if isinstance(trainer.model, PeftModel) else "full",
         base=base,
         meta={"method": method, "quantization": _quant_kwargs(quant)},
     )

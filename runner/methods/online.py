@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ftlab.runner.data import chat_prompt
 from ftlab.runner.methods import METHODS
@@ -53,6 +53,15 @@ class RolloutParams(BaseModel):
     temperature: float = Field(1.0, gt=0)
     """Sampling temperature for the rollouts (PPO's log-probs use the same)."""
 
+    @field_validator("rewards")
+    @classmethod
+    def _one_optimised(cls, rewards: list[RewardSpec]) -> list[RewardSpec]:
+        if rewards and all(r.log_only for r in rewards):
+            raise ValueError(
+                "every reward is log_only: nothing is optimised; drop log_only from one"
+            )
+        return rewards
+
 
 def reward_functions(ctx: StageContext, params: RolloutParams) -> tuple[list[Any], list[float]]:
     """The stage's reward functions and weights, user modules and stage artifacts resolved."""
@@ -90,6 +99,38 @@ class OnlineParams(RolloutParams):
     """Completions sampled per prompt (must divide batch_size × grad_accum)."""
     beta: float = Field(0.0, ge=0)
     """KL coefficient towards the reference (0 = no reference model, trl's GRPO default)."""
+    epsilon: float = Field(0.2, gt=0)
+    """Lower clipping bound of the importance ratio (trl's default)."""
+    epsilon_high: float | None = Field(None, gt=0)
+    """Upper clipping bound (DAPO's clip-higher recommends 0.28); none = epsilon."""
+    mask_truncated_completions: bool = False
+    """Leave completions cut at max_completion_length out of the loss (DAPO)."""
+    num_iterations: int = Field(1, ge=1)
+    """Optimisation passes over each generation batch (μ in the GRPO paper)."""
+    full: bool = False
+    """Train every weight (no adapter); with beta > 0 trl keeps a frozen copy as the KL
+    reference."""
+
+
+class GRPOParams(OnlineParams):
+    """GRPO's own settings, passed to trl's GRPOConfig as they are."""
+
+    loss_type: Literal["grpo", "dr_grpo", "dapo", "bnpo", "cispo", "sapo", "luspo", "vespo"] = (
+        "dapo"
+    )
+    """How token losses are aggregated: dapo (trl's default), grpo (per-sequence mean,
+    length-biased), dr_grpo (Dr. GRPO: a constant normaliser), bnpo, cispo, sapo, luspo,
+    vespo."""
+    importance_sampling_level: Literal["token", "sequence"] = "token"
+    """token: a ratio per token; sequence: one per completion (GSPO)."""
+    scale_rewards: Literal["group", "batch", "none"] = "group"
+    """Divide advantages by the reward's standard deviation within each group, across the
+    batch, or not at all (Dr. GRPO)."""
+    top_entropy_quantile: float = Field(1.0, ge=0, le=1)
+    """Keep only this top quantile of tokens by entropy in the loss (1 = all tokens)."""
+
+
+GRPO_ONLY = tuple(k for k in GRPOParams.model_fields if k not in OnlineParams.model_fields)
 
 
 class Rollouts(Method):
@@ -105,7 +146,7 @@ class Rollouts(Method):
     def footprint(self, stage: StageSpec) -> Footprint:
         params = self.params_model.model_validate(stage.params)
         return Footprint(
-            weights="lora",
+            weights="full" if getattr(params, "full", False) else "lora",
             generated=params.max_completion_length,  # type: ignore[attr-defined]
             reward_models=sum(r.name == "reward_model" for r in params.rewards),  # type: ignore[attr-defined]
         )
@@ -119,10 +160,11 @@ class Rollouts(Method):
 
 
 class Online(Rollouts):
-    params_model = OnlineParams
+    params_model: type[OnlineParams] = OnlineParams
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, params_model: type[OnlineParams]) -> None:
         self.name = name
+        self.params_model = params_model
 
     def train(self, ctx: StageContext) -> StageResult:
         return train_online(ctx, method=self.name)
@@ -145,8 +187,8 @@ class Online(Rollouts):
         )
 
 
-GRPO = METHODS.register("grpo")(Online("grpo"))
-RLOO = METHODS.register("rloo")(Online("rloo"))
+GRPO = METHODS.register("grpo")(Online("grpo", GRPOParams))
+RLOO = METHODS.register("rloo")(Online("rloo", OnlineParams))
 
 
 def _prompts(rows: list[dict[str, Any]], tokenizer: Any) -> list[dict[str, Any]]:
@@ -171,7 +213,7 @@ def train_online(ctx: StageContext, *, method: str) -> StageResult:
 
     quiet_library_bars()
     started = time.time()
-    params = OnlineParams.model_validate(ctx.stage.params)
+    params = (GRPOParams if method == "grpo" else OnlineParams).model_validate(ctx.stage.params)
     t = ctx.stage.train
     if (t.batch_size * t.grad_accum) % params.num_generations:
         raise ValueError(
@@ -179,7 +221,7 @@ def train_online(ctx: StageContext, *, method: str) -> StageResult:
             f"batch_size × grad_accum ({t.batch_size} × {t.grad_accum}); change one of them"
         )
     fns, weights = reward_functions(ctx, params)
-    model, peft_cfg, base = policy(ctx, method="lora")
+    model, peft_cfg, base = policy(ctx, method="full" if params.full else "lora")
     tokenizer = load_tokenizer(
         str(ctx.upstream.path) if ctx.upstream else ctx.model,
         chat_template=ctx.spec.model.chat_template,
@@ -199,8 +241,11 @@ def train_online(ctx: StageContext, *, method: str) -> StageResult:
         num_generations=params.num_generations,
         max_completion_length=params.max_completion_length,
         temperature=params.temperature,
-        beta=params.beta,
         reward_weights=weights,
+        **params.model_dump(
+            include={"beta", "epsilon", "epsilon_high", "mask_truncated_completions"}
+            | {"num_iterations", *(GRPO_ONLY if method == "grpo" else ())}
+        ),
     )
     train = _prompts(ctx.data.train, tokenizer)
     trainer = Trainer(

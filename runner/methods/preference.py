@@ -4,7 +4,8 @@ Each is a trl trainer on a LoRA policy (a new adapter, or the upstream adapter w
 `adapter_mode: continue`). The reference model is never a second full copy: trl runs
 the policy with its adapter disabled (a new adapter on the merged upstream model), or
 with a frozen copy of the continued adapter. Reference-free methods (SimPO, CPO, ORPO)
-need none.
+need none. `params: {full: true}` trains every weight instead; trl then holds a frozen
+copy of the start model as the reference.
 """
 
 from __future__ import annotations
@@ -57,6 +58,10 @@ DPOLoss = Literal[
 
 class _Params(BaseModel):
     model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+
+    full: bool = False
+    """Train every weight (no adapter). trl then keeps a frozen copy of the start model
+    as the reference: two models' weights plus the optimiser state."""
 
 
 class DPOParams(_Params):
@@ -156,7 +161,8 @@ class Preference(Method):
 
     def footprint(self, stage: StageSpec) -> Footprint:
         # each example is a pair (chosen and rejected, or KTO's target and KL sample)
-        return Footprint(weights="lora", rows=2)
+        full = self.params_model.model_validate(stage.params).full  # type: ignore[attr-defined]
+        return Footprint(weights="full" if full else "lora", rows=2)
 
 
 DPO = METHODS.register("dpo")(Preference("dpo", DPOParams))
@@ -267,7 +273,7 @@ def train_preference(ctx: StageContext, *, method: Preference) -> StageResult:
             f"undesirable (label: false) examples; every training row has label: "
             f"{str(only).lower()}. Add the other kind, or use sft/dpo instead"
         )
-    model, peft_cfg, base = policy(ctx, method="lora")
+    model, peft_cfg, base = policy(ctx, method="full" if params.full else "lora")  # type: ignore[attr-defined]
     tokenizer = load_tokenizer(
         str(ctx.upstream.path) if ctx.upstream else ctx.model,
         chat_template=ctx.spec.model.chat_template,

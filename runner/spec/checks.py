@@ -4,6 +4,7 @@ problem with the file, line and dotted path of its cause."""
 
 from __future__ import annotations
 
+import re
 import types
 import typing
 from typing import Any
@@ -119,6 +120,8 @@ def schema_problems(raw: Raw, exc: ValidationError, prefix: str) -> list[Problem
             if "Did you mean" in msg:
                 msg, _, rest = msg.partition(" Did you mean")
                 hint = "Did you mean" + rest
+            else:
+                hint = _literal_hint(err)
             problems.append(Problem(where.file, where.line, dotted, msg, found, hint, prefix))
     return problems
 
@@ -331,8 +334,16 @@ def _params_problems(
             )
         else:
             msg = err["msg"].removeprefix("Value error, ")
-            out.append((where, msg, short(err.get("input"), where), ""))
+            out.append((where, msg, short(err.get("input"), where), _literal_hint(err)))
     return out
+
+
+def _literal_hint(err: Any) -> str:
+    """ "Did you mean 'dr_grpo'?" for a misspelt choice of a fixed set."""
+    if err["type"] != "literal_error" or not isinstance(err.get("input"), str):
+        return ""
+    options = re.findall(r"'([^']*)'", str(err["ctx"]["expected"]))
+    return did_you_mean(err["input"], options).strip()
 
 
 def _check_evals(spec: Spec, add: Any) -> None:
