@@ -128,7 +128,7 @@ def _eval_cell(summary: dict[str, Any] | None, metric: str) -> str:
     parts: list[str] = []
     for target, res in summary.get("targets", {}).items():
         m = res.get("metrics", {}).get(metric)
-        if not m:
+        if not m or "@" in target:  # a snapshot during training: `ftlab report` draws them
             continue
         if target == summary.get("last"):
             ci = f" [{m['low']:.3f}, {m['high']:.3f}]" if m.get("low") is not None else ""

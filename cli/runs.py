@@ -20,15 +20,22 @@ PluginsOf = Annotated[
 
 
 @app.command()
-def validate(files: Annotated[list[Path], typer.Argument(help="Spec files.")]) -> None:
+def validate(
+    args: Annotated[
+        list[str],
+        typer.Argument(help="Spec files, then overrides (key=value) applied to each of them."),
+    ],
+) -> None:
     """Check spec files (variants included) without loading a model. Exit 2 if any is bad."""
     from ftlab.runner.spec.errors import SpecError
     from ftlab.runner.spec.load import expand_runs
 
+    overrides = [a for a in args if "=" in a and not Path(a).exists()]
+    files = [Path(a) for a in args if a not in overrides]
     bad = 0
     for file in files:
         try:
-            runs = expand_runs(file)
+            runs = expand_runs(file, overrides)
         except SpecError as exc:
             bad += 1
             err.print(exc.format(), markup=False, highlight=False)

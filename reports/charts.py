@@ -80,16 +80,26 @@ def line_chart(
     w: int = 560,
     h: int = 300,
     colors: dict[str, str] | None = None,
+    intervals: dict[str, list[tuple[float, float, float]]] | None = None,
 ) -> str:
+    """Lines per series; `intervals` (name → (x, low, high)) draws a bar at each point."""
     series = [(name, pts) for name, pts in series if pts]
     if not series:
         return ""
+    bars = {name: intervals.get(name, []) for name, _ in series} if intervals else {}
     xs = [x for _, pts in series for x, _ in pts]
-    ys = [y for _, pts in series for _, y in pts]
+    ys = [y for _, pts in series for _, y in pts] + [
+        v for b in bars.values() for _, lo, hi in b for v in (lo, hi)
+    ]
     sx, sy, out = _frame(xs, ys, title, xlabel, ylabel, w, h)
     legend = []
     for k, (name, pts) in enumerate(series):
         color = (colors or {}).get(name) or PALETTE[k % len(PALETTE)]
+        for x, lo, hi in bars.get(name, []):
+            out.append(
+                f'<line x1="{sx(x):.1f}" x2="{sx(x):.1f}" y1="{sy(lo):.1f}" y2="{sy(hi):.1f}" '
+                f'stroke="{color}" stroke-opacity="0.45" stroke-width="4"/>'
+            )
         path = " ".join(f"{sx(x):.1f},{sy(y):.1f}" for x, y in sorted(pts))
         out.append(
             f'<polyline points="{path}" fill="none" stroke="{color}" stroke-width="1.8">'

@@ -252,6 +252,7 @@ def build(
         _charts("cost", "Metric vs cost", _scatters(cmp)),
         _charts("curves", "Training and eval loss", loss_charts),
         _charts("alignment", "Alignment curves", align_charts),
+        _charts("during", "Evals during training", _during_training(root, cmp)),
         _sweep_section(root, cmp),
         EXPLORER if explorer else "",
     ]
@@ -310,6 +311,45 @@ def _curve_charts(root: Path, cmp: Comparison) -> tuple[list[str], list[str]]:
         elif any(k in name for k in ALIGNMENT):
             align_charts.append(chart)
     return loss_charts, align_charts
+
+
+def _during_training(root: Path, cmp: Comparison) -> list[str]:
+    """Each eval's headline metric on the snapshots of a stage (`every:`), vs the step,
+    with its 95% interval: one line per run."""
+    label = {i: row.label for row in cmp.rows for i in row.run_ids[:1]}
+    colors = {row.label: PALETTE[k % len(PALETTE)] for k, row in enumerate(cmp.rows)}
+    rows = store.query(
+        root,
+        """SELECT run_id, eval, metric, target, value, ci_low, ci_high FROM eval_results
+           WHERE run_id IN (SELECT unnest(?)) AND headline AND contains(target, '@')
+             AND value IS NOT NULL AND isfinite(value)""",
+        [sorted(label)],
+    )
+    charts: dict[tuple[str, str, str], dict[str, list[tuple[float, float, float, float]]]] = {}
+    for r in rows:
+        stage, step = r["target"].rsplit("@", 1)
+        lo, hi = r["ci_low"], r["ci_high"]
+        point = (
+            float(step),
+            r["value"],
+            r["value"] if lo is None else lo,
+            r["value"] if hi is None else hi,
+        )
+        charts.setdefault((r["eval"], r["metric"], stage), {}).setdefault(
+            label[r["run_id"]], []
+        ).append(point)
+    out = []
+    for (ev, metric, stage), series in sorted(charts.items()):
+        out.append(
+            line_chart(
+                [(name, [(x, y) for x, y, _, _ in pts]) for name, pts in sorted(series.items())],
+                f"{ev} {metric} during {stage}",
+                ylabel=metric,
+                colors=colors,
+                intervals={n: [(x, lo, hi) for x, _, lo, hi in p] for n, p in series.items()},
+            )
+        )
+    return out
 
 
 def write(

@@ -82,11 +82,16 @@ def run_evals(
     artifacts: dict[str, Artifact],
     spec_dir: Path,
     only: list[str] | None = None,
+    only_targets: list[str] | None = None,
 ) -> dict[str, dict[str, Any]]:
-    """Evaluate; returns {eval name: summary}. `only` limits to some eval names."""
+    """Evaluate; returns {eval name: summary}. `only` limits to some eval names,
+    `only_targets` to some models (a stage's snapshots, for `select:`)."""
     evals = [ev for ev in spec.evals if only is None or ev.key in only]
     if not evals:
         return {}
+    on = {ev.key: _with_snapshots(spec, ev, artifacts) for ev in evals}
+    if only_targets is not None:
+        on = {k: [t for t in v if t in only_targets] for k, v in on.items()}
     from ftlab.runner.execute import model_identity
 
     identity = {t: hashes[t] for t in hashes} | {"base": model_identity(spec, ref.identity)}
@@ -103,20 +108,17 @@ def run_evals(
     summaries = {ev.key: _summary(spec, ev) for ev in evals}
     samples: dict[str, list[dict[str, Any]]] = {ev.key: [] for ev in evals}
     against = {ev.key: _against(ev) for ev in evals}
-    for target in _order(spec, evals, against):
+    for target in _order(on, against):
         model = _Lazy(target, ref, artifacts, spec.model.chat_template)
         for ev in evals:
-            if EVALS.get(ev.kind).needs_responses and target in (
-                *targets(spec, ev),
-                against[ev.key],
-            ):
+            if EVALS.get(ev.kind).needs_responses and target in (*on[ev.key], against[ev.key]):
                 run.set_status(stage=f"eval {ev.key} ({target}): generating")
                 progress.at(stage=f"eval {ev.key} ({target})")
                 job.replies[(target, ev.key)] = _replies(
                     ev, model, eval_rows(ev, datasets), identity[target], spec
                 )
         for ev in evals:
-            if target not in targets(spec, ev) or target == against[ev.key]:
+            if target not in on[ev.key] or target == against[ev.key]:
                 continue  # a model is not judged against itself
             run.set_status(stage=f"eval {ev.key} ({target})")
             progress.at(stage=f"eval {ev.key} ({target})")
@@ -156,14 +158,25 @@ def _summary(spec: Spec, ev: EvalSpec) -> dict[str, Any]:
     }
 
 
-def _order(spec: Spec, evals: list[EvalSpec], against: dict[str, str | None]) -> list[str]:
+def _with_snapshots(spec: Spec, ev: EvalSpec, artifacts: dict[str, Artifact]) -> list[str]:
+    """The eval's models; with `every:`, each stage's snapshots (`<stage>@<step>`) first."""
+    from ftlab.runner.snapshots import snapshot_targets
+
+    out: list[str] = []
+    for t in targets(spec, ev):
+        out += snapshot_targets(t, artifacts, ev.every) if ev.every else []
+        out.append(t)
+    return out
+
+
+def _order(on: dict[str, list[str]], against: dict[str, str | None]) -> list[str]:
     """Models others are compared with go first: their replies are needed."""
     order: list[str] = []
-    for ev in evals:
-        if against[ev.key] and against[ev.key] not in order:
-            order.append(str(against[ev.key]))
-    for ev in evals:
-        order += [t for t in targets(spec, ev) if t not in order]
+    for key in on:
+        if against[key] and against[key] not in order:
+            order.append(str(against[key]))
+    for key in on:
+        order += [t for t in on[key] if t not in order]
     return order
 
 
@@ -190,10 +203,11 @@ def _evaluate(
     hit = cache.get(key)
     if hit is not None:
         cached = str(hit.get("run_id", ""))
-        print(
-            f"eval {ev.key} on {target}: reusing the result of run {cached} "
-            "(same model, data and settings)"
-        )
+        if cached != job.run.run_id:  # this run's own (a snapshot scored for select:)
+            print(
+                f"eval {ev.key} on {target}: reusing the result of run {cached} "
+                "(same model, data and settings)"
+            )
         return hit, cached
     inp = EvalInput(
         model=None,

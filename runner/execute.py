@@ -6,8 +6,6 @@ get a content hash; a finished stage with the same hash is reused from the stage
 
 from __future__ import annotations
 
-import hashlib
-import json
 import secrets
 import shutil
 import time
@@ -17,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ftlab.runner import data as data_mod
-from ftlab.runner import evaluate, launch, lengths, live, models, progress, tracking
+from ftlab.runner import evaluate, launch, lengths, live, models, progress, snapshots, tracking
 from ftlab.runner.cache import Cache
 from ftlab.runner.envinfo import snapshot
 from ftlab.runner.methods import METHODS
@@ -25,8 +23,9 @@ from ftlab.runner.methods.base import Artifact, StageContext, StageResult
 from ftlab.runner.methods.common import base_weights, reset_peak_memory
 from ftlab.runner.rundir import RunDir, latest_checkpoint, write_json, write_text
 from ftlab.runner.spec.schema import Spec, StageSpec
+from ftlab.runner.stagehash import CACHE_VERSION, model_identity, stage_hashes
 
-CACHE_VERSION = 1  # bump to invalidate every cached stage (e.g. a training-loop fix)
+__all__ = ["CACHE_VERSION", "model_identity", "stage_hashes"]  # their home is stagehash
 
 
 class RunStopped(Exception):  # noqa: N818 - a stop, not an error
@@ -42,65 +41,6 @@ class RunResult:
     variant: str
     state: str
     stages: dict[str, dict[str, Any]]
-
-
-def model_identity(spec: Spec, identity: str) -> str:
-    """The base model's identity with the model settings that change what it computes
-    (chat template text, attention kernel, weight dtype); defaults add nothing, so runs
-    made before these settings existed keep their hashes."""
-    from ftlab.runner import templates
-
-    m = spec.model
-    settings: dict[str, str] = {}
-    if m.chat_template:
-        settings["chat_template"] = templates.named(m.chat_template).sha256
-    if m.attn_implementation != "auto":
-        settings["attn_implementation"] = m.attn_implementation
-    if m.dtype != "auto":
-        settings["dtype"] = m.dtype
-    if not settings:
-        return identity
-    blob = json.dumps(settings, sort_keys=True).encode()
-    return f"{identity}+{hashlib.sha256(blob).hexdigest()[:12]}"
-
-
-def stage_hashes(
-    spec: Spec, *, spec_dir: Path, model: str, datasets: dict[str, data_mod.Dataset]
-) -> dict[str, str]:
-    """Content hash of every stage's inputs, upstream hashes included."""
-    hashes: dict[str, str] = {}
-    for stage in spec.needed_stages():
-        payload = {
-            "cache_version": CACHE_VERSION,
-            "model": model_identity(spec, model),
-            "seed": spec.seed,
-            **({"train_seed": s} if (s := spec.training_seed(stage.name)) != spec.seed else {}),
-            "data": datasets[stage.data].content_hash,
-            "stage": _stage_inputs(stage),
-            "upstream": hashes[stage.from_] if stage.from_ else "",
-            "depends": {d: hashes[d] for d in stage.depends_on() if d != stage.from_},
-        }
-        res = spec.resources
-        if res.world_size > 1 or res.strategy != "ddp":  # bigger batch, other numerics
-            payload["resources"] = {
-                "world_size": res.world_size,
-                "strategy": res.strategy,
-                "options": getattr(res, res.strategy).model_dump() if res.strategy != "ddp" else {},
-            }
-        blob = json.dumps(payload, sort_keys=True).encode()
-        hashes[stage.name] = hashlib.sha256(blob).hexdigest()[:20]
-    return hashes
-
-
-def _stage_inputs(stage: StageSpec) -> dict[str, Any]:
-    """What the stage's method reads, plus its code when it is a user's plugin."""
-    from ftlab.runner import plugins
-
-    method = METHODS.get(stage.method)
-    inputs = method.hash_inputs(stage)
-    if code := plugins.code_hash(method):
-        inputs["plugin_code"] = code
-    return inputs
 
 
 def new_run_id(experiment: str, variant: str) -> str:
@@ -217,6 +157,9 @@ def _execute(
         ref, datasets = preflight(spec, spec_dir=spec_dir, warn=False)  # `ftlab run` warned
         hashes = stage_hashes(spec, spec_dir=spec_dir, model=ref.identity, datasets=datasets)
         artifacts: dict[str, Artifact] = {}
+        known = dict(
+            ref=ref, datasets=datasets, hashes=hashes, artifacts=artifacts, spec_dir=spec_dir
+        )
         needed = spec.needed_stages()
         if skipped := [s.name for s in spec.stages if s not in needed]:
             why = "no later stage or eval of this run uses them"
@@ -239,7 +182,9 @@ def _execute(
                     *(stage_callbacks(stage) if stage_callbacks else []),
                 ],
             )
+            results[stage.name] = _kept(run, spec, stage, results[stage.name], known)
             artifacts[stage.name] = _artifact_from(results[stage.name])
+            snapshots.register(stage, results[stage.name], artifacts, hashes)
         evaluate.run_evals(
             run,
             spec,
@@ -296,6 +241,7 @@ def evaluate_run(run: RunDir, spec: Spec) -> dict[str, dict[str, Any]]:
         if record.get("state") == "completed":
             hashes[stage.name] = record["hash"]
             artifacts[stage.name] = _artifact_from(record)
+            snapshots.register(stage, record, artifacts, hashes)  # `every:` evals see them
     for ev in spec.evals:
         missing = [t for t in evaluate.targets(spec, ev) if t != "base" and t not in artifacts]
         if missing:
@@ -334,6 +280,10 @@ def result_of(run: RunDir, spec: Spec) -> RunResult:
     """A finished run's result, read back from its directory."""
     stages = {s.name: run.stage(s.name) for s in spec.stages if run.stage(s.name)}
     return RunResult(run.path, run.info().get("variant", ""), run.status().get("state", ""), stages)
+
+
+def _artifact_record(a: Artifact) -> dict[str, str]:
+    return {"path": str(a.path.resolve()), "kind": a.kind, "base": a.base}
 
 
 def _artifact_from(stage: dict[str, Any]) -> Artifact:
@@ -376,8 +326,8 @@ def _run_stage(
         print(f"warning: {warning}")
     work = run.stage_dir(stage.name)
     resume_from = latest_checkpoint(work) if resume else None
-    if resume_from is None and (work / "checkpoints").exists():
-        shutil.rmtree(work / "checkpoints")
+    for folder in ("checkpoints", "steps") if resume_from is None else ():
+        shutil.rmtree(work / folder, ignore_errors=True)  # a new start: no earlier state
     record = {
         "stage": stage.name,
         "method": stage.method,
@@ -400,6 +350,7 @@ def _run_stage(
         resume_from=resume_from,
         extra_callbacks=extra_callbacks,
         log=lambda rec: run.log_metrics({"stage": stage.name, **rec}),
+        snapshot_every=snapshots.every(spec, stage),
     )
     if resume_from:
         _resuming(run, stage.name, resume_from)
@@ -416,14 +367,22 @@ def _run_stage(
             "objective": METHODS.get(stage.method).objective(stage),
             "eval_data": data.content_hash,
         },
-        "artifact": {
-            "path": str(result.artifact.path.resolve()),
-            "kind": result.artifact.kind,
-            "base": result.artifact.base,
-        },
+        "artifact": _artifact_record(result.artifact),
     }
     run.write_stage(stage.name, record)
     _stage_cache(spec).put(stage_hash, record)
+    return record
+
+
+def _kept(
+    run: RunDir, spec: Spec, stage: StageSpec, record: dict[str, Any], known: dict[str, Any]
+) -> dict[str, Any]:
+    """The stage's record after `select:` chose its artifact among its snapshots."""
+    if stage.select is None or "selected" in record["summary"]:
+        return record  # nothing to choose, or chosen when it trained (a reused stage)
+    record = snapshots.select(run, spec, stage, record, **known)
+    run.write_stage(stage.name, record)
+    _stage_cache(spec).put(record["hash"], record)
     return record
 
 

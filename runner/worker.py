@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _train(run_dir: Path, name: str, resume_from: Path | None, rank: int, launch_dir: Path) -> None:
-    from ftlab.runner import execute, lengths, models
+    from ftlab.runner import execute, lengths, models, snapshots
     from ftlab.runner.methods import METHODS
     from ftlab.runner.methods.base import StageContext
     from ftlab.runner.rundir import RunDir, read_json, write_json
@@ -85,6 +85,7 @@ def _train(run_dir: Path, name: str, resume_from: Path | None, rank: int, launch
         resume_from=resume_from,
         log=log,
         extra_callbacks=[rebuild(entry) for entry in portable],
+        snapshot_every=snapshots.every(spec, stage),
     )
     result = METHODS.get(stage.method).train(ctx)
     if rank == 0:

@@ -241,7 +241,10 @@ def test_grpo_options_reach_trls_config(tmp_path: Path, sft_model) -> None:
     # an eval-only reward: computed and logged at every step, weight 0 in the sum
     ctx.stage.params["rewards"].append({"name": "length", "log_only": True, "weight": 3.0})
     ctx.stage.train.max_steps = 2
-    METHODS.get("grpo").train(ctx)
+    ctx.snapshot_every = (1,)  # an `every: 1` eval on this stage: a snapshot per step
+    result = METHODS.get("grpo").train(ctx)
+    assert sorted(result.summary["snapshots"]) == ["1", "2"]  # step 2 is the artifact
+    assert Path(result.summary["snapshots"]["1"], "ftlab_artifact.json").is_file()
     assert type(seen.args).__name__ == "GRPOConfig"
     assert {k: getattr(seen.args, k) for k in GRPO_OPTIONS} == GRPO_OPTIONS
     assert seen.args.reward_weights == [1.0, 0.0]
@@ -319,3 +322,43 @@ def test_full_parameter_grpo_changes_every_weight(tmp_path: Path, sft_model) -> 
     changed = [n for n in snap.trainable if not torch.equal(snap.before[n], snap.after[n])]
     assert len(changed) == len(snap.trainable)
     assert result.artifact.kind == "full"
+
+
+@pytest.mark.integration
+def test_online_dpo_trains_on_tiny(tmp_path: Path, sft_model) -> None:
+    """Issue 21: online DPO (trl.experimental) — two sampled replies per prompt ranked by
+    the reward functions; the loss moves and every adapter weight changes."""
+    tok = models.load_tokenizer(models.resolve("tiny"))
+    snap = Snapshot(tok("Hello", return_tensors="pt")["input_ids"])
+    records: list[dict] = []
+    ctx = _ctx("online_dpo", tmp_path, records, sft_model, snap)
+    ctx.stage.params.pop("num_generations")
+    ctx.stage.train.max_steps = 6
+    ctx.stage.train.batch_size = 4
+    result = METHODS.get("online_dpo").train(ctx)
+    losses = [r["loss"] for r in records if "loss" in r]
+    assert len(losses) == 6 and len(set(losses)) > 1, losses
+    assert snap.trainable
+    for name in snap.trainable:
+        assert not torch.equal(snap.before[name], snap.after[name]), name
+    for name in set(snap.before) - snap.trainable:
+        assert torch.equal(snap.before[name], snap.after[name]), name
+    assert result.artifact.kind == "adapter"
+
+
+def test_plan_steps_of_a_grpo_stage_with_grpo_only_options() -> None:
+    """Fresh-eyes find: `ftlab plan` crashed (ValidationError) on a GRPO stage with
+    loss_type / scale_rewards: its steps were read with RLOO's params model."""
+    from ftlab.runner.spec.schema import StageSpec
+
+    stage = StageSpec.model_validate(
+        {
+            "name": "rl",
+            "method": "grpo",
+            "data": "p",
+            "params": {"rewards": [{"name": "keywords"}], **GRPO_OPTIONS},
+            "train": {"batch_size": 8, "max_steps": 0},
+        }
+    )
+    steps = METHODS.get("grpo").steps(stage, [10] * 32, 1)
+    assert steps.total > 0

@@ -15,6 +15,7 @@ for _module, _names in (
     ("reward_model", ("reward_model",)),
     ("ppo", ("ppo",)),
     ("online", ("grpo", "rloo")),
+    ("online_dpo", ("online_dpo",)),
     ("preference", ("dpo", "ipo", "simpo", "cpo", "orpo", "kto")),
 ):
     for _name in _names:

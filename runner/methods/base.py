@@ -46,6 +46,7 @@ class StageContext:
     resume_from: Path | None = None  # a trainer checkpoint to continue from
     artifacts: dict[str, Artifact] = field(default_factory=dict)  # earlier stages, by name
     extra_callbacks: list[Any] = field(default_factory=list)
+    snapshot_every: tuple[int, ...] = ()  # save the model at these step intervals (evals)
 
 
 @dataclass
@@ -136,11 +137,17 @@ class Method(ABC):
 
     def summary_figures(self, summary: dict[str, Any]) -> list[str]:
         """Its figures of a stage summary, as the run table shows them."""
-        return [
+        figures = [
             f"{label} {summary[key]:.3f}"
             for key, label in self.figures
             if isinstance(summary.get(key), int | float)
         ]
+        if sel := summary.get("selected"):  # `select:` kept another step than the last
+            best = {"maximize": ", max", "minimize": ", min"}.get(sel.get("direction"), "")
+            figures.append(
+                f"kept step {sel['step']}/{summary.get('steps')} ({sel['metric']}{best})"
+            )
+        return figures
 
 
 class TrainingDiverged(RuntimeError):

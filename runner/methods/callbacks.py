@@ -59,3 +59,16 @@ class StageProgress(TrainerCallback):
         if self.bar is not None:
             self.bar.close()
             self.bar = None
+
+
+class Snapshots(TrainerCallback):
+    """Saves the model at every multiple of `steps` before the last step (the last step
+    is the stage's artifact)."""
+
+    def __init__(self, steps: tuple[int, ...], save: Any) -> None:
+        self.steps, self.save = steps, save
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+        step = state.global_step
+        if step < state.max_steps and any(step % n == 0 for n in self.steps):
+            self.save(step)

@@ -232,29 +232,31 @@ def run_trainer(
     extra: dict[str, Any] | None = None,
 ) -> StageResult:
     """Train (or resume), evaluate before and after, save the artifact, summarise."""
+    from peft import PeftModel
     from transformers.trainer_callback import ProgressCallback
 
     from ftlab.runner.methods.callbacks import StageProgress
+    from ftlab.runner.snapshots import attach_snapshots
 
     trainer.remove_callback(ProgressCallback)
     trainer.add_callback(StageProgress())
+    config = getattr(trainer.model, "config", None)
+    quant = getattr(config, "quantization_config", None) if method == "qlora" else None
+    kind = "adapter" if isinstance(trainer.model, PeftModel) else "full"
+    meta = {"method": method, "quantization": _quant_kwargs(quant)}
+
+    def save(folder: Path) -> Artifact:
+        return save_artifact(trainer, tokenizer, folder, kind=kind, base=base, meta=meta)
+
+    snapshots = attach_snapshots(trainer, ctx, save)
     trainable, total = count_parameters(trainer.model)
     loraplus(ctx, trainer)
     initial = _initial_eval_loss(ctx, trainer)
     output = trainer.train(resume_from_checkpoint=str(ctx.resume_from) if ctx.resume_from else None)
     final = _evaluate(trainer, reuse_last=not trainer.args.load_best_model_at_end)
-    config = getattr(trainer.model, "config", None)
-    quant = getattr(config, "quantization_config", None) if method == "qlora" else None
-    from peft import PeftModel
-
-    artifact = save_artifact(
-        trainer,
-        tokenizer,
-        ctx.work_dir / "artifact",
-        kind="adapter" if isinstance(trainer.model, PeftModel) else "full",
-        base=base,
-        meta={"method": method, "quantization": _quant_kwargs(quant)},
-    )
+    artifact = save(ctx.work_dir / "artifact")
+    if ctx.snapshot_every:
+        snapshots[str(trainer.state.global_step)] = str(artifact.path.resolve())
     summary = {
         "method": method,
         "trainable_params": trainable,
@@ -273,6 +275,7 @@ def run_trainer(
         "wall_time_s": time.time() - started,
         "peak_memory_mb": peak_memory_mb(),
         "data_report": ctx.data.report,
+        **({"snapshots": snapshots} if snapshots else {}),
         **(extra or {}),
     }
     if launch.in_worker():  # what the trainer really ran (DDP, FSDP, DEEPSPEED, MULTI_CPU …)

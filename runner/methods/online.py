@@ -174,7 +174,7 @@ class Online(Rollouts):
         repeated num_generations times and reused for steps_per_generation (= grad_accum)
         steps; the loader's batch is batch_size × steps_per_generation."""
         t = stage.train
-        generations = OnlineParams.model_validate(stage.params).num_generations
+        generations = self.params_model.model_validate(stage.params).num_generations
         unique = t.batch_size * processes * t.grad_accum // generations
         samples = (len(lengths) // unique) * unique * generations * t.grad_accum
         return trainer_steps(

@@ -202,6 +202,7 @@ def cross_check(raw: Raw, spec: Spec, prefix: str) -> list[Problem]:
             "pass --main-address HOST:PORT (the same on every node)",
         )
     _check_evals(spec, add)
+    _check_snapshots(spec, add)
     _check_template(raw, spec, add)
     _check_mixes(spec, add)
     return problems
@@ -372,6 +373,47 @@ def _check_evals(spec: Spec, add: Any) -> None:
         kind = EVALS.get(ev.kind)
         _eval_data(spec, i, ev, kind, add)
         _plugin_problems(kind, ev.params, ("evals", i), add, ev.params, spec)
+
+
+def _check_snapshots(spec: Spec, add: Any) -> None:
+    """`every:` evaluates a trained stage; `select:` names such an eval's metric."""
+    from ftlab.runner.evaluate import targets
+    from ftlab.runner.snapshots import select_eval
+
+    stages = {s.name: s for s in spec.stages}
+    for i, ev in enumerate(spec.evals):
+        on = [t for t in targets(spec, ev) if t in stages] if ev.every else []
+        if ev.every and not on:
+            add(
+                ("evals", i, "every"),
+                "an eval that runs on a trained stage (on: last, or a stage's name)",
+                f"every: {ev.every} with on: {ev.on}",
+                "add the stage to on:, or drop every:",
+            )
+        for t in [t for t in on if stages[t].method == "ppo"][:1]:
+            add(
+                ("evals", i, "every"),
+                "stages a trl trainer trains (ppo is ftlab's own loop: no snapshots)",
+                f"every: {ev.every} on stage {t} (ppo)",
+                "evaluate the ppo stage after training: drop every:",
+            )
+    for i, st in enumerate(spec.stages):
+        if st.select is None:
+            continue
+        ev = select_eval(spec, st)
+        options = [e.key for e in spec.evals if e.every and st.name in targets(spec, e)]
+        if ev is None or ev.key not in options:
+            head = ev.key if ev else st.select.metric.split(".")[0]
+            add(
+                ("stages", i, "select", "metric"),
+                "<eval>.<metric> of an eval with every: that runs on this stage"
+                + (f" ({', '.join(options)})" if options else ""),
+                st.select.metric,
+                f"give eval '{ev.key}' every: N, with {st.name} (or last) among its on: models"
+                if ev
+                else did_you_mean(head, options).strip()
+                or f"give an eval every: N and on: [{st.name}] (or last)",
+            )
 
 
 def _plugin_problems(

@@ -193,6 +193,9 @@ def with_evals(spec_path: Path, evals_path: Path) -> Spec:
     if problems:
         raise SpecError(problems)
     merge(raw, Raw({k: v for k, v in extra.data.items()}, extra.locs))
+    for stage in raw.data.get("stages") or []:  # trained already: its choice was made
+        if isinstance(stage, dict):
+            stage.pop("select", None)
     return validate(raw)
 
 

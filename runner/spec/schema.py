@@ -196,6 +196,16 @@ class TrainSpec(Strict):
         return self
 
 
+class SelectSpec(Strict):
+    """Which of a stage's checkpoints becomes its artifact."""
+
+    metric: str = Field(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]*\.[A-Za-z0-9_./-]+$")
+    """`<eval>.<metric>` of an eval with `every:` that runs on this stage, e.g.
+    `exact.exact_match`."""
+    direction: Literal["maximize", "minimize", "auto"] = "auto"
+    """auto: what the eval kind calls better (accuracy up, loss down)."""
+
+
 class StageSpec(Strict):
     """One training stage. Stages run in order; `from` chains them."""
 
@@ -218,6 +228,10 @@ class StageSpec(Strict):
     """Optimisation settings."""
     params: dict[str, Any] = {}
     """Method-specific parameters, checked against the method's own params model."""
+    select: SelectSpec | None = None
+    """The stage's artifact is its best checkpoint by this eval metric (measured at the
+    eval's `every:` steps and at the end), not its last step; later stages and exports
+    use it."""
 
     model_config = ConfigDict(populate_by_name=True)
 
@@ -263,6 +277,10 @@ class EvalSpec(Strict):
     """Which rows of that dataset: its held-out `val` split (default), `train`, or `all`."""
     limit: int | None = Field(None, ge=1)
     """Evaluate at most this many items (the first ones, in a fixed order)."""
+    every: int = Field(0, ge=0)
+    """Also evaluate every N optimizer steps of each stage it runs on (a snapshot of the
+    model at that step), per-item rows stored with the step: metric vs step per run in
+    `ftlab report`; 0 = after training only."""
     params: dict[str, Any] = {}
     """Kind-specific parameters, checked against the kind's own params model."""
 
