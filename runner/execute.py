@@ -175,6 +175,7 @@ def _execute(
                 data=datasets[stage.data],
                 upstream=artifacts.get(stage.from_) if stage.from_ else None,
                 stage_hash=hashes[stage.name],
+                train_hash=hashes.get(f"{stage.name}#train", hashes[stage.name]),
                 artifacts=dict(artifacts),
                 resume=resume,
                 extra_callbacks=[
@@ -311,12 +312,13 @@ def _run_stage(
     data: data_mod.Dataset,
     upstream: Artifact | None,
     stage_hash: str,
+    train_hash: str,
     artifacts: dict[str, Artifact],
     resume: bool,
     extra_callbacks: list[Any],
 ) -> dict[str, Any]:
     """Reuse the stage (this run's or the cache's, same hash), else train it."""
-    reused = _reused(run, spec, stage, stage_hash)
+    reused = _reused(run, spec, stage, stage_hash, train_hash)
     if reused is not None:
         return reused
     data = lengths.for_stage(spec, stage, data, tokenizer_from=upstream.path if upstream else ref)
@@ -370,7 +372,7 @@ def _run_stage(
         "artifact": _artifact_record(result.artifact),
     }
     run.write_stage(stage.name, record)
-    _stage_cache(spec).put(stage_hash, record)
+    _stage_cache(spec).put(train_hash, record)  # before `select:` chooses (see _kept)
     return record
 
 
@@ -395,20 +397,27 @@ def _resuming(run: RunDir, stage: str, resume_from: Path) -> None:
     )
 
 
-def _reused(run: RunDir, spec: Spec, stage: StageSpec, stage_hash: str) -> dict[str, Any] | None:
+def _reused(
+    run: RunDir, spec: Spec, stage: StageSpec, stage_hash: str, train_hash: str
+) -> dict[str, Any] | None:
     """The stage's record when this run already completed it with these inputs, or when
-    the stage cache holds it (then recorded as reused)."""
+    the stage cache holds it (then recorded as reused). A stage whose training is cached
+    but not with this `select:` reuses the training; `_kept` chooses again."""
     existing = run.stage(stage.name)
     if existing.get("state") == "completed" and existing.get("hash") == stage_hash:
         return existing
-    cached = _cached(spec, stage_hash)
+    cached = _cached(spec, stage_hash) or (
+        _cached(spec, train_hash) if train_hash != stage_hash else None
+    )
     if cached is None:
         return None
     record = {**cached, "state": "completed", "reused_from": cached["run_id"], "stage": stage.name}
     record["evaluator"] = stage.name in spec.evaluator_stages()
+    record["hash"] = stage_hash
+    again = "" if "selected" in record["summary"] or not stage.select else ", select: anew"
     progress.note(
         f"stage {stage.name}: reusing cached {stage.method} artifact from run "
-        f"{cached['run_id']} (same inputs, hash {stage_hash})"
+        f"{cached['run_id']} (same inputs, hash {stage_hash}{again})"
     )
     run.write_stage(stage.name, record)
     return record

@@ -9,8 +9,9 @@ per-item rows carry the step in their target (`ftlab report` draws metric vs ste
 With `select: {metric: <eval>.<metric>}` the stage's select eval runs on its snapshots as
 soon as the stage has trained, and the best snapshot becomes the stage's artifact before
 any later stage starts (the record keeps which step, by which value, and every step's
-value). Snapshots and selection are part of the stage's hash: a cached stage trained
-without them is not reused for a spec that asks for them.
+value). Snapshot steps are part of the stage's hash; `select:` is hashed apart
+(runner/stagehash.py): a change of the choice alone reuses the training and chooses
+again.
 """
 
 from __future__ import annotations

@@ -40,7 +40,10 @@ def model_identity(spec: Spec, identity: str) -> str:
 def stage_hashes(
     spec: Spec, *, spec_dir: Path, model: str, datasets: dict[str, data_mod.Dataset]
 ) -> dict[str, str]:
-    """Content hash of every stage's inputs, upstream hashes included."""
+    """Content hash of every stage's inputs, upstream hashes included. A stage with
+    `select:` also gets `<name>#train`: the hash of its training alone (without the
+    choice), under which the stage cache keeps it before selection — changing only
+    `select:` chooses again among the same snapshots instead of training again."""
     hashes: dict[str, str] = {}
     for stage in spec.needed_stages():
         payload = {
@@ -61,8 +64,13 @@ def stage_hashes(
                 "strategy": res.strategy,
                 "options": getattr(res, res.strategy).model_dump() if res.strategy != "ddp" else {},
             }
+        choice = payload.pop("select", None)
         blob = json.dumps(payload, sort_keys=True).encode()
         hashes[stage.name] = hashlib.sha256(blob).hexdigest()[:20]
+        if choice is not None:
+            hashes[f"{stage.name}#train"] = hashes[stage.name]
+            both = json.dumps([hashes[stage.name], choice], sort_keys=True).encode()
+            hashes[stage.name] = hashlib.sha256(both).hexdigest()[:20]
     return hashes
 
 

@@ -169,3 +169,20 @@ def test_eval_again_keeps_the_snapshots_results(trained: tuple[Path, str], tmp_p
         app, ["eval", str(run_dir), "--evals", str(extra), "--dir", str(runs)]
     )
     assert result.exit_code == 0, result.output
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_changing_only_select_chooses_again_without_training(trained: tuple[Path, str]) -> None:
+    """Fresh-eyes find: a typo fixed in `select:` (or another metric) retrained the stage;
+    now the training and its snapshots are reused and only the choice is made again."""
+    runs, _ = trained
+    result = subprocess.run(
+        [sys.executable, "-m", "ftlab.cli", "run", str(SPEC), f"output.dir={runs}",
+         "stages.sft.select.metric=heldout.loss"],
+        capture_output=True,
+        text=True,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "select: anew" in result.stdout and "training: step" not in result.stdout
+    assert "kept step 30/60 (heldout.loss, min)" in result.stdout  # 1.151, the lowest

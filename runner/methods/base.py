@@ -173,8 +173,9 @@ QUANT_KEYS = ("quant_type", "double_quant")
 
 
 def stage_inputs(stage: StageSpec, *, adapter: tuple[str, ...]) -> dict[str, Any]:
-    """A stage's settings for its hash: everything but its name, with the `adapter:`
-    block cut to the keys the method uses (`full` uses none)."""
-    data = stage.model_dump(mode="json", by_alias=True, exclude={"name"})
+    """A stage's settings for its hash: everything but its name and `select:` (hashed
+    apart, see runner/stagehash.py), with the `adapter:` block cut to the keys the method
+    uses (`full` uses none)."""
+    data = stage.model_dump(mode="json", by_alias=True, exclude={"name", "select"})
     data["adapter"] = {k: v for k, v in data["adapter"].items() if k in adapter}
     return data
