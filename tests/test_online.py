@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -237,7 +238,7 @@ def test_grpo_options_reach_trls_config(tmp_path: Path, sft_model) -> None:
     seen = Args()
     records: list[dict] = []
     ctx = _ctx("grpo", tmp_path, records, sft_model, seen)
-    ctx.stage.params.update(GRPO_OPTIONS)
+    ctx.stage.params.update(GRPO_OPTIONS, log_completions=2)
     # an eval-only reward: computed and logged at every step, weight 0 in the sum
     ctx.stage.params["rewards"].append({"name": "length", "log_only": True, "weight": 3.0})
     ctx.stage.train.max_steps = 2
@@ -248,6 +249,10 @@ def test_grpo_options_reach_trls_config(tmp_path: Path, sft_model) -> None:
     assert type(seen.args).__name__ == "GRPOConfig"
     assert {k: getattr(seen.args, k) for k in GRPO_OPTIONS} == GRPO_OPTIONS
     assert seen.args.reward_weights == [1.0, 0.0]
+    # log_completions: 2 → the first two completions of each generation, with each term
+    logged = [json.loads(line) for line in (tmp_path / "completions.jsonl").open()]
+    assert [r["step"] for r in logged] == [1, 1] and all(r["completion"] for r in logged)
+    assert all(set(r["rewards"]) == {"keywords", "length"} for r in logged)
     steps = [r for r in records if "reward" in r]
     # num_iterations 2: the second step reuses the first's generations, no new rewards
     assert len(steps) == 1 and all("rewards/length/mean" in r for r in steps)

@@ -72,3 +72,41 @@ class Snapshots(TrainerCallback):
         step = state.global_step
         if step < state.max_steps and any(step % n == 0 for n in self.steps):
             self.save(step)
+
+
+class CompletionLog(TrainerCallback):
+    """The first `n` completions of the latest generation batch (prompt, completion, each
+    reward term, advantage) appended to `path` at each logging step, from the trainer's
+    own record of them (trl's GRPO/RLOO `_logs`); rank 0 only. A batch reused by later
+    steps (`num_iterations` > 1) is written once."""
+
+    def __init__(self, trainer: Any, path: Any, n: int) -> None:
+        self.trainer, self.path, self.n, self.last = trainer, path, n, -1
+        self.written: list[Any] = []
+
+    def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **kw: Any) -> None:
+        import json
+
+        from ftlab.runner.rewards import text_of
+
+        record = getattr(self.trainer, "_logs", None)
+        if not record or not state.is_world_process_zero or state.global_step == self.last:
+            return
+        self.last = state.global_step
+        prompts, completions = list(record["prompt"]), list(record["completion"])
+        if completions[: self.n] == self.written:
+            return  # the same generation batch, trained on again
+        self.written = completions[: self.n]
+        rewards = {name: list(values) for name, values in record["rewards"].items()}
+        advantages = list(record.get("advantages") or [])
+        with open(self.path, "a", encoding="utf-8") as f:
+            for i in range(min(self.n, len(completions))):
+                prompt = prompts[i]
+                row = {
+                    "step": state.global_step,
+                    "prompt": text_of(prompt[-1:]) if isinstance(prompt, list) else prompt,
+                    "completion": text_of(completions[i]),
+                    "rewards": {k: v[i] for k, v in rewards.items() if i < len(v)},
+                    "advantage": advantages[i] if i < len(advantages) else None,
+                }
+                f.write(json.dumps(row, ensure_ascii=False, default=float) + "\n")

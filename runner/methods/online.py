@@ -24,6 +24,7 @@ from ftlab.runner.methods.base import (
     StageResult,
     stage_inputs,
 )
+from ftlab.runner.methods.callbacks import CompletionLog
 from ftlab.runner.methods.common import (
     callbacks,
     policy,
@@ -107,6 +108,10 @@ class OnlineParams(RolloutParams):
     """Leave completions cut at max_completion_length out of the loss (DAPO)."""
     num_iterations: int = Field(1, ge=1)
     """Optimisation passes over each generation batch (μ in the GRPO paper)."""
+    log_completions: int = Field(0, ge=0)
+    """At each logging step, write the first N sampled completions of the latest batch with
+    their prompt, each reward term and the advantage to stages/<name>/completions.jsonl
+    (trl's log_completions, kept in the run directory); 0 = off."""
     full: bool = False
     """Train every weight (no adapter); with beta > 0 trl keeps a frozen copy as the KL
     reference."""
@@ -257,6 +262,10 @@ def train_online(ctx: StageContext, *, method: str) -> StageResult:
         peft_config=peft_cfg,
         callbacks=callbacks(ctx),
     )
+    if params.log_completions:
+        trainer.add_callback(
+            CompletionLog(trainer, ctx.work_dir / "completions.jsonl", params.log_completions)
+        )
     result = run_trainer(
         ctx,
         trainer,
