@@ -417,7 +417,29 @@ def _plan_stage(*, spec: Any, stage: Any, config: Any, tokens: Tokens, spec_dir:
         precision=precision,
         memory=memory,
         notes=tuple(n for n in (tokens_note, length_warning(stage, config), *data_notes) if n)
-        + _optimizer_notes(stage, fp),
+        + _optimizer_notes(stage, fp)
+        + _snapshot_note(
+            spec, stage, steps.total, counts.trainable if weights != "full" else counts.total
+        ),
+    )
+
+
+def _snapshot_note(spec: Any, stage: Any, steps: int, saved: int) -> tuple[str, ...]:
+    """How many snapshots the stage's `every:` evals make, and their size on disk."""
+    from ftlab.runner.snapshots import every
+
+    intervals = every(spec, stage)
+    if not intervals:
+        return ()
+    k = len({s for n in intervals for s in range(n, steps, n)})
+    if not k:
+        return (
+            f"every: {', '.join(map(str, intervals))} ≥ the stage's {steps} steps: only its last "
+            "step is evaluated; lower every: for a curve",
+        )
+    return (
+        f"snapshots: {k} (every {', '.join(map(str, intervals))} of {steps} steps), about "
+        f"{_mb(saved * 4)} each on disk, evaluated after the stage (`every:` evals)",
     )
 
 

@@ -186,3 +186,51 @@ def test_changing_only_select_chooses_again_without_training(trained: tuple[Path
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "select: anew" in result.stdout and "training: step" not in result.stdout
     assert "kept step 30/60 (heldout.loss, min)" in result.stdout  # 1.151, the lowest
+
+
+@pytest.mark.integration
+def test_a_grpo_stage_gets_a_task_metric_at_each_eval_step(tmp_path: Path) -> None:
+    """Issue 21: online RL with a task metric while it trains — a reference-answer eval
+    every step of a GRPO stage, next to an eval-only (log_only) reward in its step logs."""
+    from ftlab.runner import execute
+    from ftlab.runner.spec.load import expand_runs
+
+    from .conftest import DATA
+
+    spec_file = tmp_path / "rl.yaml"
+    spec_file.write_text(
+        f"name: rltask\ndata:\n  p: {{path: {DATA}/support_eval.jsonl, format: prompts, "
+        "max_rows: 8, val_fraction: 0.0}\n"
+        "stages:\n  - name: rl\n    method: grpo\n    data: p\n    adapter: {r: 4}\n"
+        "    params:\n      rewards: [{name: keywords}, {name: length, log_only: true}]\n"
+        "      num_generations: 2\n      max_completion_length: 8\n"
+        "    train: {max_steps: 2, batch_size: 4, precision: fp32, learning_rate: 1.0e-3,\n"
+        "            logging_steps: 1}\n"
+        "evals:\n  - {name: task, kind: chrf, data: p, split: all, limit: 2, every: 1,\n"
+        "     params: {generation: {max_new_tokens: 8}}}\n"
+        f"output: {{dir: {tmp_path / 'runs'}}}\n"
+    )
+    ((name, spec),) = expand_runs(spec_file)
+    rd = execute.create_run(spec, variant=name, spec_file=spec_file, overrides=[])
+    assert execute.execute(rd, spec).state == "completed"
+    rows = store.query(
+        tmp_path / "runs",
+        "SELECT target, count(*) AS n FROM eval_samples WHERE eval = 'task' AND metric = 'chrf'"
+        " GROUP BY target ORDER BY target",
+    )
+    assert {r["target"]: r["n"] for r in rows} == {"rl": 2, "rl@1": 2, "rl@2": 2}
+    steps = [r for r in rd.metrics() if r.get("stage") == "rl" and "reward" in r]
+    assert steps and all("rewards/length/mean" in r for r in steps)
+
+
+def test_plan_counts_the_snapshots_and_says_when_every_is_too_large() -> None:
+    from typer.testing import CliRunner
+
+    from ftlab.cli.main import app
+
+    result = CliRunner().invoke(app, ["plan", str(SPEC)])
+    assert result.exit_code == 0, result.output
+    assert "snapshots: 5 (every 10 of 60 steps)" in result.output
+    big = [f"evals.{i}.every=100" for i in range(4)]
+    result = CliRunner().invoke(app, ["plan", str(SPEC), *big])
+    assert "every: 100 ≥ the stage's 60 steps: only its last step" in result.output
