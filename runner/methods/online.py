@@ -211,10 +211,26 @@ def _prompts(rows: list[dict[str, Any]], tokenizer: Any) -> list[dict[str, Any]]
     return out
 
 
+def rollout_setup(ctx: StageContext, params: Any) -> tuple[Any, ...]:
+    """What every trl online trainer starts from: (reward functions, weights, policy,
+    peft config, base directory, left-padding tokenizer, trainer kwargs)."""
+    from ftlab.runner.models import load_tokenizer
+
+    fns, weights = reward_functions(ctx, params)
+    model, peft_cfg, base = policy(ctx, method="full" if params.full else "lora")
+    tokenizer = load_tokenizer(
+        str(ctx.upstream.path) if ctx.upstream else ctx.model,
+        chat_template=ctx.spec.model.chat_template,
+    )
+    tokenizer.padding_side = "left"  # generation pads on the left
+    kwargs = training_kwargs(ctx)
+    # rollouts have no held-out loss to evaluate: reward is the signal, logged per step
+    kwargs.update(eval_strategy="no", load_best_model_at_end=False, metric_for_best_model=None)
+    return fns, weights, model, peft_cfg, base, tokenizer, kwargs
+
+
 def train_online(ctx: StageContext, *, method: str) -> StageResult:
     import datasets
-
-    from ftlab.runner.models import load_tokenizer
 
     quiet_library_bars()
     started = time.time()
@@ -225,22 +241,13 @@ def train_online(ctx: StageContext, *, method: str) -> StageResult:
             f"stage {ctx.stage.name}: num_generations ({params.num_generations}) must divide "
             f"batch_size × grad_accum ({t.batch_size} × {t.grad_accum}); change one of them"
         )
-    fns, weights = reward_functions(ctx, params)
-    model, peft_cfg, base = policy(ctx, method="full" if params.full else "lora")
-    tokenizer = load_tokenizer(
-        str(ctx.upstream.path) if ctx.upstream else ctx.model,
-        chat_template=ctx.spec.model.chat_template,
-    )
-    tokenizer.padding_side = "left"  # generation pads on the left
+    fns, weights, model, peft_cfg, base, tokenizer, kwargs = rollout_setup(ctx, params)
     if method == "grpo":
         from trl import GRPOConfig as Config
         from trl import GRPOTrainer as Trainer
     else:
         from trl import RLOOConfig as Config  # type: ignore[assignment]
         from trl import RLOOTrainer as Trainer  # type: ignore[assignment]
-    kwargs = training_kwargs(ctx)
-    # rollouts have no held-out loss to evaluate: reward is the signal, logged per step
-    kwargs.update(eval_strategy="no", load_best_model_at_end=False, metric_for_best_model=None)
     args = Config(
         **kwargs,
         num_generations=params.num_generations,

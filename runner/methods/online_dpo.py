@@ -18,12 +18,10 @@ from ftlab.runner.methods import METHODS
 from ftlab.runner.methods.base import StageContext, StageResult
 from ftlab.runner.methods.common import (
     callbacks,
-    policy,
     quiet_library_bars,
     run_trainer,
-    training_kwargs,
 )
-from ftlab.runner.methods.online import RolloutParams, Rollouts, _prompts, reward_functions
+from ftlab.runner.methods.online import RolloutParams, Rollouts, _prompts, rollout_setup
 
 
 class OnlineDPOParams(RolloutParams):
@@ -54,20 +52,10 @@ def train_online_dpo(ctx: StageContext) -> StageResult:
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")  # chosen knowingly (README)
     from trl.experimental.online_dpo import OnlineDPOConfig, OnlineDPOTrainer
 
-    from ftlab.runner.models import load_tokenizer
-
     quiet_library_bars()
     started = time.time()
     params = OnlineDPOParams.model_validate(ctx.stage.params)
-    fns, weights = reward_functions(ctx, params)
-    model, peft_cfg, base = policy(ctx, method="full" if params.full else "lora")
-    tokenizer = load_tokenizer(
-        str(ctx.upstream.path) if ctx.upstream else ctx.model,
-        chat_template=ctx.spec.model.chat_template,
-    )
-    tokenizer.padding_side = "left"  # generation pads on the left
-    kwargs = training_kwargs(ctx)
-    kwargs.update(eval_strategy="no", load_best_model_at_end=False, metric_for_best_model=None)
+    fns, weights, model, peft_cfg, base, tokenizer, kwargs = rollout_setup(ctx, params)
     args = OnlineDPOConfig(
         **kwargs,
         max_new_tokens=params.max_completion_length,
