@@ -4,9 +4,10 @@
 the text shipped in `assets/tiny_corpus.txt`, pretrained on that same text (support
 transcripts in plain text, written by `experiments/data/generate.py`), and a ChatML chat
 template with `{% generation %}` markers (so assistant-only loss works). It is built
-deterministically from its recipe (about a minute on 2 CPU cores) and cached under
-`$FTLAB_CACHE` (default `~/.cache/ftlab`); a changed recipe or corpus gets a new cache
-folder, so it is rebuilt. Concurrent first uses wait for one build.
+deterministically from its recipe (about 80 s on 2 CPU cores); the package ships the
+result with a hash check (`tiny.py`), so a first use only copies it into `$FTLAB_CACHE`
+(default `~/.cache/ftlab`). A changed recipe or corpus gets a new cache folder and is
+built there. Concurrent first uses wait for one build.
 """
 
 from __future__ import annotations
@@ -229,8 +230,10 @@ def _check_hub(repo_id: str) -> None:
 
 
 def ensure_tiny() -> Path:
-    """Build (once) and return the folder of the embedded tiny model."""
-    return atomic_build(cache_dir() / "models" / f"tiny-{tiny_recipe_hash()}", _build_tiny)
+    """The folder of the embedded tiny model: its shipped weights, or built once (tiny.py)."""
+    from ftlab.runner import tiny
+
+    return atomic_build(cache_dir() / "models" / f"tiny-{tiny_recipe_hash()}", tiny.install)
 
 
 def build_tokenizer() -> Any:
@@ -259,7 +262,7 @@ def build_tokenizer() -> Any:
     return fast
 
 
-def _llama_like(arch: str, cfg: dict[str, Any], tokenizer: Any) -> Any:
+def llama_like(arch: str, cfg: dict[str, Any], tokenizer: Any) -> Any:
     from transformers import LlamaConfig, Qwen2Config
 
     config_cls = {"llama": LlamaConfig, "qwen2": Qwen2Config}[arch]
@@ -271,73 +274,13 @@ def _llama_like(arch: str, cfg: dict[str, Any], tokenizer: Any) -> Any:
     )
 
 
-def _build_tiny(out: Path) -> None:
-    import torch
-    from transformers import AutoModelForCausalLM
-
-    tokenizer = _tiny_tokenizer()
-    cfg = dict(TINY_RECIPE["config"], vocab_size=len(tokenizer))
-    config = _llama_like("llama", cfg, tokenizer)
-    torch.manual_seed(TINY_RECIPE["seed"])
-    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-    _pretrain(model, tokenizer, TINY_RECIPE["pretrain"], seed=TINY_RECIPE["seed"])
-    model.generation_config.pad_token_id = tokenizer.pad_token_id
-    model.save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    (out / "ftlab_recipe.json").write_text(json.dumps(TINY_RECIPE, indent=2))
-
-
-def _pretrain(model: Any, tokenizer: Any, recipe: dict[str, Any], *, seed: int) -> None:
-    """Causal-LM pretraining on the shipped corpus: a plain, seeded torch loop."""
-    import math
-
-    import torch
-
-    from ftlab.runner.progress import Bar
-
-    text = (ASSETS / "tiny_corpus.txt").read_text(encoding="utf-8")
-    ids: list[int] = []
-    for doc in text.split("\n\n"):
-        ids += tokenizer(doc.strip(), add_special_tokens=False)["input_ids"]
-        ids.append(tokenizer.bos_token_id)
-    window = recipe["seq_len"]
-    data = torch.tensor(ids[: len(ids) // window * window]).view(-1, window)
-    steps, warmup = recipe["steps"], recipe["warmup_steps"]
-    opt = torch.optim.AdamW(
-        model.parameters(), lr=recipe["learning_rate"], weight_decay=recipe["weight_decay"]
-    )
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt,
-        lambda s: (
-            (s + 1) / warmup
-            if s < warmup
-            else 0.5 * (1 + math.cos(math.pi * (s - warmup) / (steps - warmup)))
-        ),
-    )
-    order = torch.Generator().manual_seed(seed)
-    model.train()
-    bar = Bar(steps, "building the tiny model (once): pretraining")
-    for _ in range(steps):
-        batch = data[torch.randint(0, len(data), (recipe["batch_size"],), generator=order)]
-        loss = model(input_ids=batch, labels=batch).loss
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        sched.step()
-        opt.zero_grad(set_to_none=True)
-        bar.set_postfix({"loss": f"{loss.item():.3f}"})
-        bar.update()
-    bar.close()
-    model.eval()
-
-
 def random_config(shape: str) -> Any:
     """The transformers config of a random-init shape (for plans on the meta device)."""
     arch, cfg = RANDOM_SHAPES[shape]
-    return _llama_like(arch, cfg, _tiny_tokenizer())
+    return llama_like(arch, cfg, tiny_tokenizer())
 
 
-def _tiny_tokenizer() -> Any:
+def tiny_tokenizer() -> Any:
     """tiny's tokenizer, without pretraining tiny (random shapes need only this)."""
     from transformers import AutoTokenizer
 
@@ -357,7 +300,7 @@ def ensure_random(shape: str, *, seed: int) -> Path:
         torch.manual_seed(seed)
         model = AutoModelForCausalLM.from_config(random_config(shape), dtype=torch.bfloat16)
         model.save_pretrained(out)
-        _tiny_tokenizer().save_pretrained(out)
+        tiny_tokenizer().save_pretrained(out)
 
     return atomic_build(cache_dir() / "models" / f"random-{shape}-{seed}", build)
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -12,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from ftlab.runner import builds, models
+from ftlab.runner import builds, models, tiny
 
 
 def _digest(folder: Path) -> str:
@@ -53,6 +55,52 @@ def test_tiny_rebuilt_when_recipe_changes(tmp_path: Path, monkeypatch, short_pre
     new = models.resolve("tiny")
     assert new.path != old.path and new.identity != old.identity
     assert _digest(Path(new.path)) != _digest(Path(old.path))
+
+
+def test_the_shipped_tiny_is_the_current_recipe_s(tmp_path: Path, monkeypatch, capfd) -> None:
+    """The package ships tiny's weights (issue 18: the quickstart's first use copies them
+    instead of pretraining for 80 s). A recipe or corpus change without re-shipping fails
+    here, with the command that fixes it; a first use copies the files byte for byte."""
+    assert tiny.shipped_problem() == ""
+    monkeypatch.setenv("FTLAB_CACHE", str(tmp_path))
+    built = models.ensure_tiny()
+    for name in json.loads((tiny.SHIPPED / tiny.MANIFEST).read_text())["files"]:
+        assert (built / name).read_bytes() == (tiny.SHIPPED / name).read_bytes()
+    assert "building the tiny model" not in capfd.readouterr().err
+
+
+def test_a_damaged_or_stale_shipped_tiny_is_not_used(tmp_path: Path, monkeypatch) -> None:
+    copy = tmp_path / "tiny"
+    shutil.copytree(tiny.SHIPPED, copy)
+    assert tiny.shipped_problem(copy) == ""
+    with (copy / "model.safetensors").open("r+b") as f:  # one flipped byte
+        f.seek(4096)
+        byte = f.read(1)
+        f.seek(4096)
+        f.write(bytes([byte[0] ^ 1]))
+    assert "model.safetensors is missing or its sha256 differs" in tiny.shipped_problem(copy)
+    (copy / "model.safetensors").write_text("version https://git-lfs.github.com/spec/v1\n")
+    assert "sha256 differs" in tiny.shipped_problem(copy)
+    monkeypatch.setitem(models.TINY_RECIPE, "seed", 999)
+    problem = tiny.shipped_problem(tiny.SHIPPED)
+    assert "the recipe is now" in problem and "python -m ftlab.runner.tiny" in problem
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_the_shipped_tiny_is_what_its_recipe_builds(tmp_path: Path, monkeypatch) -> None:
+    """Rebuilt from the recipe (80 s): the same tensors as the shipped file — bit for bit
+    here; within float noise on a CPU whose kernels sum in another order."""
+    import torch
+    from safetensors.torch import load_file
+
+    monkeypatch.setenv("FTLAB_CACHE", str(tmp_path))
+    monkeypatch.setenv("FTLAB_TINY_BUILD", "1")
+    built = load_file(str(models.ensure_tiny() / "model.safetensors"))
+    shipped = load_file(str(tiny.SHIPPED / "model.safetensors"))
+    assert built.keys() == shipped.keys()
+    for name, tensor in shipped.items():
+        torch.testing.assert_close(built[name], tensor, rtol=1e-4, atol=1e-5, msg=name)
 
 
 def test_tiny_has_chat_template_and_few_million_params() -> None:

@@ -63,10 +63,10 @@ def test_plan_says_when_rows_are_cut_at_max_length() -> None:
     over.append("data.judge_pairs.overlong=truncate")  # cut at 256, no verdict is left
     with pytest.raises(DataError, match="no reply token is left to learn from"):
         plan_runs(EXPERIMENTS / "quickstart.yaml", over)
-    over[0] = "stages.judge.train.max_length=540"
+    over[0] = "stages.judge.train.max_length=445"
     (plan, *_) = plan_runs(EXPERIMENTS / "quickstart.yaml", over)
     judge, sft = plan.stages
-    cut = "50 of 600 rows of data judge_pairs are longer than train.max_length 540: kept and cut"
+    cut = "61 of 600 rows of data judge_pairs are longer than train.max_length 445: kept and cut"
     assert any(cut in n for n in judge.notes), judge.notes
     assert not any("longer than train.max_length" in n for n in sft.notes)
 
