@@ -52,7 +52,7 @@ test: setup-dev services
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy cli runner evals sweeps reports
-	$(BIN)/python -m pytest -m "not gpu" -q
+	$(BIN)/python -m pytest -m "not gpu" -q --durations=15
 
 # The quick loop while developing: everything but the tests that train (integration),
 # run for minutes (slow) or need CUDA (gpu).

@@ -81,8 +81,10 @@ def line_chart(
     h: int = 300,
     colors: dict[str, str] | None = None,
     intervals: dict[str, list[tuple[float, float, float]]] | None = None,
+    marks: dict[str, tuple[float, str]] | None = None,
 ) -> str:
-    """Lines per series; `intervals` (name → (x, low, high)) draws a bar at each point."""
+    """Lines per series; `intervals` (name → (x, low, high)) draws a bar at each point,
+    `marks` (name → (x, tooltip)) a ring around that series' point at x."""
     series = [(name, pts) for name, pts in series if pts]
     if not series:
         return ""
@@ -108,7 +110,16 @@ def line_chart(
         if len(pts) == 1:
             x, y = pts[0]
             out.append(f'<circle cx="{sx(x):.1f}" cy="{sy(y):.1f}" r="3" fill="{color}"/>')
+        at, tip = (marks or {}).get(name, (None, ""))
+        for x, y in pts:
+            if x == at:
+                out.append(
+                    f'<circle class="mark" cx="{sx(x):.1f}" cy="{sy(y):.1f}" r="6" fill="none" '
+                    f'stroke="{color}" stroke-width="2"><title>{esc(tip)}</title></circle>'
+                )
         legend.append(f'<span><i style="background:{color}"></i>{esc(name)}</span>')
+    if marks:
+        legend.append("<span>◯ the step <code>select:</code> kept</span>")
     out.append("</svg>")
     return f"<figure>{''.join(out)}<figcaption>{''.join(legend)}</figcaption></figure>"
 

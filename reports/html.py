@@ -338,6 +338,7 @@ def _during_training(root: Path, cmp: Comparison) -> list[str]:
         charts.setdefault((r["eval"], r["metric"], stage), {}).setdefault(
             label[r["run_id"]], []
         ).append(point)
+    kept = _kept_steps(root, label)
     out = []
     for (ev, metric, stage), series in sorted(charts.items()):
         out.append(
@@ -347,8 +348,26 @@ def _during_training(root: Path, cmp: Comparison) -> list[str]:
                 ylabel=metric,
                 colors=colors,
                 intervals={n: [(x, lo, hi) for x, _, lo, hi in p] for n, p in series.items()},
+                marks=kept.get(stage),
             )
         )
+    return out
+
+
+def _kept_steps(root: Path, label: dict[str, str]) -> dict[str, dict[str, tuple[float, str]]]:
+    """stage → run label → (the step its `select:` kept, a tooltip): the ringed point."""
+    rows = store.query(
+        root,
+        """SELECT run_id, stage, summary_json FROM stages
+           WHERE run_id IN (SELECT unnest(?)) AND contains(summary_json, '"selected"')""",
+        [sorted(label)],
+    )
+    out: dict[str, dict[str, tuple[float, str]]] = {}
+    for r in rows:
+        sel = json.loads(r["summary_json"]).get("selected") or {}
+        if "step" in sel:
+            tip = f"kept step {sel['step']} (select: {sel['metric']}, {sel['direction']})"
+            out.setdefault(r["stage"], {})[label[r["run_id"]]] = (float(sel["step"]), tip)
     return out
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ftlab.runner.cache import Cache
+from ftlab.runner.registry import did_you_mean
 from ftlab.runner.spec.errors import Problem, SpecError
 from ftlab.runner.spec.load import Raw, load_raw, validate
 from ftlab.runner.spec.schema import Spec
@@ -112,6 +113,11 @@ def load(file: Path, overrides: list[str] | None = None) -> Sweep:
             )
     if problems:
         raise SpecError(problems)
+    sweep = Sweep(file, overrides or [], raw, spec, [])
+    for key, expected, found, hint in _pruner_problems(sweep):
+        bad(("search", "pruner_params", *([key] if key else [])), expected, found, hint)
+    if problems:
+        raise SpecError(problems)
     params = space_mod.parse(spec, raw)
     if search.sampler == "grid" and any(p.kind in ("float",) and not p.step for p in params):
         bad(("search", "sampler"), "a space of choices or stepped ranges for grid", "grid")
@@ -162,6 +168,17 @@ def judged_stage(spec: Spec) -> Any:
     return needed[-1]
 
 
+def _pruner_class(kind: str) -> Any:
+    import optuna
+
+    classes: dict[str, Any] = {
+        "hyperband": optuna.pruners.HyperbandPruner,
+        "successive_halving": optuna.pruners.SuccessiveHalvingPruner,
+        "median": optuna.pruners.MedianPruner,
+    }
+    return classes[kind]
+
+
 def _pruner(sweep: Sweep) -> Any:
     import optuna
 
@@ -171,11 +188,35 @@ def _pruner(sweep: Sweep) -> Any:
     # the least resource a trial can be judged on: the first evaluation of the stage the
     # pruner watches
     first = judged_stage(sweep.spec).train.eval_steps or 1
-    if kind == "hyperband":
-        return optuna.pruners.HyperbandPruner(min_resource=first, reduction_factor=3)
-    if kind == "successive_halving":
-        return optuna.pruners.SuccessiveHalvingPruner(min_resource=first)
-    return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0)
+    defaults: dict[str, Any] = {
+        "hyperband": {"min_resource": first, "reduction_factor": 3},
+        "successive_halving": {"min_resource": first},
+        "median": {"n_startup_trials": 2, "n_warmup_steps": 0},
+    }[kind]
+    return _pruner_class(kind)(**{**defaults, **sweep.spec.search.pruner_params})
+
+
+def _pruner_problems(sweep: Sweep) -> list[tuple[str, str, str, str]]:
+    """(key, expected, found, fix) for pruner_params Optuna's pruner would refuse."""
+    import inspect
+
+    search = sweep.spec.search
+    if not search.pruner_params or not prunes(sweep):  # `pruner=none` on the command line
+        return []
+    accepted = [
+        n for n in inspect.signature(_pruner_class(search.pruner)).parameters if n != "self"
+    ]
+    out = []
+    for key in search.pruner_params:
+        if key not in accepted:
+            hint = did_you_mean(key, accepted).strip() or f"it takes {', '.join(accepted)}"
+            out.append((key, f"a keyword of Optuna's {search.pruner} pruner", key, hint))
+    if not out:
+        try:
+            _pruner(sweep)
+        except (TypeError, ValueError) as e:
+            out.append(("", f"values Optuna's {search.pruner} pruner accepts", str(e), ""))
+    return out
 
 
 def storage(url: str) -> Any:

@@ -123,6 +123,10 @@ def test_report_draws_each_eval_against_the_step(trained: tuple[Path, str]) -> N
         assert title in page, title
     section = page[page.index("id='during'") :]
     assert section.count("<polyline") >= 4 and "stroke-opacity" in section  # intervals
+    # the step select: kept is ringed on each of the stage's curves (a fresh-eyes find)
+    step = _stage(runs)["summary"]["selected"]["step"]
+    tip = f"kept step {step} (select: intent.support_intent_mc.acc, maximize)"
+    assert section.count(f"<title>{tip}</title>") >= 4, section[:3000]
 
 
 @pytest.mark.parametrize(

@@ -37,6 +37,13 @@ class SearchSpec(Strict):
     """Optuna pruner (single objective only), fed at every evaluation of the stage the
     objective is measured on: the objective itself for `preference`/`perplexity` evals,
     else that stage's eval loss."""
+    pruner_params: dict[str, Any] = {}
+    """Keyword arguments of the Optuna pruner, passed as written: `min_resource`,
+    `reduction_factor` (hyperband, successive_halving; min_resource defaults to the
+    watched stage's first evaluation step), `n_warmup_steps`, `n_startup_trials`
+    (median; defaults 0 and 2). A warm-up of about half the watched stage's steps keeps
+    the pruner off settings that learn slowly at first and finish best (a low DPO beta,
+    a low learning rate: the short-horizon bias of early stopping)."""
     seed: int | None = Field(None, ge=0, le=2**32 - 1)
     """Sampler seed (default: the spec's seed)."""
     startup_trials: int | None = Field(None, ge=0)
